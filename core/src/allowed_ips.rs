@@ -18,56 +18,22 @@
 //! dependent loads for IPv6), which is slower for the tables that occur and
 //! only wins with dozens of distinct lengths.
 //!
-//! The maps use a small unkeyed integer hasher. Keys are configured networks,
-//! not chosen by whoever sends packets; a packet only picks which keys are
-//! probed, which it cannot use to lengthen collision chains.
+//! The maps use [`FastMap`]: keys are configured networks, not chosen by
+//! whoever sends packets; a packet only picks which keys are probed, which
+//! it cannot use to lengthen collision chains.
 //!
 //! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are plain IPv6 addresses
 //! here: they match IPv6 networks only, never IPv4 ones, as on the wire.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-/// Unkeyed hasher for masked addresses: one multiply per word, then a
-/// finaliser so that low bits (the bucket index) depend on every input bit;
-/// networks like /24s have all-zero low bits.
-#[derive(Default, Clone, Copy)]
-struct AddrHasher(u64);
+use crate::fast_hash::FastMap;
 
-const K: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl AddrHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0 ^ word).wrapping_mul(K);
-    }
-}
-
-impl Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^ (x >> 33)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.mix(u64::from(b));
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.mix(u64::from(n));
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.mix(n as u64);
-        self.mix((n >> 64) as u64);
-    }
-}
-
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<AddrHasher>>;
+type Map<K, V> = FastMap<K, V>;
 
 /// An address as an integer: `u32` for IPv4, `u128` for IPv6.
 trait Bits: Copy + Eq + Hash {

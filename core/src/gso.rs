@@ -51,7 +51,11 @@ type Pair = (Option<IpAddr>, SocketAddr);
 struct Batch {
     pair: Pair,
     segment_size: usize,
+    /// Allocated once at full size and reused: bytes past `used` are stale,
+    /// and every datagram overwrites all of its own bytes, so pushing
+    /// never has to zero memory first.
     buf: Vec<u8>,
+    used: usize,
     /// Bytes at the front already sent.
     sent: usize,
     /// Datagrams in `buf`, sent or not.
@@ -62,7 +66,7 @@ struct Batch {
 
 impl Batch {
     fn unsent_datagrams(&self) -> usize {
-        (self.buf.len() - self.sent).div_ceil(self.segment_size)
+        (self.used - self.sent).div_ceil(self.segment_size)
     }
 }
 
@@ -122,36 +126,47 @@ impl GsoQueue {
         self.datagrams += 1;
         if let Some(i) = self.joinable(pair, len) {
             let batch = &mut self.batches[i];
-            let at = batch.buf.len();
-            batch.buf.resize(at + len, 0);
+            let at = batch.used;
+            batch.used += len;
             batch.count += 1;
             batch.open = len == batch.segment_size;
-            return &mut batch.buf[at..];
+            return &mut batch.buf[at..at + len];
         }
-        let mut buf = self.spare.pop().unwrap_or_default();
-        buf.resize(len, 0);
+        let size = payload_limit(&dst).max(len);
+        let buf = match self.spare.pop() {
+            Some(buf) if buf.len() >= size => buf,
+            _ => vec![0; size],
+        };
         let seq = self.front_seq + self.batches.len() as u64;
         self.newest.insert(pair, seq);
         self.batches.push_back(Batch {
             pair,
             segment_size: len,
             buf,
+            used: len,
             sent: 0,
             count: 1,
             open: true,
         });
-        &mut self.batches.back_mut().expect("just pushed").buf[..]
+        &mut self.batches.back_mut().expect("just pushed").buf[..len]
     }
 
     /// Index of the batch a datagram of `len` bytes to `pair` may join.
     fn joinable(&self, pair: Pair, len: usize) -> Option<usize> {
-        let seq = *self.newest.get(&pair)?;
-        let i = usize::try_from(seq.checked_sub(self.front_seq)?).ok()?;
+        // The common case, one destination at a time, needs no map: the
+        // newest batch of the pair is the last one.
+        let i = match self.batches.back() {
+            Some(back) if back.pair == pair => self.batches.len() - 1,
+            _ => {
+                let seq = *self.newest.get(&pair)?;
+                usize::try_from(seq.checked_sub(self.front_seq)?).ok()?
+            }
+        };
         let batch = self.batches.get(i)?;
         let fits = batch.open
             && len <= batch.segment_size
             && batch.count < self.max_segments
-            && batch.buf.len() + len <= payload_limit(&pair.1);
+            && batch.used + len <= payload_limit(&pair.1);
         fits.then_some(i)
     }
 
@@ -166,7 +181,7 @@ impl GsoQueue {
     pub fn peek(&self, max_segments: usize) -> Option<Transmit<'_>> {
         let batch = self.batches.front()?;
         let take = max_segments.max(1) * batch.segment_size;
-        let end = (batch.sent + take).min(batch.buf.len());
+        let end = (batch.sent + take).min(batch.used);
         Some(Transmit {
             src: batch.pair.0,
             dst: batch.pair.1,
@@ -182,11 +197,11 @@ impl GsoQueue {
             return;
         };
         let segments = segments.min(batch.unsent_datagrams());
-        let end = (batch.sent + segments * batch.segment_size).min(batch.buf.len());
+        let end = (batch.sent + segments * batch.segment_size).min(batch.used);
         self.bytes -= end - batch.sent;
         self.datagrams -= segments;
         batch.sent = end;
-        if batch.sent == batch.buf.len() {
+        if batch.sent == batch.used {
             let batch = self.batches.pop_front().expect("front exists");
             self.front_seq += 1;
             self.recycle(batch.buf);
@@ -196,9 +211,8 @@ impl GsoQueue {
         }
     }
 
-    fn recycle(&mut self, mut buf: Vec<u8>) {
+    fn recycle(&mut self, buf: Vec<u8>) {
         if self.spare.len() < SPARE_BUFFERS {
-            buf.clear();
             self.spare.push(buf);
         }
     }
@@ -330,6 +344,22 @@ mod tests {
         let shape: Vec<(usize, usize)> =
             drain(&mut q, 64).iter().map(|s| (s.1, s.2.len())).collect();
         assert_eq!(shape, [(500, 2), (600, 3), (300, 1)]);
+    }
+
+    #[test]
+    fn an_older_open_batch_is_never_joined_again() {
+        let mut q = GsoQueue::new();
+        let (a, b) = (addr("192.0.2.1:1"), addr("192.0.2.2:2"));
+        q.push(None, a, &datagram(1, 500));
+        q.push(None, a, &datagram(2, 600));
+        q.push(None, b, &datagram(3, 500));
+        q.push(None, a, &datagram(4, 500));
+        let to_a: Vec<Vec<u8>> = drain(&mut q, 64)
+            .into_iter()
+            .filter(|s| s.0 == a)
+            .flat_map(|s| s.2)
+            .collect();
+        assert_eq!(to_a, [datagram(1, 500), datagram(2, 600), datagram(4, 500)]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod allowed_ips;
 pub mod config;
 mod cookie;
 mod crypto;
+mod fast_hash;
 pub mod gso;
 mod handshake;
 mod ip;

@@ -14,6 +14,7 @@ use rand_core::CryptoRngCore;
 
 use crate::allowed_ips::AllowedIps;
 use crate::cookie::CookieChecker;
+use crate::fast_hash::FastMap;
 use crate::gso::{GsoQueue, Transmit};
 use crate::handshake::{self, Identity, PeerSecrets};
 use crate::ip::IpHeader;
@@ -234,7 +235,7 @@ pub(crate) struct Shared {
     pub gso: GsoQueue,
     pub rng: Box<dyn CryptoRngCore + Send>,
     /// Our local indices: which peer each session or handshake belongs to.
-    pub indices: HashMap<u32, PeerId>,
+    pub indices: FastMap<u32, PeerId>,
     pub events: VecDeque<Event>,
     pub options: NodeOptions,
     pub stats: NodeStats,
@@ -318,7 +319,7 @@ impl Node {
                 identity,
                 gso: GsoQueue::new(),
                 rng,
-                indices: HashMap::new(),
+                indices: FastMap::default(),
                 events: VecDeque::new(),
                 options,
                 stats: NodeStats::default(),
