@@ -50,6 +50,6 @@ step "tests"
 cargo test --workspace --locked
 
 step "sans-IO crates build for wasm32-unknown-unknown"
-cargo build --locked --target wasm32-unknown-unknown -p underpass-core
+cargo build --locked --target wasm32-unknown-unknown -p underpass-core -p underpass-stack
 
 step "all checks passed"

@@ -1,0 +1,129 @@
+//! The smoltcp device of the stack: two packet queues, filled and drained
+//! in batches by the caller, with their buffers recycled.
+
+use std::collections::VecDeque;
+
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+/// Spare buffers kept per direction.
+const SPARE: usize = 512;
+
+pub(crate) struct Queues {
+    pub rx: VecDeque<Vec<u8>>,
+    pub tx: VecDeque<Vec<u8>>,
+    rx_spare: Vec<Vec<u8>>,
+    tx_spare: Vec<Vec<u8>>,
+    mtu: usize,
+    /// Outbound packets held at most; when full, smoltcp keeps the data in
+    /// its sockets until the caller drains (back-pressure, not loss).
+    pub max_tx: usize,
+}
+
+impl Queues {
+    pub fn new(mtu: usize, max_tx: usize) -> Self {
+        Queues {
+            rx: VecDeque::new(),
+            tx: VecDeque::new(),
+            rx_spare: Vec::new(),
+            tx_spare: Vec::new(),
+            mtu,
+            max_tx,
+        }
+    }
+
+    /// Queues a copy of an inbound packet.
+    pub fn push_rx(&mut self, packet: &[u8]) {
+        let mut buf = self.rx_spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(packet);
+        self.rx.push_back(buf);
+    }
+
+    pub fn recycle_tx(&mut self, buf: Vec<u8>) {
+        if self.tx_spare.len() < SPARE {
+            self.tx_spare.push(buf);
+        }
+    }
+
+    pub fn tx_full(&self) -> bool {
+        self.tx.len() >= self.max_tx
+    }
+}
+
+pub(crate) struct RxToken<'a> {
+    packet: Vec<u8>,
+    spare: &'a mut Vec<Vec<u8>>,
+}
+
+pub(crate) struct TxToken<'a> {
+    tx: &'a mut VecDeque<Vec<u8>>,
+    spare: &'a mut Vec<Vec<u8>>,
+}
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let result = f(&self.packet);
+        if self.spare.len() < SPARE {
+            self.spare.push(self.packet);
+        }
+        result
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
+        let result = f(&mut buf);
+        self.tx.push_back(buf);
+        result
+    }
+}
+
+impl phy::Device for Queues {
+    type RxToken<'a> = RxToken<'a>;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let packet = self.rx.pop_front()?;
+        Some((
+            RxToken {
+                packet,
+                spare: &mut self.rx_spare,
+            },
+            TxToken {
+                tx: &mut self.tx,
+                spare: &mut self.tx_spare,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+        if self.tx.len() >= self.max_tx {
+            return None;
+        }
+        Some(TxToken {
+            tx: &mut self.tx,
+            spare: &mut self.tx_spare,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        // WireGuard authenticated every inbound packet end to end, so a
+        // checksum cannot find anything the AEAD did not; outbound ones are
+        // still computed for the kernels at the far end.
+        let mut checksum = ChecksumCapabilities::default();
+        checksum.ipv4 = Checksum::Tx;
+        checksum.tcp = Checksum::Tx;
+        checksum.udp = Checksum::Tx;
+        checksum.icmpv4 = Checksum::Tx;
+        checksum.icmpv6 = Checksum::Tx;
+        caps.checksum = checksum;
+        caps
+    }
+}

@@ -1,0 +1,26 @@
+//! underpass-stack: TCP, UDP and DNS over a WireGuard tunnel's IP packets,
+//! in userspace, sans-IO.
+//!
+//! A smoltcp interface whose device is a pair of packet queues: the caller
+//! feeds it the IP packets core decrypted and hands what it emits back to
+//! core to encrypt. It opens no socket and reads no clock (time is core's
+//! [`underpass_core::Instant`], passed in), so no TUN device and no root are
+//! needed, and it runs in a browser as well as under tokio.
+//!
+//! Start with [`Stack`]; connections are [`ConnId`]s, UDP sockets
+//! [`UdpId`]s, name lookups [`QueryId`]s.
+
+mod device;
+mod dns;
+mod ports;
+mod slots;
+mod stack;
+mod tcp;
+mod udp;
+
+pub use dns::{DnsError, QueryId};
+pub use stack::{
+    Accepted, Congestion, Policy, Protocol, Stack, StackError, StackOptions, StackStats, TcpOptions,
+};
+pub use tcp::{ConnId, ListenerId, TcpError, TcpState};
+pub use udp::{UdpError, UdpId};

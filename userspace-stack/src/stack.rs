@@ -1,0 +1,401 @@
+//! The stack: a smoltcp interface over core's IP packets, and the batch
+//! surface the event loop drives.
+//!
+//! Per batch: [`Stack::receive`] every decrypted packet, [`Stack::poll`]
+//! once, then [`Stack::drain_outbound`] into the node. Sockets are driven
+//! through handles (see the `tcp`, `udp` and `dns` modules), with wakers for
+//! readiness so tokio and a browser can both wait on them.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use underpass_core::{Instant, IpHeader};
+
+use crate::device::Queues;
+use crate::dns::Resolver;
+use crate::ports::Ports;
+use crate::slots::Slots;
+use crate::tcp::{Conn, ConnId, Listener};
+use crate::udp::UdpEntry;
+
+/// How TCP sockets are set up. The defaults were chosen by measurement;
+/// see BENCHMARKS.md.
+#[derive(Debug, Clone)]
+pub struct TcpOptions {
+    /// Receive buffer per connection; it is also the largest window we
+    /// advertise (scaled beyond 64 KiB).
+    pub rx_buffer: usize,
+    /// Send buffer per connection.
+    pub tx_buffer: usize,
+    pub congestion: Congestion,
+    pub nagle: bool,
+    /// Delayed ACK; `None` acknowledges every segment at once.
+    pub ack_delay: Option<Duration>,
+    /// How long a connection may stay unanswered while connecting.
+    pub connect_timeout: Duration,
+    /// How long an established connection may leave data unacknowledged.
+    pub idle_timeout: Duration,
+    pub keepalive: Option<Duration>,
+}
+
+/// Congestion control for our side's sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Congestion {
+    None,
+    Reno,
+    Cubic,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions {
+            rx_buffer: 512 * 1024,
+            tx_buffer: 512 * 1024,
+            congestion: Congestion::Cubic,
+            nagle: false,
+            ack_delay: None,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            keepalive: None,
+        }
+    }
+}
+
+/// How the stack is set up.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The tunnel addresses (the config's `Address`).
+    pub addresses: Vec<IpNet>,
+    /// Largest IP packet (the tunnel MTU).
+    pub mtu: usize,
+    pub tcp: TcpOptions,
+    /// DNS servers reached through the tunnel (the config's `DNS`).
+    pub dns_servers: Vec<IpAddr>,
+    /// Outbound packets held before smoltcp is made to wait for a drain.
+    pub max_outbound_packets: usize,
+    /// Randomness for TCP sequence numbers, ports and DNS ids; different
+    /// every run.
+    pub seed: u64,
+}
+
+impl StackOptions {
+    pub fn new(addresses: Vec<IpNet>, seed: u64) -> Self {
+        StackOptions {
+            addresses,
+            mtu: 1420,
+            tcp: TcpOptions::default(),
+            dns_servers: Vec::new(),
+            max_outbound_packets: 1024,
+            seed,
+        }
+    }
+}
+
+/// Decides which flows the gateway accepts: protocol and original
+/// destination in, yes or no out.
+pub type Policy = Box<dyn FnMut(Protocol, SocketAddr) -> bool + Send>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// A flow the gateway's accept-any took in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A TCP connection to `local` (its original destination) from
+    /// `remote`. Its SYN-ACK waits until [`Stack::tcp_accept`] (say, once
+    /// the host connection succeeded) or [`Stack::tcp_abort`] (refused).
+    Tcp {
+        conn: ConnId,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    /// A UDP socket bound to `local`, the destination of the first datagram
+    /// seen for it; every datagram to `local` arrives on it.
+    Udp {
+        socket: crate::udp::UdpId,
+        local: SocketAddr,
+    },
+}
+
+pub(crate) struct AcceptAny {
+    pub policy: Policy,
+    /// Listening sockets made for SYNs, by the destination they listen on.
+    pub listening: HashMap<SocketAddr, Vec<SocketHandle>>,
+}
+
+/// Counters a user would look at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackStats {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub tcp_open: usize,
+    pub udp_open: usize,
+    /// SYNs the accept-any policy refused.
+    pub refused_by_policy: u64,
+}
+
+pub struct Stack {
+    pub(crate) iface: Interface,
+    pub(crate) device: Queues,
+    pub(crate) sockets: SocketSet<'static>,
+    pub(crate) options: StackOptions,
+    pub(crate) now: Instant,
+    pub(crate) ports: Ports,
+    pub(crate) conns: Slots<Conn>,
+    /// (local, remote) of every TCP socket we track, for RST detection and
+    /// to tell a retransmitted SYN from a new one.
+    pub(crate) by_tuple: HashMap<(SocketAddr, SocketAddr), ConnId>,
+    /// Sockets whose handle was closed, draining their FIN or RST.
+    pub(crate) closing: Vec<(SocketHandle, SocketAddr, SocketAddr, Option<u16>)>,
+    /// Sockets to close once they leave SYN-RECEIVED.
+    pub(crate) deferred_close: Vec<SocketHandle>,
+    pub(crate) listeners: Slots<Listener>,
+    pub(crate) accept_any: Option<AcceptAny>,
+    pub(crate) accepted: VecDeque<Accepted>,
+    pub(crate) udp: Slots<UdpEntry>,
+    /// Accept-any UDP sockets by the endpoint they are bound to.
+    pub(crate) udp_any: HashMap<SocketAddr, crate::udp::UdpId>,
+    pub(crate) dns: Resolver,
+    pub(crate) stats: StackStats,
+}
+
+pub(crate) fn smol_time(now: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(now.since_epoch().as_micros() as i64)
+}
+
+pub(crate) fn to_endpoint(addr: SocketAddr) -> smoltcp::wire::IpEndpoint {
+    smoltcp::wire::IpEndpoint::new(addr.ip().into(), addr.port())
+}
+
+pub(crate) fn from_endpoint(ep: smoltcp::wire::IpEndpoint) -> SocketAddr {
+    SocketAddr::new(IpAddr::from(ep.addr), ep.port)
+}
+
+/// Why the stack could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StackError {
+    #[error("the stack needs at least one tunnel address")]
+    NoAddress,
+    #[error("at most {max} tunnel addresses are supported, not {given}")]
+    TooManyAddresses { max: usize, given: usize },
+}
+
+impl Stack {
+    /// A stack on `options.addresses`. `now` is on core's clock.
+    pub fn new(options: StackOptions, now: Instant) -> Result<Stack, StackError> {
+        if options.addresses.is_empty() {
+            return Err(StackError::NoAddress);
+        }
+        const MAX: usize = 4;
+        if options.addresses.len() > MAX {
+            return Err(StackError::TooManyAddresses {
+                max: MAX,
+                given: options.addresses.len(),
+            });
+        }
+        let mut device = Queues::new(options.mtu, options.max_outbound_packets);
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = options.seed;
+        let mut iface = Interface::new(config, &mut device, smol_time(now));
+        iface.update_ip_addrs(|addrs| {
+            for net in &options.addresses {
+                let cidr = IpCidr::new(IpAddress::from(net.addr()), net.prefix_len());
+                // Bounded above, so this cannot fail.
+                let _ = addrs.push(cidr);
+            }
+        });
+        let dns = Resolver::new(options.dns_servers.clone(), options.seed);
+        let mut stack = Stack {
+            iface,
+            device,
+            sockets: SocketSet::new(Vec::new()),
+            ports: Ports::new(options.seed),
+            options,
+            now,
+            conns: Slots::default(),
+            by_tuple: HashMap::new(),
+            closing: Vec::new(),
+            deferred_close: Vec::new(),
+            listeners: Slots::default(),
+            accept_any: None,
+            accepted: VecDeque::new(),
+            udp: Slots::default(),
+            udp_any: HashMap::new(),
+            dns,
+            stats: StackStats::default(),
+        };
+        stack.dns_open();
+        Ok(stack)
+    }
+
+    /// Turns the stack into a gateway's: every TCP connection and UDP flow
+    /// that `policy` allows, to any address and port, is accepted and
+    /// handed up by [`Stack::poll_accepted`] with its original destination.
+    pub fn set_accept_any(&mut self, policy: Policy) {
+        self.iface.set_any_ip(true);
+        self.iface.routes_mut().update(|routes| routes.clear());
+        for net in &self.options.addresses {
+            let _ = match net.addr() {
+                IpAddr::V4(a) => self.iface.routes_mut().add_default_ipv4_route(a),
+                IpAddr::V6(a) => self.iface.routes_mut().add_default_ipv6_route(a),
+            };
+        }
+        self.accept_any = Some(AcceptAny {
+            policy,
+            listening: HashMap::new(),
+        });
+    }
+
+    /// The tunnel address of the family of `remote`, to send from.
+    pub(crate) fn local_ip_for(&self, remote: IpAddr) -> Option<IpAddr> {
+        self.options
+            .addresses
+            .iter()
+            .map(|n| n.addr())
+            .find(|a| a.is_ipv4() == remote.is_ipv4())
+    }
+
+    /// Whether `addr` is one of our tunnel addresses with a port that a
+    /// socket of ours holds (so accept-any must leave it alone).
+    pub(crate) fn is_local_port(&self, addr: SocketAddr) -> bool {
+        self.options.addresses.iter().any(|n| n.addr() == addr.ip())
+            && self.ports.in_use(addr.port())
+    }
+
+    pub fn addresses(&self) -> &[IpNet] {
+        &self.options.addresses
+    }
+
+    pub fn stats(&self) -> StackStats {
+        StackStats {
+            tcp_open: self.conns.len(),
+            udp_open: self.udp.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Queues one decrypted inbound IP packet. Call [`Stack::poll`] after a
+    /// batch of them.
+    pub fn receive(&mut self, packet: &[u8]) {
+        self.stats.packets_in += 1;
+        self.inspect(packet);
+        self.device.push_rx(packet);
+    }
+
+    /// Looks at an inbound packet before smoltcp does: notes RSTs (so a
+    /// reset is told from a timeout) and, for a gateway, makes the socket
+    /// that a new flow needs.
+    fn inspect(&mut self, packet: &[u8]) {
+        let Some(ip) = IpHeader::parse(packet) else {
+            return;
+        };
+        let (proto, offset) = match packet[0] >> 4 {
+            4 => (packet[9], usize::from(packet[0] & 0x0f) * 4),
+            _ => (packet[6], 40),
+        };
+        let Some(l4) = packet.get(offset..ip.len) else {
+            return;
+        };
+        match proto {
+            6 if l4.len() >= 20 => {
+                let src = SocketAddr::new(ip.src, u16::from_be_bytes([l4[0], l4[1]]));
+                let dst = SocketAddr::new(ip.dst, u16::from_be_bytes([l4[2], l4[3]]));
+                let flags = l4[13];
+                let (syn, rst, ack) = (flags & 0x02 != 0, flags & 0x04 != 0, flags & 0x10 != 0);
+                if rst {
+                    if let Some(conn) = self.by_tuple.get(&(dst, src)).copied() {
+                        if let Some(c) = self.conns.get_mut(conn.0) {
+                            c.reset = true;
+                        }
+                    }
+                } else if syn && !ack && self.accept_any.is_some() {
+                    self.accept_syn(src, dst);
+                }
+            }
+            17 if l4.len() >= 8 && self.accept_any.is_some() => {
+                let dst = SocketAddr::new(ip.dst, u16::from_be_bytes([l4[2], l4[3]]));
+                self.accept_udp(dst);
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs smoltcp over everything received since the last poll and lets
+    /// every socket send. Call once per batch.
+    pub fn poll(&mut self, now: Instant) {
+        self.now = now;
+        self.iface
+            .poll(smol_time(now), &mut self.device, &mut self.sockets);
+        self.after_poll(now);
+    }
+
+    fn after_poll(&mut self, now: Instant) {
+        self.collect_accepted();
+        self.collect_listeners();
+        self.collect_deferred_close();
+        self.collect_closing();
+        self.dns_poll(now);
+    }
+
+    /// Hands every outbound IP packet to `f` (the node's
+    /// `handle_ip_packet`), oldest first. If the queue was full, poll again
+    /// afterwards: smoltcp held data back.
+    pub fn drain_outbound(&mut self, mut f: impl FnMut(&[u8])) {
+        while let Some(packet) = self.device.tx.pop_front() {
+            self.stats.packets_out += 1;
+            f(&packet);
+            self.device.recycle_tx(packet);
+        }
+    }
+
+    /// Whether outbound packets are waiting for [`Stack::drain_outbound`].
+    pub fn has_outbound(&self) -> bool {
+        !self.device.tx.is_empty()
+    }
+
+    /// Whether smoltcp stopped early because the outbound queue was full.
+    pub fn outbound_full(&self) -> bool {
+        self.device.tx_full()
+    }
+
+    /// When [`Stack::poll`] must next run (retransmissions, delayed ACKs,
+    /// DNS retries), if ever.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let smol = self
+            .iface
+            .poll_at(smol_time(self.now), &self.sockets)
+            .map(|t| Instant::from_duration(Duration::from_micros(t.total_micros().max(0) as u64)));
+        [smol, self.dns_timeout()].into_iter().flatten().min()
+    }
+
+    pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+        let o = &self.options.tcp;
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; o.rx_buffer]),
+            tcp::SocketBuffer::new(vec![0; o.tx_buffer]),
+        );
+        s.set_congestion_control(match o.congestion {
+            Congestion::None => tcp::CongestionControl::None,
+            Congestion::Reno => tcp::CongestionControl::Reno,
+            Congestion::Cubic => tcp::CongestionControl::Cubic,
+        });
+        s.set_nagle_enabled(o.nagle);
+        s.set_ack_delay(
+            o.ack_delay
+                .map(|d| smoltcp::time::Duration::from_micros(d.as_micros() as u64)),
+        );
+        s.set_keep_alive(
+            o.keepalive
+                .map(|d| smoltcp::time::Duration::from_micros(d.as_micros() as u64)),
+        );
+        s
+    }
+}

@@ -1,0 +1,660 @@
+//! TCP through the tunnel: outbound connections, listeners on a tunnel
+//! port, and the gateway's accept-any, all behind [`ConnId`] handles.
+//!
+//! Reads and writes never block: they move what they can and say how much,
+//! or return [`TcpError::WouldBlock`]; the `poll_*` forms register a waker
+//! instead, which smoltcp wakes on data, buffer space and state changes.
+//! A closed handle's socket stays only until its FIN or RST is out.
+
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{self, State};
+
+use crate::slots::Key;
+use crate::stack::{from_endpoint, to_endpoint, Accepted, Protocol, Stack};
+
+/// A TCP connection of the stack. Stale ids are refused, never aliased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) Key);
+
+/// A listener on a port of the tunnel address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(pub(crate) Key);
+
+/// What went wrong with a connection. Distinct variants for what a user
+/// would handle differently (a SOCKS reply code, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TcpError {
+    #[error("operation would block")]
+    WouldBlock,
+    #[error("connection refused")]
+    Refused,
+    #[error("connection reset by peer")]
+    Reset,
+    #[error("connection timed out")]
+    TimedOut,
+    /// The write half was shut down by us.
+    #[error("connection closed for writing")]
+    WriteClosed,
+    /// The id names no connection (closed, or never was).
+    #[error("no such connection")]
+    InvalidHandle,
+    #[error("no free local port")]
+    NoPorts,
+    #[error("no tunnel address of the destination's family")]
+    NoRoute,
+    #[error("invalid address")]
+    Unaddressable,
+    #[error("port already in use")]
+    InUse,
+}
+
+/// A connection's state as a user sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    Connecting,
+    Established,
+    /// The peer finished sending (we may still send).
+    ReadClosed,
+    /// We finished sending (we may still read).
+    WriteClosed,
+    Closed,
+}
+
+pub(crate) struct Conn {
+    pub handle: SocketHandle,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Our ephemeral port, released when the socket goes.
+    pub port: Option<u16>,
+    /// An RST arrived for this connection.
+    pub reset: bool,
+    /// It reached Established at some point.
+    pub established: bool,
+    /// We aborted it.
+    pub aborted: bool,
+    /// The idle timeout replaced the connect timeout.
+    pub idle_timeout_set: bool,
+}
+
+pub(crate) struct Listener {
+    pub port: u16,
+    /// Sockets in Listen state; a few, so a burst of SYNs is not refused.
+    pub sockets: Vec<SocketHandle>,
+    pub backlog: std::collections::VecDeque<(ConnId, SocketAddr)>,
+    pub waker: Option<std::task::Waker>,
+}
+
+/// Listening sockets kept per listener.
+const LISTEN_SOCKETS: usize = 4;
+/// Accepted connections waiting for `tcp_accept_from` per listener.
+const BACKLOG: usize = 128;
+/// Listening sockets the gateway keeps per destination with no SYN.
+const SPARE_LISTENERS: usize = 2;
+
+fn duration(d: std::time::Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(d.as_micros() as u64)
+}
+
+impl Stack {
+    fn conn(&self, id: ConnId) -> Result<&Conn, TcpError> {
+        self.conns.get(id.0).ok_or(TcpError::InvalidHandle)
+    }
+
+    fn socket(&mut self, id: ConnId) -> Result<(&mut Conn, &mut tcp::Socket<'static>), TcpError> {
+        let conn = self.conns.get_mut(id.0).ok_or(TcpError::InvalidHandle)?;
+        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        if !conn.established
+            && matches!(
+                socket.state(),
+                State::Established | State::CloseWait | State::FinWait1 | State::FinWait2
+            )
+        {
+            conn.established = true;
+        }
+        Ok((conn, socket))
+    }
+
+    /// Why a closed connection closed.
+    fn closed_error(conn: &Conn) -> TcpError {
+        if conn.reset || conn.aborted {
+            if conn.established {
+                TcpError::Reset
+            } else {
+                TcpError::Refused
+            }
+        } else {
+            TcpError::TimedOut
+        }
+    }
+
+    /// Opens a connection to `remote` through the tunnel from an ephemeral
+    /// port. Wait for it with [`Stack::poll_connected`].
+    pub fn tcp_connect(&mut self, remote: SocketAddr) -> Result<ConnId, TcpError> {
+        if remote.port() == 0 || remote.ip().is_unspecified() {
+            return Err(TcpError::Unaddressable);
+        }
+        let local_ip = self.local_ip_for(remote.ip()).ok_or(TcpError::NoRoute)?;
+        let port = self.ports.allocate().ok_or(TcpError::NoPorts)?;
+        let local = SocketAddr::new(local_ip, port);
+        let mut socket = self.new_tcp_socket();
+        socket.set_timeout(Some(duration(self.options.tcp.connect_timeout)));
+        if socket
+            .connect(
+                self.iface.context(),
+                to_endpoint(remote),
+                to_endpoint(local),
+            )
+            .is_err()
+        {
+            self.ports.release(port);
+            return Err(TcpError::Unaddressable);
+        }
+        let handle = self.sockets.add(socket);
+        let id = ConnId(self.conns.insert(Conn {
+            handle,
+            local,
+            remote,
+            port: Some(port),
+            reset: false,
+            established: false,
+            aborted: false,
+            idle_timeout_set: false,
+        }));
+        self.by_tuple.insert((local, remote), id);
+        Ok(id)
+    }
+
+    /// Ready once the connection is established (or failed).
+    pub fn poll_connected(
+        &mut self,
+        cx: &mut Context<'_>,
+        id: ConnId,
+    ) -> Poll<Result<(), TcpError>> {
+        let idle = duration(self.options.tcp.idle_timeout);
+        let (conn, socket) = match self.socket(id) {
+            Ok(x) => x,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        match socket.state() {
+            State::Closed | State::TimeWait if !conn.established => {
+                Poll::Ready(Err(Self::closed_error(conn)))
+            }
+            State::Listen | State::SynSent | State::SynReceived => {
+                socket.register_send_waker(cx.waker());
+                Poll::Pending
+            }
+            _ => {
+                if !conn.idle_timeout_set {
+                    conn.idle_timeout_set = true;
+                    socket.set_timeout(Some(idle));
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    pub fn tcp_state(&self, id: ConnId) -> Result<TcpState, TcpError> {
+        let conn = self.conn(id)?;
+        let socket = self.sockets.get::<tcp::Socket>(conn.handle);
+        Ok(match socket.state() {
+            State::Listen | State::SynSent | State::SynReceived => TcpState::Connecting,
+            State::Established => TcpState::Established,
+            State::CloseWait => TcpState::ReadClosed,
+            State::FinWait1 | State::FinWait2 => TcpState::WriteClosed,
+            _ => TcpState::Closed,
+        })
+    }
+
+    pub fn tcp_endpoints(&self, id: ConnId) -> Result<(SocketAddr, SocketAddr), TcpError> {
+        let conn = self.conn(id)?;
+        Ok((conn.local, conn.remote))
+    }
+
+    /// Reads into `buf`: `Ok(0)` means the peer finished sending (EOF).
+    pub fn tcp_read(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, TcpError> {
+        self.tcp_read_with(id, |data| {
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            n
+        })
+    }
+
+    /// Reads in place: `f` gets the bytes at the front of the receive buffer
+    /// (one contiguous piece) and says how many it consumed, so they can go
+    /// straight into a host socket without a copy. `Ok(0)` is EOF.
+    pub fn tcp_read_with(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&[u8]) -> usize,
+    ) -> Result<usize, TcpError> {
+        let (conn, socket) = self.socket(id)?;
+        match socket.recv(|data| {
+            let n = if data.is_empty() {
+                0
+            } else {
+                f(data).min(data.len())
+            };
+            (n, n)
+        }) {
+            Ok(0) => Err(TcpError::WouldBlock),
+            Ok(n) => Ok(n),
+            Err(tcp::RecvError::Finished) => Ok(0),
+            Err(tcp::RecvError::InvalidState) => match socket.state() {
+                State::Listen | State::SynSent | State::SynReceived => Err(TcpError::WouldBlock),
+                _ => Err(Self::closed_error(conn)),
+            },
+        }
+    }
+
+    pub fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        id: ConnId,
+        buf: &mut [u8],
+    ) -> Poll<Result<usize, TcpError>> {
+        match self.tcp_read(id, buf) {
+            Err(TcpError::WouldBlock) => {
+                self.register_read_waker(cx, id);
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
+        }
+    }
+
+    /// Wakes `cx` when there is something to read (or the connection ends).
+    pub fn register_read_waker(&mut self, cx: &mut Context<'_>, id: ConnId) {
+        if let Ok((_, socket)) = self.socket(id) {
+            socket.register_recv_waker(cx.waker());
+        }
+    }
+
+    /// Wakes `cx` when there is room to write (or the connection ends).
+    pub fn register_write_waker(&mut self, cx: &mut Context<'_>, id: ConnId) {
+        if let Ok((_, socket)) = self.socket(id) {
+            socket.register_send_waker(cx.waker());
+        }
+    }
+
+    /// Writes as much of `buf` as fits in the send buffer.
+    pub fn tcp_write(&mut self, id: ConnId, buf: &[u8]) -> Result<usize, TcpError> {
+        let (conn, socket) = self.socket(id)?;
+        match socket.send_slice(buf) {
+            Ok(0) if !buf.is_empty() => Err(TcpError::WouldBlock),
+            Ok(n) => Ok(n),
+            Err(tcp::SendError::InvalidState) => match socket.state() {
+                State::Listen | State::SynSent | State::SynReceived => Err(TcpError::WouldBlock),
+                State::FinWait1
+                | State::FinWait2
+                | State::Closing
+                | State::LastAck
+                | State::TimeWait
+                    if !conn.reset && !conn.aborted =>
+                {
+                    Err(TcpError::WriteClosed)
+                }
+                _ => Err(Self::closed_error(conn)),
+            },
+        }
+    }
+
+    pub fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        id: ConnId,
+        buf: &[u8],
+    ) -> Poll<Result<usize, TcpError>> {
+        match self.tcp_write(id, buf) {
+            Err(TcpError::WouldBlock) => {
+                self.register_write_waker(cx, id);
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
+        }
+    }
+
+    /// Bytes written but not yet acknowledged by the peer.
+    pub fn tcp_unacked(&self, id: ConnId) -> Result<usize, TcpError> {
+        let conn = self.conn(id)?;
+        Ok(self.sockets.get::<tcp::Socket>(conn.handle).send_queue())
+    }
+
+    /// Half-close: sends FIN after the data already written; reading goes on.
+    pub fn tcp_shutdown(&mut self, id: ConnId) -> Result<(), TcpError> {
+        let handle = self.conn(id)?.handle;
+        self.close_socket(handle);
+        Ok(())
+    }
+
+    /// Sends FIN, or arranges for it. smoltcp, asked to close in
+    /// SYN-RECEIVED, forgets to send the FIN at all (it moves to FIN-WAIT-1
+    /// and takes the ACK of its SYN for the ACK of that FIN); so such a
+    /// close waits until the connection is established.
+    fn close_socket(&mut self, handle: SocketHandle) {
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        match socket.state() {
+            State::SynReceived => {
+                if !self.deferred_close.contains(&handle) {
+                    self.deferred_close.push(handle);
+                }
+            }
+            // Not synchronised yet: an RST tells the far end not to wait.
+            State::SynSent => socket.abort(),
+            _ => socket.close(),
+        }
+    }
+
+    /// Applies closes that waited for their connection to be established.
+    pub(crate) fn collect_deferred_close(&mut self) {
+        let sockets = &mut self.sockets;
+        self.deferred_close.retain(|h| {
+            // Deferred sockets leave the set only after leaving this list.
+            let socket = sockets.get_mut::<tcp::Socket>(*h);
+            match socket.state() {
+                State::SynReceived => true,
+                _ => {
+                    socket.close();
+                    false
+                }
+            }
+        });
+    }
+
+    /// Sends RST and forgets the connection. For an accept-any connection
+    /// still waiting in [`Accepted::Tcp`], this refuses it.
+    pub fn tcp_abort(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(id.0) {
+            conn.aborted = true;
+            self.sockets.get_mut::<tcp::Socket>(conn.handle).abort();
+        }
+        self.release(id);
+    }
+
+    /// Closes the handle: a FIN goes after the data written (if not sent
+    /// already); the socket and its buffers go once it is done.
+    pub fn tcp_close(&mut self, id: ConnId) {
+        if let Some(handle) = self.conns.get(id.0).map(|c| c.handle) {
+            self.close_socket(handle);
+        }
+        self.release(id);
+    }
+
+    fn release(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.remove(id.0) {
+            self.closing
+                .push((conn.handle, conn.local, conn.remote, conn.port));
+        }
+    }
+
+    /// Frees sockets whose closing finished (or that sat in TIME-WAIT: the
+    /// tunnel delivers in order often enough that late duplicates do not
+    /// justify holding memory for it).
+    pub(crate) fn collect_closing(&mut self) {
+        let mut i = 0;
+        while i < self.closing.len() {
+            let (handle, local, remote, port) = self.closing[i];
+            let state = self.sockets.get::<tcp::Socket>(handle).state();
+            if matches!(state, State::Closed | State::TimeWait)
+                && !self.deferred_close.contains(&handle)
+            {
+                self.sockets.remove(handle);
+                self.by_tuple.remove(&(local, remote));
+                if let Some(port) = port {
+                    self.ports.release(port);
+                }
+                self.closing.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Sockets pending close (FIN or RST not yet through).
+    pub fn tcp_closing(&self) -> usize {
+        self.closing.len()
+    }
+
+    // ---- listeners on a tunnel port -------------------------------------
+
+    /// Listens on `port` of every tunnel address (reverse forwards).
+    pub fn tcp_listen(&mut self, port: u16) -> Result<ListenerId, TcpError> {
+        if port == 0 {
+            return Err(TcpError::Unaddressable);
+        }
+        if !self.ports.claim(port) {
+            return Err(TcpError::InUse);
+        }
+        let mut listener = Listener {
+            port,
+            sockets: Vec::new(),
+            backlog: Default::default(),
+            waker: None,
+        };
+        for _ in 0..LISTEN_SOCKETS {
+            listener.sockets.push(self.listening_socket(port));
+        }
+        Ok(ListenerId(self.listeners.insert(listener)))
+    }
+
+    fn listening_socket(&mut self, port: u16) -> SocketHandle {
+        let mut socket = self.new_tcp_socket();
+        socket
+            .listen(port)
+            .expect("listening on a non-zero port of a fresh socket cannot fail");
+        self.sockets.add(socket)
+    }
+
+    /// The next accepted connection and its remote address.
+    pub fn tcp_accept_from(&mut self, id: ListenerId) -> Result<(ConnId, SocketAddr), TcpError> {
+        let listener = self
+            .listeners
+            .get_mut(id.0)
+            .ok_or(TcpError::InvalidHandle)?;
+        listener.backlog.pop_front().ok_or(TcpError::WouldBlock)
+    }
+
+    pub fn poll_accept_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        id: ListenerId,
+    ) -> Poll<Result<(ConnId, SocketAddr), TcpError>> {
+        match self.tcp_accept_from(id) {
+            Err(TcpError::WouldBlock) => {
+                if let Some(l) = self.listeners.get_mut(id.0) {
+                    l.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
+        }
+    }
+
+    pub fn tcp_unlisten(&mut self, id: ListenerId) {
+        if let Some(listener) = self.listeners.remove(id.0) {
+            for handle in listener.sockets {
+                self.sockets.remove(handle);
+            }
+            for (conn, _) in listener.backlog {
+                self.tcp_abort(conn);
+            }
+            self.ports.release(listener.port);
+        }
+    }
+
+    /// Moves listening sockets that got a connection into the backlog and
+    /// puts fresh ones in their place.
+    pub(crate) fn collect_listeners(&mut self) {
+        let ids: Vec<Key> = self.listeners.iter().map(|(k, _)| k).collect();
+        for key in ids {
+            let (port, taken) = {
+                let listener = self.listeners.get_mut(key).expect("listed");
+                let sockets = &self.sockets;
+                let (taken, still): (Vec<SocketHandle>, Vec<SocketHandle>) = listener
+                    .sockets
+                    .iter()
+                    .partition(|h| sockets.get::<tcp::Socket>(**h).state() != State::Listen);
+                listener.sockets = still;
+                (listener.port, taken)
+            };
+            if taken.is_empty() {
+                continue;
+            }
+            let mut accepted = Vec::new();
+            for handle in taken {
+                let socket = self.sockets.get::<tcp::Socket>(handle);
+                let (Some(local), Some(remote)) =
+                    (socket.local_endpoint(), socket.remote_endpoint())
+                else {
+                    self.sockets.remove(handle);
+                    continue;
+                };
+                let (local, remote) = (from_endpoint(local), from_endpoint(remote));
+                let id = self.track(handle, local, remote, None);
+                accepted.push((id, remote));
+            }
+            let fresh: Vec<SocketHandle> = (0..accepted.len())
+                .map(|_| self.listening_socket(port))
+                .collect();
+            let listener = self.listeners.get_mut(key).expect("listed");
+            listener.sockets.extend(fresh);
+            let mut refused = Vec::new();
+            for (id, remote) in accepted {
+                if listener.backlog.len() < BACKLOG {
+                    listener.backlog.push_back((id, remote));
+                } else {
+                    refused.push(id);
+                }
+            }
+            if let Some(w) = listener.waker.take() {
+                w.wake();
+            }
+            for id in refused {
+                self.tcp_abort(id);
+            }
+        }
+    }
+
+    fn track(
+        &mut self,
+        handle: SocketHandle,
+        local: SocketAddr,
+        remote: SocketAddr,
+        port: Option<u16>,
+    ) -> ConnId {
+        let id = ConnId(self.conns.insert(Conn {
+            handle,
+            local,
+            remote,
+            port,
+            reset: false,
+            established: false,
+            aborted: false,
+            idle_timeout_set: false,
+        }));
+        self.by_tuple.insert((local, remote), id);
+        id
+    }
+
+    // ---- accept-any (gateway) -------------------------------------------
+
+    /// A SYN to `dst` with no connection yet: make sure a listening socket
+    /// waits there, if the policy allows.
+    pub(crate) fn accept_syn(&mut self, src: SocketAddr, dst: SocketAddr) {
+        if self.by_tuple.contains_key(&(dst, src)) || self.is_local_port(dst) {
+            // A retransmitted SYN of a connection we have, or a port of our
+            // own address that a listener serves.
+            return;
+        }
+        let has_listener = {
+            let any = self.accept_any.as_ref().expect("checked by caller");
+            any.listening.get(&dst).is_some_and(|hs| {
+                hs.iter()
+                    .any(|h| self.sockets.get::<tcp::Socket>(*h).state() == State::Listen)
+            })
+        };
+        if has_listener {
+            return;
+        }
+        let any = self.accept_any.as_mut().expect("checked by caller");
+        if !(any.policy)(Protocol::Tcp, dst) {
+            self.stats.refused_by_policy += 1;
+            tracing::debug!(%src, %dst, "accept-any: destination not allowed");
+            return; // smoltcp answers the SYN with RST
+        }
+        let mut socket = self.new_tcp_socket();
+        socket.pause_synack(true);
+        if socket.listen(to_endpoint(dst)).is_err() {
+            return;
+        }
+        socket.set_timeout(Some(duration(self.options.tcp.connect_timeout)));
+        let handle = self.sockets.add(socket);
+        self.accept_any
+            .as_mut()
+            .expect("checked")
+            .listening
+            .entry(dst)
+            .or_default()
+            .push(handle);
+    }
+
+    /// Turns gateway listeners that got their SYN into [`Accepted`] flows,
+    /// and drops idle ones beyond a few per destination.
+    pub(crate) fn collect_accepted(&mut self) {
+        let Some(any) = self.accept_any.as_mut() else {
+            return;
+        };
+        let mut got = Vec::new();
+        any.listening.retain(|_, handles| {
+            let mut listening = 0;
+            handles.retain(|h| {
+                let socket = self.sockets.get::<tcp::Socket>(*h);
+                match socket.state() {
+                    State::Listen => {
+                        listening += 1;
+                        listening <= SPARE_LISTENERS
+                    }
+                    _ => {
+                        got.push(*h);
+                        false
+                    }
+                }
+            });
+            !handles.is_empty()
+        });
+        for handle in got {
+            let socket = self.sockets.get::<tcp::Socket>(handle);
+            let (Some(local), Some(remote)) = (socket.local_endpoint(), socket.remote_endpoint())
+            else {
+                self.sockets.remove(handle);
+                continue;
+            };
+            let (local, remote) = (from_endpoint(local), from_endpoint(remote));
+            if self.by_tuple.contains_key(&(local, remote)) {
+                // Two listeners caught SYNs of one connection; keep the first.
+                self.sockets.get_mut::<tcp::Socket>(handle).abort();
+                self.closing.push((handle, local, remote, None));
+                continue;
+            }
+            let conn = self.track(handle, local, remote, None);
+            self.accepted.push_back(Accepted::Tcp {
+                conn,
+                local,
+                remote,
+            });
+        }
+    }
+
+    /// Completes an accept-any connection: its SYN-ACK goes out.
+    pub fn tcp_accept(&mut self, id: ConnId) -> Result<(), TcpError> {
+        let (_, socket) = self.socket(id)?;
+        socket.pause_synack(false);
+        Ok(())
+    }
+
+    /// The next flow accept-any took in.
+    pub fn poll_accepted(&mut self) -> Option<Accepted> {
+        self.accepted.pop_front()
+    }
+}

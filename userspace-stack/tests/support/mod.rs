@@ -1,0 +1,419 @@
+//! A client and a gateway, each a core node with a stack, on a simulated
+//! link with a simulated clock. Time jumps to the next thing that happens.
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::Hasher;
+use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use underpass_core::{Instant, Node, NodeOptions, PeerOptions, PrivateKey, Received};
+use underpass_stack::{Accepted, ConnId, Stack, StackOptions, TcpError};
+
+pub const CLIENT: usize = 0;
+pub const GATEWAY: usize = 1;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    pub delay: Duration,
+    pub jitter: Duration,
+    pub loss: f64,
+    pub duplicate: f64,
+}
+
+impl Link {
+    pub const CLEAN: Link = Link {
+        delay: Duration::from_micros(500),
+        jitter: Duration::ZERO,
+        loss: 0.0,
+        duplicate: 0.0,
+    };
+}
+
+pub struct Host {
+    pub node: Node,
+    pub stack: Stack,
+    pub addr: SocketAddr,
+}
+
+struct Flight {
+    at: Instant,
+    seq: u64,
+    to: usize,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+impl PartialEq for Flight {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Flight {}
+impl PartialOrd for Flight {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Flight {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+pub struct Net {
+    pub now: Instant,
+    pub hosts: [Host; 2],
+    pub link: Link,
+    /// Drop everything the gateway would receive (a dead far end).
+    pub blackhole: bool,
+    rng: ChaCha8Rng,
+    seq: u64,
+    flights: BinaryHeap<Reverse<Flight>>,
+    pub datagrams: u64,
+}
+
+pub fn waker() -> Waker {
+    Waker::noop().clone()
+}
+
+impl Net {
+    /// A client (10.0.0.1) and a gateway (10.0.0.2) that accepts any flow.
+    pub fn new(seed: u64, link: Link) -> Net {
+        Self::with(seed, link, |_| {}, |_| {})
+    }
+
+    pub fn with(
+        seed: u64,
+        link: Link,
+        client_opts: impl FnOnce(&mut StackOptions),
+        gateway_opts: impl FnOnce(&mut StackOptions),
+    ) -> Net {
+        let wall = Duration::from_secs(1_764_000_000);
+        let (kc, kg) = (
+            PrivateKey::from_bytes([1; 32]),
+            PrivateKey::from_bytes([2; 32]),
+        );
+        let (ca, ga): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:40000".parse().unwrap(),
+            "192.0.2.2:51820".parse().unwrap(),
+        );
+        let rng = |s: u64| Box::new(ChaCha8Rng::seed_from_u64(s));
+        let mut cn = Node::new(
+            kc.clone(),
+            NodeOptions::default(),
+            rng(seed),
+            Instant::ZERO,
+            wall,
+        );
+        let mut gn = Node::new(
+            kg.clone(),
+            NodeOptions::default(),
+            rng(seed + 1),
+            Instant::ZERO,
+            wall,
+        );
+        let mut p = PeerOptions::new(kg.public_key());
+        p.endpoint = Some(ga);
+        p.allowed_ips = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        cn.add_peer(p, Instant::ZERO).unwrap();
+        let mut p = PeerOptions::new(kc.public_key());
+        p.allowed_ips = vec![
+            "10.0.0.1/32".parse().unwrap(),
+            "fd00::1/128".parse().unwrap(),
+        ];
+        gn.add_peer(p, Instant::ZERO).unwrap();
+
+        let mut co = StackOptions::new(
+            vec![
+                "10.0.0.1/32".parse().unwrap(),
+                "fd00::1/128".parse().unwrap(),
+            ],
+            seed,
+        );
+        co.dns_servers = vec!["10.0.0.2".parse().unwrap()];
+        client_opts(&mut co);
+        let mut go = StackOptions::new(
+            vec![
+                "10.0.0.2/32".parse().unwrap(),
+                "fd00::2/128".parse().unwrap(),
+            ],
+            seed + 7,
+        );
+        gateway_opts(&mut go);
+        let cs = Stack::new(co, Instant::ZERO).unwrap();
+        let mut gs = Stack::new(go, Instant::ZERO).unwrap();
+        gs.set_accept_any(Box::new(|_, dst: SocketAddr| dst.port() != 9));
+        Net {
+            now: Instant::ZERO,
+            hosts: [
+                Host {
+                    node: cn,
+                    stack: cs,
+                    addr: ca,
+                },
+                Host {
+                    node: gn,
+                    stack: gs,
+                    addr: ga,
+                },
+            ],
+            link,
+            blackhole: false,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0xabcdef),
+            seq: 0,
+            flights: BinaryHeap::new(),
+            datagrams: 0,
+        }
+    }
+
+    pub fn stack(&mut self, h: usize) -> &mut Stack {
+        &mut self.hosts[h].stack
+    }
+
+    /// Moves packets between each host's stack and node and onto the link.
+    fn pump(&mut self) {
+        for h in [CLIENT, GATEWAY] {
+            let now = self.now;
+            let from = self.hosts[h].addr;
+            let host = &mut self.hosts[h];
+            host.stack.poll(now);
+            loop {
+                let node = &mut host.node;
+                host.stack.drain_outbound(|p| {
+                    let _ = node.handle_ip_packet(now, p);
+                });
+                if !host.stack.outbound_full() {
+                    break;
+                }
+                host.stack.poll(now);
+            }
+            while let Some(t) = host.node.poll_transmit(64) {
+                let n = t.segments();
+                let dgrams: Vec<Vec<u8>> = t
+                    .contents
+                    .chunks(t.segment_size)
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                host.node.advance_transmit(n);
+                for bytes in dgrams {
+                    self.datagrams += 1;
+                    if self.rng.gen_bool(self.link.loss) || (h == CLIENT && self.blackhole) {
+                        continue;
+                    }
+                    let copies = if self.rng.gen_bool(self.link.duplicate) {
+                        2
+                    } else {
+                        1
+                    };
+                    for _ in 0..copies {
+                        let jitter = self.link.jitter.mul_f64(self.rng.gen::<f64>());
+                        self.seq += 1;
+                        self.flights.push(Reverse(Flight {
+                            at: self.now + self.link.delay + jitter,
+                            seq: self.seq,
+                            to: 1 - h,
+                            from,
+                            bytes: bytes.clone(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Advances the clock to the next event (or by at most `max`) and
+    /// handles everything due.
+    pub fn step(&mut self, max: Duration) {
+        self.pump();
+        let arrival = self.flights.peek().map(|Reverse(f)| f.at);
+        let mut next = arrival;
+        for h in 0..2 {
+            let t = [
+                self.hosts[h].node.poll_timeout(),
+                self.hosts[h].stack.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            next = [next, t].into_iter().flatten().min();
+        }
+        let limit = self.now + max;
+        self.now = next.unwrap_or(limit).clamp(self.now, limit);
+        let mut batches = [false; 2];
+        while let Some(Reverse(f)) = self.flights.peek() {
+            if f.at > self.now {
+                break;
+            }
+            let Reverse(mut f) = self.flights.pop().unwrap();
+            let host = &mut self.hosts[f.to];
+            if let Ok(Received::Packet { packet, .. }) =
+                host.node.handle_datagram(self.now, f.from, &mut f.bytes)
+            {
+                if std::env::var("TRACE").is_ok() && packet[9] == 6 {
+                    let t = &packet[20..];
+                    eprintln!(
+                        "{:?} to {} flags {:02x} seq {} ack {} len {}",
+                        self.now,
+                        f.to,
+                        t[13],
+                        u32::from_be_bytes(t[4..8].try_into().unwrap()),
+                        u32::from_be_bytes(t[8..12].try_into().unwrap()),
+                        packet.len() - 40
+                    );
+                }
+                host.stack.receive(packet);
+            }
+            batches[f.to] = true;
+        }
+        for h in 0..2 {
+            let host = &mut self.hosts[h];
+            if host.node.poll_timeout().is_some_and(|t| t <= self.now) {
+                host.node.handle_timeout(self.now);
+            }
+        }
+        self.pump();
+    }
+
+    /// Steps until `done` holds, failing after `limit` of simulated time.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        mut done: impl FnMut(&mut Net) -> bool,
+    ) {
+        let deadline = self.now + limit;
+        while !done(self) {
+            assert!(
+                self.now < deadline,
+                "timed out (simulated {limit:?}) waiting for {what}"
+            );
+            self.step(Duration::from_millis(100));
+        }
+    }
+
+    /// Brings the WireGuard session up from the client's side, so the
+    /// gateway knows where the client is.
+    pub fn handshake(&mut self) {
+        let peer = self.hosts[CLIENT].node.peer_ids().next().unwrap();
+        self.hosts[CLIENT].node.connect(peer, self.now);
+        self.run_until(Duration::from_secs(5), "the handshake", |net| {
+            let g = net.hosts[GATEWAY].node.peer_ids().next().unwrap();
+            net.hosts[GATEWAY]
+                .node
+                .peer(g, net.now)
+                .unwrap()
+                .has_session
+        });
+    }
+
+    /// Connects from the client to `dst` and accepts on the gateway; returns
+    /// both ends.
+    pub fn connect(&mut self, dst: SocketAddr) -> (ConnId, ConnId) {
+        let c = self.stack(CLIENT).tcp_connect(dst).unwrap();
+        let mut g = None;
+        self.run_until(
+            Duration::from_secs(10),
+            "the gateway to see the SYN",
+            |net| {
+                while let Some(a) = net.stack(GATEWAY).poll_accepted() {
+                    if let Accepted::Tcp { conn, local, .. } = a {
+                        assert_eq!(local, dst, "the gateway sees the original destination");
+                        net.stack(GATEWAY).tcp_accept(conn).unwrap();
+                        g = Some(conn);
+                    }
+                }
+                g.is_some()
+            },
+        );
+        let w = waker();
+        self.run_until(
+            Duration::from_secs(10),
+            "the connection to establish",
+            |net| {
+                matches!(
+                    net.stack(CLIENT)
+                        .poll_connected(&mut Context::from_waker(&w), c),
+                    Poll::Ready(Ok(()))
+                )
+            },
+        );
+        (c, g.unwrap())
+    }
+}
+
+/// A stream of pseudo-random bytes with a running checksum, so gigabytes
+/// can be checked without being stored.
+pub struct Pattern {
+    rng: ChaCha8Rng,
+    pub remaining: usize,
+    hash: std::hash::DefaultHasher,
+    chunk: Vec<u8>,
+    offset: usize,
+}
+
+impl Pattern {
+    pub fn new(seed: u64, len: usize) -> Pattern {
+        Pattern {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            remaining: len,
+            hash: Default::default(),
+            chunk: Vec::new(),
+            offset: 0,
+        }
+    }
+
+    /// Writes as much as the connection takes; returns bytes written.
+    pub fn write_to(&mut self, stack: &mut Stack, conn: ConnId) -> usize {
+        let mut total = 0;
+        while self.remaining > 0 {
+            if self.offset == self.chunk.len() {
+                let n = self.remaining.min(64 * 1024);
+                self.chunk.resize(n, 0);
+                self.rng.fill(&mut self.chunk[..]);
+                self.offset = 0;
+            }
+            match stack.tcp_write(conn, &self.chunk[self.offset..]) {
+                Ok(n) => {
+                    self.hash.write(&self.chunk[self.offset..self.offset + n]);
+                    self.offset += n;
+                    self.remaining -= n;
+                    total += n;
+                }
+                Err(TcpError::WouldBlock) => break,
+                Err(e) => panic!("write failed: {e}"),
+            }
+        }
+        total
+    }
+
+    pub fn checksum(&self) -> u64 {
+        self.hash.finish()
+    }
+}
+
+/// Reads everything available into a running checksum; returns (bytes
+/// read now, EOF seen).
+pub fn drain_into(
+    stack: &mut Stack,
+    conn: ConnId,
+    hash: &mut std::hash::DefaultHasher,
+) -> (usize, bool) {
+    let mut total = 0;
+    loop {
+        let r = stack.tcp_read_with(conn, |data| {
+            hash.write(data);
+            data.len()
+        });
+        match r {
+            Ok(0) => return (total, true),
+            Ok(n) => total += n,
+            Err(TcpError::WouldBlock) => return (total, false),
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}

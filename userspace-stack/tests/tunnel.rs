@@ -1,0 +1,435 @@
+//! Two stacks joined by two core nodes (the far one a gateway with
+//! accept-any) on a simulated link and clock: what a user of the stack
+//! would notice.
+
+mod support;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hasher};
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use support::*;
+use underpass_stack::{Accepted, ConnId, TcpError, TcpState};
+
+const MIB: usize = 1024 * 1024;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Moves `len` bytes each way at once over one connection and checks both
+/// checksums.
+fn bulk_both_ways(net: &mut Net, len: usize) {
+    let (c, g) = net.connect(addr("198.51.100.7:443"));
+    let mut up = Pattern::new(1, len);
+    let mut down = Pattern::new(2, len);
+    let (mut got_up, mut got_down) = (DefaultHasher::new(), DefaultHasher::new());
+    let (mut n_up, mut n_down) = (0, 0);
+    let mut closed = [false; 2];
+    net.run_until(Duration::from_secs(3600), "both transfers", |net| {
+        up.write_to(net.stack(CLIENT), c);
+        down.write_to(net.stack(GATEWAY), g);
+        if up.remaining == 0 && !closed[0] {
+            net.stack(CLIENT).tcp_shutdown(c).unwrap();
+            closed[0] = true;
+        }
+        if down.remaining == 0 && !closed[1] {
+            net.stack(GATEWAY).tcp_shutdown(g).unwrap();
+            closed[1] = true;
+        }
+        let (n, eof_up) = drain_into(net.stack(GATEWAY), g, &mut got_up);
+        n_up += n;
+        let (n, eof_down) = drain_into(net.stack(CLIENT), c, &mut got_down);
+        n_down += n;
+        eof_up && eof_down
+    });
+    assert_eq!(n_up, len);
+    assert_eq!(n_down, len);
+    assert_eq!(got_up.finish(), up.checksum(), "upload intact");
+    assert_eq!(got_down.finish(), down.checksum(), "download intact");
+    net.stack(CLIENT).tcp_close(c);
+    net.stack(GATEWAY).tcp_close(g);
+    net.run_until(Duration::from_secs(30), "sockets to be freed", |net| {
+        net.stack(CLIENT).tcp_closing() == 0 && net.stack(GATEWAY).tcp_closing() == 0
+    });
+}
+
+#[test]
+fn sixty_four_mib_each_way_arrive_intact_on_a_clean_link() {
+    let mut net = Net::new(1, Link::CLEAN);
+    bulk_both_ways(&mut net, 64 * MIB);
+}
+
+#[test]
+fn sixty_four_mib_each_way_arrive_intact_with_loss_and_reordering() {
+    let link = Link {
+        delay: Duration::from_millis(2),
+        jitter: Duration::from_millis(2),
+        loss: 0.01,
+        duplicate: 0.0,
+    };
+    let mut net = Net::new(2, link);
+    bulk_both_ways(&mut net, 64 * MIB);
+}
+
+#[test]
+fn a_thousand_concurrent_connections_each_get_their_reply() {
+    let mut net = Net::new(3, Link::CLEAN);
+    let count = 1000;
+    let mut client: Vec<ConnId> = Vec::new();
+    for i in 0..count {
+        // Spread over destinations and ports, as real traffic is.
+        let dst = SocketAddr::new(
+            format!("198.51.100.{}", 1 + i % 50).parse().unwrap(),
+            8000 + (i / 50) as u16,
+        );
+        client.push(net.stack(CLIENT).tcp_connect(dst).unwrap());
+    }
+    // The gateway accepts everything and answers each request with its
+    // own bytes reversed.
+    let mut gateway: Vec<ConnId> = Vec::new();
+    let mut requests: HashMap<ConnId, Vec<u8>> = HashMap::new();
+    let mut sent_request = vec![false; count];
+    let mut replies: Vec<Vec<u8>> = vec![Vec::new(); count];
+    let mut done = 0;
+    net.run_until(Duration::from_secs(120), "all replies", |net| {
+        while let Some(a) = net.stack(GATEWAY).poll_accepted() {
+            if let Accepted::Tcp { conn, .. } = a {
+                net.stack(GATEWAY).tcp_accept(conn).unwrap();
+                gateway.push(conn);
+            }
+        }
+        for (i, &c) in client.iter().enumerate() {
+            if !sent_request[i] {
+                let req = format!("request {i:04}");
+                match net.stack(CLIENT).tcp_write(c, req.as_bytes()) {
+                    Ok(n) => {
+                        assert_eq!(n, req.len());
+                        net.stack(CLIENT).tcp_shutdown(c).unwrap();
+                        sent_request[i] = true;
+                    }
+                    Err(TcpError::WouldBlock) => {}
+                    Err(e) => panic!("connection {i}: {e}"),
+                }
+            }
+        }
+        for &g in &gateway {
+            let mut buf = [0u8; 64];
+            match net.stack(GATEWAY).tcp_read(g, &mut buf) {
+                Ok(0) => {
+                    if let Some(mut req) = requests.remove(&g) {
+                        req.reverse();
+                        net.stack(GATEWAY).tcp_write(g, &req).unwrap();
+                        net.stack(GATEWAY).tcp_shutdown(g).unwrap();
+                    }
+                }
+                Ok(n) => requests.entry(g).or_default().extend_from_slice(&buf[..n]),
+                Err(TcpError::WouldBlock) | Err(TcpError::WriteClosed) => {}
+                Err(e) => panic!("gateway read: {e}"),
+            }
+        }
+        for (i, &c) in client.iter().enumerate() {
+            let mut buf = [0u8; 64];
+            loop {
+                match net.stack(CLIENT).tcp_read(c, &mut buf) {
+                    Ok(0) => {
+                        if replies[i].len() == 12 {
+                            done += 1;
+                            replies[i].push(b'!');
+                        }
+                        break;
+                    }
+                    Ok(n) => replies[i].extend_from_slice(&buf[..n]),
+                    Err(_) => break,
+                }
+            }
+        }
+        done == count
+    });
+    for (i, reply) in replies.iter().enumerate() {
+        let mut expected = format!("request {i:04}").into_bytes();
+        expected.reverse();
+        expected.push(b'!');
+        assert_eq!(reply, &expected, "connection {i}");
+    }
+}
+
+#[test]
+fn half_close_sends_eof_and_the_other_way_keeps_working() {
+    let mut net = Net::new(4, Link::CLEAN);
+    let (c, g) = net.connect(addr("198.51.100.7:80"));
+    net.stack(CLIENT)
+        .tcp_write(c, b"GET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    net.stack(CLIENT).tcp_shutdown(c).unwrap();
+    assert_eq!(net.stack(CLIENT).tcp_state(c), Ok(TcpState::WriteClosed));
+    let mut request = Vec::new();
+    net.run_until(Duration::from_secs(5), "the request and its EOF", |net| {
+        let mut buf = [0u8; 100];
+        match net.stack(GATEWAY).tcp_read(g, &mut buf) {
+            Ok(0) => true,
+            Ok(n) => {
+                request.extend_from_slice(&buf[..n]);
+                false
+            }
+            Err(TcpError::WouldBlock) => false,
+            Err(e) => panic!("{e}"),
+        }
+    });
+    assert_eq!(request, b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(net.stack(GATEWAY).tcp_state(g), Ok(TcpState::ReadClosed));
+    // The half-closed side still receives.
+    net.stack(GATEWAY)
+        .tcp_write(g, b"HTTP/1.0 200 OK\r\n\r\nhello")
+        .unwrap();
+    net.stack(GATEWAY).tcp_close(g);
+    let mut response = Vec::new();
+    net.run_until(Duration::from_secs(5), "the response and its EOF", |net| {
+        let mut buf = [0u8; 100];
+        match net.stack(CLIENT).tcp_read(c, &mut buf) {
+            Ok(0) => true,
+            Ok(n) => {
+                response.extend_from_slice(&buf[..n]);
+                false
+            }
+            Err(TcpError::WouldBlock) => false,
+            Err(e) => panic!("{e}"),
+        }
+    });
+    assert_eq!(response, b"HTTP/1.0 200 OK\r\n\r\nhello");
+    assert_eq!(
+        net.stack(CLIENT).tcp_write(c, b"more"),
+        Err(TcpError::WriteClosed)
+    );
+}
+
+#[test]
+fn a_reset_is_reported_as_reset() {
+    let mut net = Net::new(5, Link::CLEAN);
+    let (c, g) = net.connect(addr("198.51.100.7:80"));
+    net.stack(GATEWAY).tcp_abort(g);
+    net.run_until(Duration::from_secs(5), "the reset", |net| {
+        net.stack(CLIENT).tcp_state(c) == Ok(TcpState::Closed)
+    });
+    let mut buf = [0u8; 10];
+    assert_eq!(
+        net.stack(CLIENT).tcp_read(c, &mut buf),
+        Err(TcpError::Reset)
+    );
+    assert_eq!(net.stack(CLIENT).tcp_write(c, b"x"), Err(TcpError::Reset));
+}
+
+#[test]
+fn a_refused_destination_is_reported_as_refused() {
+    let mut net = Net::new(6, Link::CLEAN);
+    // Port 9 is outside the test gateway's policy: its SYN gets an RST.
+    let c = net
+        .stack(CLIENT)
+        .tcp_connect(addr("198.51.100.7:9"))
+        .unwrap();
+    let w = waker();
+    let mut result = None;
+    net.run_until(Duration::from_secs(5), "the refusal", |net| {
+        if let Poll::Ready(r) = net
+            .stack(CLIENT)
+            .poll_connected(&mut Context::from_waker(&w), c)
+        {
+            result = Some(r);
+        }
+        result.is_some()
+    });
+    assert_eq!(result, Some(Err(TcpError::Refused)));
+    assert_eq!(net.stack(GATEWAY).stats().refused_by_policy, 1);
+}
+
+#[test]
+fn the_gateway_can_refuse_an_accepted_connection() {
+    let mut net = Net::new(7, Link::CLEAN);
+    let c = net
+        .stack(CLIENT)
+        .tcp_connect(addr("198.51.100.7:22"))
+        .unwrap();
+    net.run_until(Duration::from_secs(5), "the SYN", |net| {
+        match net.stack(GATEWAY).poll_accepted() {
+            Some(Accepted::Tcp { conn, .. }) => {
+                // Say the host connection failed: refuse.
+                net.stack(GATEWAY).tcp_abort(conn);
+                true
+            }
+            _ => false,
+        }
+    });
+    let w = waker();
+    let mut result = None;
+    net.run_until(Duration::from_secs(5), "the refusal", |net| {
+        if let Poll::Ready(r) = net
+            .stack(CLIENT)
+            .poll_connected(&mut Context::from_waker(&w), c)
+        {
+            result = Some(r);
+        }
+        result.is_some()
+    });
+    assert_eq!(result, Some(Err(TcpError::Refused)));
+}
+
+#[test]
+fn an_unanswered_connect_times_out() {
+    let mut net = Net::new(8, Link::CLEAN);
+    net.blackhole = true;
+    let c = net
+        .stack(CLIENT)
+        .tcp_connect(addr("198.51.100.7:80"))
+        .unwrap();
+    let w = waker();
+    let mut result = None;
+    let start = net.now;
+    net.run_until(Duration::from_secs(60), "the connect timeout", |net| {
+        if let Poll::Ready(r) = net
+            .stack(CLIENT)
+            .poll_connected(&mut Context::from_waker(&w), c)
+        {
+            result = Some(r);
+        }
+        result.is_some()
+    });
+    assert_eq!(result, Some(Err(TcpError::TimedOut)));
+    let took = net.now - start;
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(12),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn ipv6_connections_work_too() {
+    let mut net = Net::new(9, Link::CLEAN);
+    let (c, g) = net.connect(addr("[2001:db8::80]:8080"));
+    net.stack(CLIENT).tcp_write(c, b"over six").unwrap();
+    let mut got = Vec::new();
+    net.run_until(Duration::from_secs(5), "the data", |net| {
+        let mut buf = [0u8; 16];
+        if let Ok(n) = net.stack(GATEWAY).tcp_read(g, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() == 8
+    });
+    assert_eq!(got, b"over six");
+    let (local, remote) = net.stack(GATEWAY).tcp_endpoints(g).unwrap();
+    assert_eq!(local, addr("[2001:db8::80]:8080"));
+    assert_eq!(remote, net.stack(CLIENT).tcp_endpoints(c).unwrap().0);
+    assert_eq!(remote.ip(), "fd00::1".parse::<std::net::IpAddr>().unwrap());
+}
+
+#[test]
+fn closed_connections_free_their_ports_and_handles() {
+    let mut net = Net::new(10, Link::CLEAN);
+    for round in 0..3 {
+        let (c, g) = net.connect(addr("198.51.100.7:80"));
+        net.stack(CLIENT).tcp_close(c);
+        net.stack(GATEWAY).tcp_close(g);
+        net.run_until(Duration::from_secs(30), "the close", |net| {
+            net.stack(CLIENT).tcp_closing() == 0 && net.stack(GATEWAY).tcp_closing() == 0
+        });
+        assert_eq!(
+            net.stack(CLIENT).tcp_state(c),
+            Err(TcpError::InvalidHandle),
+            "round {round}"
+        );
+        assert_eq!(net.stack(CLIENT).stats().tcp_open, 0);
+        assert_eq!(net.stack(GATEWAY).stats().tcp_open, 0);
+    }
+}
+
+#[test]
+fn udp_datagrams_go_out_and_come_back_through_accept_any() {
+    let mut net = Net::new(11, Link::CLEAN);
+    let sock = net.stack(CLIENT).udp_bind(None).unwrap();
+    let dst = addr("198.51.100.53:5353");
+    for i in 0..5u8 {
+        net.stack(CLIENT).udp_send_to(sock, &[i; 100], dst).unwrap();
+    }
+    let mut gateway_sock = None;
+    let mut got = Vec::new();
+    net.run_until(
+        Duration::from_secs(5),
+        "the datagrams at the gateway",
+        |net| {
+            if let Some(Accepted::Udp { socket, local }) = net.stack(GATEWAY).poll_accepted() {
+                assert_eq!(local, dst);
+                gateway_sock = Some(socket);
+            }
+            if let Some(s) = gateway_sock {
+                let mut buf = [0u8; 2000];
+                while let Ok((n, from)) = net.stack(GATEWAY).udp_recv_from(s, &mut buf) {
+                    got.push((buf[..n].to_vec(), from));
+                }
+            }
+            got.len() == 5
+        },
+    );
+    let client_addr = net.stack(CLIENT).udp_local(sock).unwrap();
+    for (i, (data, from)) in got.iter().enumerate() {
+        assert_eq!(data, &vec![i as u8; 100]);
+        assert_eq!(from.port(), client_addr.port());
+    }
+    // The reply comes from the original destination.
+    let s = gateway_sock.unwrap();
+    net.stack(GATEWAY)
+        .udp_send_to(s, b"pong", got[0].1)
+        .unwrap();
+    let mut reply = None;
+    net.run_until(Duration::from_secs(5), "the reply", |net| {
+        let mut buf = [0u8; 100];
+        if let Ok((n, from)) = net.stack(CLIENT).udp_recv_from(sock, &mut buf) {
+            reply = Some((buf[..n].to_vec(), from));
+        }
+        reply.is_some()
+    });
+    assert_eq!(reply, Some((b"pong".to_vec(), dst)));
+}
+
+#[test]
+fn a_listener_on_a_tunnel_port_accepts_connections_from_the_peer() {
+    let mut net = Net::new(12, Link::CLEAN);
+    net.handshake();
+    let listener = net.stack(CLIENT).tcp_listen(2222).unwrap();
+    assert_eq!(net.stack(CLIENT).tcp_listen(2222), Err(TcpError::InUse));
+    // Three connections in a row, from the gateway's side.
+    for i in 0..3u8 {
+        let g = net
+            .stack(GATEWAY)
+            .tcp_connect(addr("10.0.0.1:2222"))
+            .unwrap();
+        let mut accepted = None;
+        net.run_until(Duration::from_secs(5), "the accept", |net| {
+            if let Ok(a) = net.stack(CLIENT).tcp_accept_from(listener) {
+                accepted = Some(a);
+            }
+            accepted.is_some()
+        });
+        let (c, remote) = accepted.unwrap();
+        assert_eq!(remote.ip(), "10.0.0.2".parse::<std::net::IpAddr>().unwrap());
+        net.run_until(Duration::from_secs(5), "established", |net| {
+            net.stack(GATEWAY).tcp_write(g, &[i; 3]).is_ok()
+        });
+        let mut got = Vec::new();
+        net.run_until(Duration::from_secs(5), "the data", |net| {
+            let mut buf = [0u8; 8];
+            if let Ok(n) = net.stack(CLIENT).tcp_read(c, &mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.len() == 3
+        });
+        assert_eq!(got, [i; 3]);
+        net.stack(CLIENT).tcp_close(c);
+        net.stack(GATEWAY).tcp_close(g);
+    }
+    net.stack(CLIENT).tcp_unlisten(listener);
+    assert!(
+        net.stack(CLIENT).tcp_listen(2222).is_ok(),
+        "the port is free again"
+    );
+}
