@@ -8,6 +8,8 @@ use smoltcp::time::Instant;
 
 /// Spare buffers kept per direction.
 const SPARE: usize = 512;
+/// Room for the largest IP + TCP header (40 + 60 bytes), rounded up.
+const HEADER_ROOM: usize = 128;
 
 pub(crate) struct Queues {
     pub rx: VecDeque<Vec<u8>>,
@@ -74,8 +76,15 @@ impl phy::RxToken for RxToken<'_> {
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut buf = self.spare.pop().unwrap_or_default();
-        buf.clear();
-        buf.resize(len, 0);
+        // A recycled buffer is zeroed only where the headers go: smoltcp
+        // copies the whole payload over the rest.
+        if buf.len() < len {
+            buf.resize(len, 0);
+        } else {
+            buf.truncate(len);
+        }
+        let headers = len.min(HEADER_ROOM);
+        buf[..headers].fill(0);
         let result = f(&mut buf);
         self.tx.push_back(buf);
         result

@@ -10,6 +10,7 @@
 //! Start with [`Stack`]; connections are [`ConnId`]s, UDP sockets
 //! [`UdpId`]s, name lookups [`QueryId`]s.
 
+mod ack_seq;
 mod device;
 mod dns;
 mod ports;

@@ -38,7 +38,8 @@ pub struct TcpOptions {
     pub ack_delay: Option<Duration>,
     /// How long a connection may stay unanswered while connecting.
     pub connect_timeout: Duration,
-    /// How long an established connection may leave data unacknowledged.
+    /// How long an established connection with data to send may go without
+    /// hearing from its peer (a laptop asleep, a gateway gone).
     pub idle_timeout: Duration,
     pub keepalive: Option<Duration>,
 }
@@ -60,7 +61,7 @@ impl Default for TcpOptions {
             nagle: false,
             ack_delay: None,
             connect_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(300),
             keepalive: None,
         }
     }
@@ -152,7 +153,7 @@ pub struct Stack {
     pub(crate) conns: Slots<Conn>,
     /// (local, remote) of every TCP socket we track, for RST detection and
     /// to tell a retransmitted SYN from a new one.
-    pub(crate) by_tuple: HashMap<(SocketAddr, SocketAddr), ConnId>,
+    pub(crate) by_tuple: HashMap<(SocketAddr, SocketAddr), Tracked>,
     /// Sockets whose handle was closed, draining their FIN or RST.
     pub(crate) closing: Vec<(SocketHandle, SocketAddr, SocketAddr, Option<u16>)>,
     /// Sockets to close once they leave SYN-RECEIVED.
@@ -165,6 +166,12 @@ pub struct Stack {
     pub(crate) udp_any: HashMap<SocketAddr, crate::udp::UdpId>,
     pub(crate) dns: Resolver,
     pub(crate) stats: StackStats,
+}
+
+/// What the stack keeps per TCP 4-tuple, beside smoltcp's socket.
+pub(crate) struct Tracked {
+    pub conn: ConnId,
+    pub snd_max: crate::ack_seq::SndMax,
 }
 
 pub(crate) fn smol_time(now: Instant) -> smoltcp::time::Instant {
@@ -311,7 +318,7 @@ impl Stack {
                 let flags = l4[13];
                 let (syn, rst, ack) = (flags & 0x02 != 0, flags & 0x04 != 0, flags & 0x10 != 0);
                 if rst {
-                    if let Some(conn) = self.by_tuple.get(&(dst, src)).copied() {
+                    if let Some(conn) = self.by_tuple.get(&(dst, src)).map(|t| t.conn) {
                         if let Some(c) = self.conns.get_mut(conn.0) {
                             c.reset = true;
                         }
@@ -349,8 +356,13 @@ impl Stack {
     /// `handle_ip_packet`), oldest first. If the queue was full, poll again
     /// afterwards: smoltcp held data back.
     pub fn drain_outbound(&mut self, mut f: impl FnMut(&[u8])) {
-        while let Some(packet) = self.device.tx.pop_front() {
+        while let Some(mut packet) = self.device.tx.pop_front() {
             self.stats.packets_out += 1;
+            if let Some((tuple, offset)) = crate::ack_seq::tcp_segment(&packet) {
+                if let Some(tracked) = self.by_tuple.get_mut(&tuple) {
+                    crate::ack_seq::fix(&mut packet, offset, &mut tracked.snd_max);
+                }
+            }
             f(&packet);
             self.device.recycle_tx(packet);
         }

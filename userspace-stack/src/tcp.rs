@@ -13,7 +13,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
 
 use crate::slots::Key;
-use crate::stack::{from_endpoint, to_endpoint, Accepted, Protocol, Stack};
+use crate::stack::{from_endpoint, to_endpoint, Accepted, Protocol, Stack, Tracked};
 
 /// A TCP connection of the stack. Stale ids are refused, never aliased.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,8 +75,6 @@ pub(crate) struct Conn {
     pub established: bool,
     /// We aborted it.
     pub aborted: bool,
-    /// The idle timeout replaced the connect timeout.
-    pub idle_timeout_set: bool,
 }
 
 pub(crate) struct Listener {
@@ -113,6 +111,8 @@ impl Stack {
             )
         {
             conn.established = true;
+            // Past the handshake, a connection may wait longer for its peer.
+            socket.set_timeout(Some(duration(self.options.tcp.idle_timeout)));
         }
         Ok((conn, socket))
     }
@@ -161,9 +161,14 @@ impl Stack {
             reset: false,
             established: false,
             aborted: false,
-            idle_timeout_set: false,
         }));
-        self.by_tuple.insert((local, remote), id);
+        self.by_tuple.insert(
+            (local, remote),
+            Tracked {
+                conn: id,
+                snd_max: None,
+            },
+        );
         Ok(id)
     }
 
@@ -173,7 +178,6 @@ impl Stack {
         cx: &mut Context<'_>,
         id: ConnId,
     ) -> Poll<Result<(), TcpError>> {
-        let idle = duration(self.options.tcp.idle_timeout);
         let (conn, socket) = match self.socket(id) {
             Ok(x) => x,
             Err(e) => return Poll::Ready(Err(e)),
@@ -186,13 +190,7 @@ impl Stack {
                 socket.register_send_waker(cx.waker());
                 Poll::Pending
             }
-            _ => {
-                if !conn.idle_timeout_set {
-                    conn.idle_timeout_set = true;
-                    socket.set_timeout(Some(idle));
-                }
-                Poll::Ready(Ok(()))
-            }
+            _ => Poll::Ready(Ok(())),
         }
     }
 
@@ -551,9 +549,14 @@ impl Stack {
             reset: false,
             established: false,
             aborted: false,
-            idle_timeout_set: false,
         }));
-        self.by_tuple.insert((local, remote), id);
+        self.by_tuple.insert(
+            (local, remote),
+            Tracked {
+                conn: id,
+                snd_max: None,
+            },
+        );
         id
     }
 
@@ -648,8 +651,10 @@ impl Stack {
 
     /// Completes an accept-any connection: its SYN-ACK goes out.
     pub fn tcp_accept(&mut self, id: ConnId) -> Result<(), TcpError> {
+        let idle = duration(self.options.tcp.idle_timeout);
         let (_, socket) = self.socket(id)?;
         socket.pause_synack(false);
+        socket.set_timeout(Some(idle));
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use underpass_core::{Instant, Node, NodeOptions, PeerOptions, PrivateKey, Received};
 use underpass_stack::{Accepted, ConnId, Stack, StackOptions, TcpError};
 
+pub static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 pub const CLIENT: usize = 0;
 pub const GATEWAY: usize = 1;
 
@@ -254,16 +255,18 @@ impl Net {
             if let Ok(Received::Packet { packet, .. }) =
                 host.node.handle_datagram(self.now, f.from, &mut f.bytes)
             {
-                if std::env::var("TRACE").is_ok() && packet[9] == 6 {
+                if TRACE.load(std::sync::atomic::Ordering::Relaxed) && packet[9] == 6 {
                     let t = &packet[20..];
+                    let hl = usize::from(t[12] >> 4) * 4;
                     eprintln!(
-                        "{:?} to {} flags {:02x} seq {} ack {} len {}",
+                        "{:?} to {} flags {:02x} seq {} ack {} len {} win {}",
                         self.now,
                         f.to,
                         t[13],
                         u32::from_be_bytes(t[4..8].try_into().unwrap()),
                         u32::from_be_bytes(t[8..12].try_into().unwrap()),
-                        packet.len() - 40
+                        packet.len() - 20 - hl,
+                        u16::from_be_bytes([t[14], t[15]])
                     );
                 }
                 host.stack.receive(packet);
