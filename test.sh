@@ -20,8 +20,8 @@ step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the build and tests need: clang compiles ring's C for
-# wasm32.
-APT_PACKAGES=(clang)
+# wasm32; curl is the proxies' client in the end-to-end tests.
+APT_PACKAGES=(clang curl)
 
 if [ "$install" = 1 ]; then
     step "install what is missing"
@@ -45,6 +45,11 @@ cargo fmt --all -- --check
 
 step "clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+# One debug build of everything, the binary the end-to-end tests start
+# included.
+cargo build --workspace --locked --all-targets
 
 step "tests"
 cargo test --workspace --locked

@@ -379,6 +379,11 @@ impl Node {
         }
     }
 
+    /// The peer an IP packet to `ip` would go to (cryptokey routing).
+    pub fn route(&self, ip: std::net::IpAddr) -> Option<PeerId> {
+        self.routes.longest_match(ip).copied()
+    }
+
     pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
         self.by_key.get(key).copied()
     }

@@ -130,6 +130,8 @@ pub(crate) struct AcceptAny {
     pub policy: Policy,
     /// Listening sockets made for SYNs, by the destination they listen on.
     pub listening: HashMap<SocketAddr, Vec<SocketHandle>>,
+    /// SYNs seen since the last poll, as (source, destination).
+    pub syns: std::collections::HashSet<(SocketAddr, SocketAddr)>,
 }
 
 /// Counters a user would look at.
@@ -258,6 +260,7 @@ impl Stack {
         self.accept_any = Some(AcceptAny {
             policy,
             listening: HashMap::new(),
+            syns: Default::default(),
         });
     }
 

@@ -91,6 +91,9 @@ const LISTEN_SOCKETS: usize = 4;
 const BACKLOG: usize = 128;
 /// Listening sockets the gateway keeps per destination with no SYN.
 const SPARE_LISTENERS: usize = 2;
+/// Connections the gateway sets up at once, at most (a SYN flood from a
+/// peer costs a socket each).
+const MAX_PENDING_ACCEPTS: usize = 1024;
 
 fn duration(d: std::time::Duration) -> smoltcp::time::Duration {
     smoltcp::time::Duration::from_micros(d.as_micros() as u64)
@@ -570,21 +573,31 @@ impl Stack {
             // own address that a listener serves.
             return;
         }
-        let has_listener = {
-            let any = self.accept_any.as_ref().expect("checked by caller");
-            any.listening.get(&dst).is_some_and(|hs| {
-                hs.iter()
-                    .any(|h| self.sockets.get::<tcp::Socket>(*h).state() == State::Listen)
-            })
-        };
-        if has_listener {
+        let any = self.accept_any.as_mut().expect("checked by caller");
+        if !any.syns.insert((src, dst)) {
+            return; // the same SYN twice in one batch
+        }
+        // Every SYN of a batch needs its own listener: smoltcp hands each
+        // listening socket one SYN, and answers the rest with RST.
+        let wanted = any.syns.iter().filter(|(_, d)| *d == dst).count();
+        let sockets = &self.sockets;
+        let listening = any.listening.get(&dst).map_or(0, |hs| {
+            hs.iter()
+                .filter(|h| sockets.get::<tcp::Socket>(**h).state() == State::Listen)
+                .count()
+        });
+        if listening >= wanted {
             return;
         }
-        let any = self.accept_any.as_mut().expect("checked by caller");
         if !(any.policy)(Protocol::Tcp, dst) {
             self.stats.refused_by_policy += 1;
             tracing::debug!(%src, %dst, "accept-any: destination not allowed");
             return; // smoltcp answers the SYN with RST
+        }
+        let pending: usize = any.listening.values().map(Vec::len).sum();
+        if pending >= MAX_PENDING_ACCEPTS {
+            tracing::debug!(%src, %dst, "accept-any: too many connections being set up");
+            return;
         }
         let mut socket = self.new_tcp_socket();
         socket.pause_synack(true);
@@ -608,6 +621,7 @@ impl Stack {
         let Some(any) = self.accept_any.as_mut() else {
             return;
         };
+        any.syns.clear();
         let mut got = Vec::new();
         any.listening.retain(|_, handles| {
             let mut listening = 0;

@@ -450,3 +450,36 @@ fn a_listener_on_a_tunnel_port_accepts_connections_from_the_peer() {
         "the port is free again"
     );
 }
+
+#[test]
+fn a_burst_of_connections_to_one_destination_is_all_accepted() {
+    // All their SYNs reach the gateway in one batch: each needs a
+    // listener of its own, or smoltcp answers the rest with RST.
+    let mut net = Net::new(13, Link::CLEAN);
+    net.handshake();
+    let dst = addr("198.51.100.80:80");
+    let clients: Vec<ConnId> = (0..50)
+        .map(|_| net.stack(CLIENT).tcp_connect(dst).unwrap())
+        .collect();
+    let mut accepted = 0;
+    let w = waker();
+    net.run_until(Duration::from_secs(10), "every connection", |net| {
+        while let Some(Accepted::Tcp { conn, .. }) = net.stack(GATEWAY).poll_accepted() {
+            net.stack(GATEWAY).tcp_accept(conn).unwrap();
+            accepted += 1;
+        }
+        clients.iter().all(|&c| {
+            match net
+                .stack(CLIENT)
+                .poll_connected(&mut Context::from_waker(&w), c)
+            {
+                Poll::Ready(r) => {
+                    assert_eq!(r, Ok(()), "no connection refused");
+                    true
+                }
+                Poll::Pending => false,
+            }
+        })
+    });
+    assert_eq!(accepted, 50);
+}

@@ -1,0 +1,574 @@
+//! The configuration users write: wg-quick plus wireproxy's sections, so a
+//! wireproxy config runs unchanged.
+//!
+//! Before core parses the text, two wireproxy features are applied line by
+//! line, each line remembering where it came from: `WGConfig = path` at the
+//! top imports a wg-quick file, and a value `$NAME` or `${NAME}` comes from
+//! the environment. Every error names the file, the line and the key, and
+//! never quotes a value that may be a secret.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use underpass_core::config::{Config, Section};
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub wg: Config,
+    pub socks5: Vec<ProxyListener>,
+    pub http: Vec<ProxyListener>,
+    pub tcp_client_tunnels: Vec<TcpClientTunnel>,
+    pub tcp_server_tunnels: Vec<TcpServerTunnel>,
+    pub udp_proxy_tunnels: Vec<UdpProxyTunnel>,
+    pub stdio_tunnels: Vec<StdioTunnel>,
+    pub gateway: GatewaySection,
+    /// Formatted `FILE:LINE: message`.
+    pub warnings: Vec<String>,
+}
+
+/// A `[Socks5]` or `[http]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyListener {
+    pub bind: SocketAddr,
+    pub auth: Option<Credentials>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where a forward goes: a host name or address literal, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpClientTunnel {
+    pub bind: SocketAddr,
+    pub target: Target,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpServerTunnel {
+    pub listen_port: u16,
+    pub target: Target,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpProxyTunnel {
+    pub bind: SocketAddr,
+    pub target: Target,
+    pub inactivity_timeout: Duration,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdioTunnel {
+    pub target: Target,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewaySection {
+    /// `None`: not configured; the gateway applies its default.
+    pub allowed_destinations: Option<Vec<IpNet>>,
+}
+
+/// A configuration that could not be loaded. Displays as
+/// `FILE:LINE: KEY: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct LoadError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem is the file as a whole.
+    pub line: usize,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+const DEFAULT_UDP_INACTIVITY: Duration = Duration::from_secs(180);
+const SECTIONS: &str = "Interface, Peer, Socks5, http, TCPClientTunnel, TCPServerTunnel, UDPProxyTunnel, STDIOTunnel, Gateway";
+
+/// The text to parse, with the origin of every line.
+struct Source {
+    text: String,
+    origins: Vec<(PathBuf, usize)>,
+}
+
+impl Source {
+    fn origin(&self, line: usize) -> (PathBuf, usize) {
+        match line.checked_sub(1).and_then(|i| self.origins.get(i)) {
+            Some((file, l)) => (file.clone(), *l),
+            None => (
+                self.origins
+                    .first()
+                    .map(|o| o.0.clone())
+                    .unwrap_or_default(),
+                0,
+            ),
+        }
+    }
+
+    fn error(&self, line: usize, key: Option<&str>, message: impl Into<String>) -> LoadError {
+        let (file, line) = self.origin(line);
+        LoadError {
+            file,
+            line,
+            key: key.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+fn is_var_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The variable a value names, if it is exactly `$NAME` or `${NAME}`.
+fn var_name(value: &str) -> Option<&str> {
+    let name = value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .or_else(|| value.strip_prefix('$'))?;
+    is_var_name(name).then_some(name)
+}
+
+/// Applies `$VAR` to one line of `file`; the line itself otherwise.
+fn expand_line(
+    line: &str,
+    file: &Path,
+    number: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, LoadError> {
+    let Some((key, value)) = line.split_once('=') else {
+        return Ok(line.to_string());
+    };
+    if line.trim_start().starts_with('#') || line.trim_start().starts_with('[') {
+        return Ok(line.to_string());
+    }
+    let value = value.trim();
+    let value = value.split_once(" #").map_or(value, |(v, _)| v.trim());
+    let Some(name) = var_name(value) else {
+        return Ok(line.to_string());
+    };
+    match env(name) {
+        Some(v) if !v.contains('\n') => Ok(format!("{} = {}", key.trim(), v.trim())),
+        Some(_) => Err(LoadError {
+            file: file.to_path_buf(),
+            line: number,
+            key: Some(key.trim().to_string()),
+            message: format!(
+                "environment variable {name} holds several lines; a value is one line"
+            ),
+        }),
+        None => Err(LoadError {
+            file: file.to_path_buf(),
+            line: number,
+            key: Some(key.trim().to_string()),
+            message: format!("environment variable {name} is not set"),
+        }),
+    }
+}
+
+fn read(path: &Path) -> Result<String, std::io::Error> {
+    let bytes = std::fs::read(path)?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// Builds the combined text: the file's lines, with a top-level
+/// `WGConfig = path` replaced by that file's lines.
+fn assemble(
+    text: &str,
+    name: &Path,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Source, LoadError> {
+    let mut source = Source {
+        text: String::new(),
+        origins: Vec::new(),
+    };
+    let push = |source: &mut Source, line: String, file: &Path, number: usize| {
+        source.text.push_str(&line);
+        source.text.push('\n');
+        source.origins.push((file.to_path_buf(), number));
+    };
+    let mut in_section = false;
+    for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+        let number = i + 1;
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            in_section = true;
+        }
+        if !in_section {
+            if let Some((key, _)) = trimmed.split_once('=') {
+                if key.trim().eq_ignore_ascii_case("WGConfig") {
+                    let value = expand_line(line, name, number, env)?;
+                    let value = value.split_once('=').map_or("", |(_, v)| v).trim();
+                    let path = base_dir.join(value);
+                    let imported = read(&path).map_err(|e| LoadError {
+                        file: name.to_path_buf(),
+                        line: number,
+                        key: Some("WGConfig".into()),
+                        message: format!("cannot read {}: {e}", path.display()),
+                    })?;
+                    for (j, l) in imported.trim_start_matches('\u{feff}').lines().enumerate() {
+                        let expanded = expand_line(l, &path, j + 1, env)?;
+                        push(&mut source, expanded, &path, j + 1);
+                    }
+                    continue;
+                }
+            }
+        }
+        let expanded = expand_line(line, name, number, env)?;
+        push(&mut source, expanded, name, number);
+    }
+    Ok(source)
+}
+
+impl ProxyConfig {
+    /// Reads `path`, follows `WGConfig =`, expands `$VAR`, parses, checks.
+    pub fn load(path: &Path) -> Result<ProxyConfig, LoadError> {
+        let text = read(path).map_err(|e| LoadError {
+            file: path.to_path_buf(),
+            line: 0,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_text(&text, &path.display().to_string(), base, &|name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// The same from text in memory (stdin, an environment variable);
+    /// `name` stands for the file in messages.
+    pub fn from_text(
+        text: &str,
+        name: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ProxyConfig, LoadError> {
+        let source = assemble(text, Path::new(name), base_dir, env)?;
+        let wg = Config::parse(&source.text).map_err(|e| {
+            let mut err = source.error(e.line, e.key.as_deref(), e.kind.to_string());
+            if e.line == 0 {
+                err.file = PathBuf::from(name);
+            }
+            err
+        })?;
+        let mut cfg = ProxyConfig {
+            warnings: wg
+                .warnings
+                .iter()
+                .map(|w| {
+                    let (file, line) = source.origin(w.line);
+                    format!("{}:{line}: {}", file.display(), w.message)
+                })
+                .collect(),
+            wg: wg.clone(),
+            socks5: Vec::new(),
+            http: Vec::new(),
+            tcp_client_tunnels: Vec::new(),
+            tcp_server_tunnels: Vec::new(),
+            udp_proxy_tunnels: Vec::new(),
+            stdio_tunnels: Vec::new(),
+            gateway: GatewaySection::default(),
+        };
+        let mut gateway_line = None;
+        for section in &wg.sections {
+            let s = Reader {
+                section,
+                source: &source,
+            };
+            match section.name.to_ascii_lowercase().as_str() {
+                "socks5" | "http" => {
+                    s.only(&["BindAddress", "Username", "Password"])?;
+                    let listener = ProxyListener {
+                        bind: s.bind()?,
+                        auth: s.credentials()?,
+                    };
+                    if listener.auth.is_none() && !listener.bind.ip().is_loopback() {
+                        let (file, line) = source.origin(section.line);
+                        cfg.warnings.push(format!(
+                            "{}:{line}: open proxy on {} without Username/Password: anyone who can reach it can use the tunnel",
+                            file.display(),
+                            listener.bind
+                        ));
+                    }
+                    if section.name.eq_ignore_ascii_case("socks5") {
+                        cfg.socks5.push(listener);
+                    } else {
+                        cfg.http.push(listener);
+                    }
+                }
+                "tcpclienttunnel" => {
+                    s.only(&["BindAddress", "Target"])?;
+                    cfg.tcp_client_tunnels.push(TcpClientTunnel {
+                        bind: s.bind()?,
+                        target: s.target()?,
+                        line: source.origin(section.line).1,
+                    });
+                }
+                "tcpservertunnel" => {
+                    s.only(&["ListenPort", "Target"])?;
+                    cfg.tcp_server_tunnels.push(TcpServerTunnel {
+                        listen_port: s.number("ListenPort", 1, 65535)? as u16,
+                        target: s.target()?,
+                        line: source.origin(section.line).1,
+                    });
+                }
+                "udpproxytunnel" => {
+                    s.only(&["BindAddress", "Target", "InactivityTimeout"])?;
+                    let timeout = match s.optional("InactivityTimeout") {
+                        Some(_) => Duration::from_secs(s.number("InactivityTimeout", 1, 86_400)?),
+                        None => DEFAULT_UDP_INACTIVITY,
+                    };
+                    cfg.udp_proxy_tunnels.push(UdpProxyTunnel {
+                        bind: s.bind()?,
+                        target: s.target()?,
+                        inactivity_timeout: timeout,
+                        line: source.origin(section.line).1,
+                    });
+                }
+                "stdiotunnel" => {
+                    s.only(&["Target"])?;
+                    cfg.stdio_tunnels.push(StdioTunnel {
+                        target: s.target()?,
+                        line: source.origin(section.line).1,
+                    });
+                }
+                "gateway" => {
+                    if let Some(first) = gateway_line {
+                        return Err(source.error(
+                            section.line,
+                            None,
+                            format!("a second [Gateway] section (the first is on line {first})"),
+                        ));
+                    }
+                    gateway_line = Some(source.origin(section.line).1);
+                    s.only(&["AllowedDestinations"])?;
+                    let mut nets = Vec::new();
+                    for entry in section.get_all("AllowedDestinations") {
+                        for item in entry
+                            .value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|v| !v.is_empty())
+                        {
+                            let net = item
+                                .parse::<IpNet>()
+                                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                                .map_err(|_| {
+                                    source.error(
+                                        entry.line,
+                                        Some("AllowedDestinations"),
+                                        format!("`{}` is not a network; expected e.g. 10.0.0.0/8 or 0.0.0.0/0", shown(item)),
+                                    )
+                                })?;
+                            nets.push(net.trunc());
+                        }
+                    }
+                    cfg.gateway.allowed_destinations = Some(nets);
+                }
+                _ => {
+                    return Err(source.error(
+                        section.line,
+                        None,
+                        format!(
+                            "unknown section [{}]; expected one of: {SECTIONS}",
+                            shown(&section.name)
+                        ),
+                    ))
+                }
+            }
+        }
+        // Core's wireguard-level config without the sections we consumed.
+        cfg.wg.sections.clear();
+        Ok(cfg)
+    }
+}
+
+fn shown(value: &str) -> String {
+    match value.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &value[..at]),
+        None => value.to_string(),
+    }
+}
+
+/// Reads one proxy section, with errors pointing into the source.
+struct Reader<'a> {
+    section: &'a Section,
+    source: &'a Source,
+}
+
+impl Reader<'_> {
+    fn err(&self, line: usize, key: &str, message: impl Into<String>) -> LoadError {
+        self.source.error(line, Some(key), message)
+    }
+
+    /// Refuses keys this section does not have.
+    fn only(&self, valid: &[&str]) -> Result<(), LoadError> {
+        for e in &self.section.entries {
+            if !valid.iter().any(|k| k.eq_ignore_ascii_case(&e.key)) {
+                return Err(self.err(
+                    e.line,
+                    &e.key,
+                    format!(
+                        "unknown key in [{}]; expected one of: {}",
+                        self.section.name,
+                        valid.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn optional(&self, key: &str) -> Option<&underpass_core::config::Entry> {
+        self.section.get(key)
+    }
+
+    fn required(&self, key: &str) -> Result<&underpass_core::config::Entry, LoadError> {
+        self.section.get(key).ok_or_else(|| {
+            self.source.error(
+                self.section.line,
+                None,
+                format!("[{}] needs {key}", self.section.name),
+            )
+        })
+    }
+
+    fn bind(&self) -> Result<SocketAddr, LoadError> {
+        let e = self.required("BindAddress")?;
+        parse_bind(&e.value).ok_or_else(|| {
+            self.err(
+                e.line,
+                "BindAddress",
+                format!(
+                    "`{}` is not an address and port; expected e.g. 127.0.0.1:1080 or [::1]:1080",
+                    shown(&e.value)
+                ),
+            )
+        })
+    }
+
+    fn target(&self) -> Result<Target, LoadError> {
+        let e = self.required("Target")?;
+        parse_target(&e.value).ok_or_else(|| {
+            self.err(
+                e.line,
+                "Target",
+                format!("`{}` is not host:port; expected e.g. 10.0.0.5:22, [fd00::5]:22 or db.internal:5432", shown(&e.value)),
+            )
+        })
+    }
+
+    fn number(&self, key: &str, min: u64, max: u64) -> Result<u64, LoadError> {
+        let e = self.required(key)?;
+        match e.value.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.err(
+                e.line,
+                key,
+                format!(
+                    "`{}` is out of range; expected a whole number from {min} to {max}",
+                    shown(&e.value)
+                ),
+            )),
+        }
+    }
+
+    fn credentials(&self) -> Result<Option<Credentials>, LoadError> {
+        match (self.optional("Username"), self.optional("Password")) {
+            (None, None) => Ok(None),
+            (Some(u), Some(p)) => Ok(Some(Credentials {
+                username: u.value.clone(),
+                password: p.value.clone(),
+            })),
+            (Some(e), None) | (None, Some(e)) => Err(self.err(
+                e.line,
+                &e.key,
+                "Username and Password go together; give both or neither",
+            )),
+        }
+    }
+}
+
+/// `ip:port`, `[v6]:port`, or `localhost:port` (127.0.0.1).
+fn parse_bind(value: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let (host, port) = value.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    host.eq_ignore_ascii_case("localhost")
+        .then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+}
+
+fn parse_target(value: &str) -> Option<Target> {
+    let (host, port) = value.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let valid_name = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    (host.parse::<IpAddr>().is_ok() || valid_name).then(|| Target {
+        host: host.to_string(),
+        port,
+    })
+}

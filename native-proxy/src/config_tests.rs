@@ -1,0 +1,235 @@
+use super::*;
+use proptest::prelude::*;
+
+const PRIVATE: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+const PEER: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(text: &str) -> Result<ProxyConfig, LoadError> {
+    ProxyConfig::from_text(text, "test.conf", Path::new("."), &no_env)
+}
+
+fn wg() -> String {
+    format!("[Interface]\nPrivateKey = {PRIVATE}\nAddress = 10.0.0.2/32\nDNS = 10.0.0.1\n\n[Peer]\nPublicKey = {PEER}\nEndpoint = 203.0.113.1:51820\nAllowedIPs = 0.0.0.0/0\n")
+}
+
+#[test]
+fn a_wireproxy_config_with_every_section_parses() {
+    let text = format!(
+        "{}\n[Socks5]\nBindAddress = 127.0.0.1:25344\n\n[http]\nBindAddress = 127.0.0.1:25345\nUsername = alice\nPassword = pa#ss\n\n\
+         [TCPClientTunnel]\nBindAddress = 127.0.0.1:2222\nTarget = 10.0.0.5:22\n\n\
+         [TCPClientTunnel]\nBindAddress = localhost:5432\nTarget = db.internal:5432\n\n\
+         [TCPServerTunnel]\nListenPort = 8080\nTarget = localhost:80\n\n\
+         [UDPProxyTunnel]\nBindAddress = 127.0.0.1:5353\nTarget = [fd00::53]:53\nInactivityTimeout = 30\n\n\
+         [STDIOTunnel]\nTarget = ssh.internal:22\n\n[Gateway]\nAllowedDestinations = 10.0.0.0/8, 192.168.1.5\n",
+        wg()
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.socks5,
+        [ProxyListener {
+            bind: "127.0.0.1:25344".parse().unwrap(),
+            auth: None
+        }]
+    );
+    assert_eq!(c.http[0].auth.as_ref().unwrap().password, "pa#ss");
+    assert_eq!(c.tcp_client_tunnels.len(), 2);
+    assert_eq!(
+        c.tcp_client_tunnels[1].bind,
+        "127.0.0.1:5432".parse().unwrap()
+    );
+    assert_eq!(
+        c.tcp_client_tunnels[1].target.to_string(),
+        "db.internal:5432"
+    );
+    assert_eq!(c.tcp_server_tunnels[0].listen_port, 8080);
+    assert_eq!(c.udp_proxy_tunnels[0].target.to_string(), "[fd00::53]:53");
+    assert_eq!(
+        c.udp_proxy_tunnels[0].inactivity_timeout,
+        Duration::from_secs(30)
+    );
+    assert_eq!(c.stdio_tunnels[0].target.host, "ssh.internal");
+    assert_eq!(
+        c.gateway.allowed_destinations,
+        Some(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "192.168.1.5/32".parse().unwrap()
+        ])
+    );
+    assert!(c.wg.sections.is_empty());
+    assert!(
+        !format!("{:?}", c.http[0]).contains("pa#ss"),
+        "Debug hides the password"
+    );
+}
+
+#[test]
+fn wgconfig_imports_a_file_and_errors_point_into_it() {
+    let dir = std::env::temp_dir().join(format!("underpass-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("wg.conf"), wg()).unwrap();
+    std::fs::write(
+        dir.join("main.conf"),
+        "WGConfig = wg.conf\n\n[Socks5]\nBindAddress = 127.0.0.1:1080\n",
+    )
+    .unwrap();
+    let c = ProxyConfig::load(&dir.join("main.conf")).unwrap();
+    assert_eq!(c.wg.peers.len(), 1);
+    assert_eq!(c.socks5.len(), 1);
+
+    std::fs::write(
+        dir.join("bad.conf"),
+        format!("[Interface]\nPrivateKey = {PRIVATE}\n\n[Peer]\nPublicKey = nope\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("main2.conf"), "# comment\nWGConfig = bad.conf\n").unwrap();
+    let e = ProxyConfig::load(&dir.join("main2.conf")).unwrap_err();
+    assert!(e.file.ends_with("bad.conf"), "{e}");
+    assert_eq!((e.line, e.key.as_deref()), (5, Some("PublicKey")));
+
+    std::fs::write(dir.join("main3.conf"), "WGConfig = missing.conf\n").unwrap();
+    let e = ProxyConfig::load(&dir.join("main3.conf")).unwrap_err();
+    assert!(
+        e.file.ends_with("main3.conf") && e.line == 1 && e.message.contains("missing.conf"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn values_come_from_the_environment_and_never_leak() {
+    let env = |name: &str| match name {
+        "WG_KEY" => Some(PRIVATE.to_string()),
+        "BAD_KEY" => Some("c2VjcmV0LXNlY3JldC1zZWNyZXQ=".to_string()),
+        "PORT" => Some("1081".to_string()),
+        _ => None,
+    };
+    let text = "[Interface]\nPrivateKey = $WG_KEY\nAddress = 10.0.0.2/32\n\n[Socks5]\nBindAddress = 127.0.0.1:1080\nUsername = u\nPassword = ${WG_KEY}\n";
+    let c = ProxyConfig::from_text(text, "env.conf", Path::new("."), &env).unwrap();
+    assert_eq!(c.wg.interface.private_key.to_base64(), PRIVATE);
+    assert_eq!(c.socks5[0].auth.as_ref().unwrap().password, PRIVATE);
+
+    let e = ProxyConfig::from_text(
+        "[Interface]\nPrivateKey = $NOPE\n",
+        "env.conf",
+        Path::new("."),
+        &env,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "env.conf:2: PrivateKey: environment variable NOPE is not set"
+    );
+    let e = ProxyConfig::from_text(
+        "[Interface]\nPrivateKey = $BAD_KEY\n",
+        "env.conf",
+        Path::new("."),
+        &env,
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("env.conf:2: PrivateKey:"), "{e}");
+    assert!(
+        !e.to_string().contains("c2VjcmV0"),
+        "the secret is never shown: {e}"
+    );
+}
+
+#[test]
+fn mistakes_in_proxy_sections_name_line_and_key() {
+    let cases = [
+        (
+            "[Socks5]\nBindAddress = nowhere\n",
+            11,
+            Some("BindAddress"),
+            "not an address and port",
+        ),
+        ("[Socks5]\nUsername = a\n", 10, None, "needs BindAddress"),
+        (
+            "[Socks5]\nBindAddress = 127.0.0.1:1\nUsername = a\n",
+            12,
+            Some("Username"),
+            "give both",
+        ),
+        (
+            "[http]\nBindAddres = 127.0.0.1:1\n",
+            11,
+            Some("BindAddres"),
+            "expected one of: BindAddress",
+        ),
+        (
+            "[TCPClientTunnel]\nBindAddress = 127.0.0.1:1\n",
+            10,
+            None,
+            "needs Target",
+        ),
+        (
+            "[TCPClientTunnel]\nBindAddress = 127.0.0.1:1\nTarget = host\n",
+            12,
+            Some("Target"),
+            "not host:port",
+        ),
+        (
+            "[TCPServerTunnel]\nListenPort = 0\nTarget = a:1\n",
+            11,
+            Some("ListenPort"),
+            "from 1 to 65535",
+        ),
+        (
+            "[UDPProxyTunnel]\nBindAddress = 127.0.0.1:1\nTarget = a:1\nInactivityTimeout = soon\n",
+            13,
+            Some("InactivityTimeout"),
+            "whole number",
+        ),
+        (
+            "[Gateway]\nAllowedDestinations = 10.0.0.0/33\n",
+            11,
+            Some("AllowedDestinations"),
+            "not a network",
+        ),
+        ("[Gateway]\n[Gateway]\n", 11, None, "second [Gateway]"),
+        (
+            "[Socks]\nBindAddress = 127.0.0.1:1\n",
+            10,
+            None,
+            "unknown section [Socks]",
+        ),
+    ];
+    for (extra, line, key, needle) in cases {
+        let e = parse(&format!("{}{extra}", wg())).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (line, key), "{e}");
+        assert!(e.to_string().contains(needle), "{e} should say {needle:?}");
+        assert!(
+            e.to_string().starts_with(&format!("test.conf:{line}")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn an_open_proxy_is_warned_about() {
+    let c = parse(&format!("{}[Socks5]\nBindAddress = 0.0.0.0:1080\n", wg())).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("open proxy on 0.0.0.0:1080")),
+        "{:?}",
+        c.warnings
+    );
+    let c = parse(&format!(
+        "{}[Socks5]\nBindAddress = 0.0.0.0:1080\nUsername = a\nPassword = b\n",
+        wg()
+    ))
+    .unwrap();
+    assert!(c.warnings.is_empty());
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in any::<String>()) {
+        let _ = parse(&text);
+        let _ = parse(&format!("{}{text}", wg()));
+    }
+}

@@ -1,0 +1,248 @@
+//! Port forwards, with wireproxy's section names: `[TCPClientTunnel]`
+//! (local port to a target through the tunnel), `[TCPServerTunnel]` (a
+//! tunnel port to a local target), `[UDPProxyTunnel]` and `[STDIOTunnel]`
+//! (stdin/stdout to a target, for ssh's ProxyCommand).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+use underpass_stack::ListenerId;
+
+use crate::config::{ProxyConfig, Target};
+use crate::splice::splice;
+use crate::tunnel::Tunnel;
+use crate::Failure;
+
+/// The running forwards.
+pub struct Forwards {
+    stdio: Option<oneshot::Receiver<Result<(), String>>>,
+}
+
+impl Forwards {
+    /// Resolves when the stdio tunnel ends (never, without one).
+    pub async fn stdio_done(self) -> Result<(), String> {
+        match self.stdio {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Binds every forward of `cfg` (failing if one cannot) and starts them.
+pub async fn start(tunnel: &Tunnel, cfg: &ProxyConfig) -> Result<Forwards, Failure> {
+    for f in &cfg.tcp_client_tunnels {
+        let listener = TcpListener::bind(f.bind).await.map_err(|e| {
+            Failure::runtime(format!(
+                "cannot listen for the TCPClientTunnel on {}: {e}",
+                f.bind
+            ))
+        })?;
+        tracing::info!("tcp-client-tunnel listening on {} -> {}", f.bind, f.target);
+        tokio::task::spawn_local(tcp_client(listener, tunnel.clone(), f.target.clone()));
+    }
+    for f in &cfg.tcp_server_tunnels {
+        let id = tunnel
+            .with(|e| e.stack.tcp_listen(f.listen_port))
+            .map_err(|e| {
+                Failure::runtime(format!(
+                    "TCPServerTunnel on tunnel port {}: {e}",
+                    f.listen_port
+                ))
+            })?;
+        tracing::info!(
+            "tcp-server-tunnel on tunnel port {} -> {}",
+            f.listen_port,
+            f.target
+        );
+        tokio::task::spawn_local(tcp_server(id, tunnel.clone(), f.target.clone()));
+    }
+    for f in &cfg.udp_proxy_tunnels {
+        let socket = UdpSocket::bind(f.bind).await.map_err(|e| {
+            Failure::runtime(format!("cannot bind the UDPProxyTunnel on {}: {e}", f.bind))
+        })?;
+        tracing::info!("udp-proxy-tunnel on {} -> {}", f.bind, f.target);
+        tokio::task::spawn_local(udp_proxy(
+            socket,
+            tunnel.clone(),
+            f.target.clone(),
+            f.inactivity_timeout,
+        ));
+    }
+    let stdio = match cfg.stdio_tunnels.first() {
+        Some(f) => {
+            if cfg.stdio_tunnels.len() > 1 {
+                tracing::warn!("only the first [STDIOTunnel] is used: there is one stdin");
+            }
+            let (tx, rx) = oneshot::channel();
+            let (t, target) = (tunnel.clone(), f.target.clone());
+            tokio::task::spawn_local(async move {
+                let _ = tx.send(stdio(t, target).await);
+            });
+            Some(rx)
+        }
+        None => None,
+    };
+    Ok(Forwards { stdio })
+}
+
+async fn tcp_client(listener: TcpListener, tunnel: Tunnel, target: Target) {
+    loop {
+        let (mut local, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = local.set_nodelay(true);
+        tunnel.with(|e| e.metrics.proxy_connections.fetch_add(1, Ordering::Relaxed));
+        let (tunnel, target) = (tunnel.clone(), target.clone());
+        tokio::task::spawn_local(async move {
+            match tunnel.connect_host(&target.host, target.port).await {
+                Ok(mut remote) => {
+                    let _ = splice(&mut local, &mut remote).await;
+                }
+                Err(e) => {
+                    tracing::info!(%peer, %target, error = %e, "forward: cannot reach the target")
+                }
+            }
+        });
+    }
+}
+
+async fn tcp_server(id: ListenerId, tunnel: Tunnel, target: Target) {
+    loop {
+        let accepted =
+            std::future::poll_fn(|cx| tunnel.with(|e| e.stack.poll_accept_from(cx, id))).await;
+        let (conn, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "tunnel listener failed");
+                return;
+            }
+        };
+        tunnel.with(|e| e.metrics.proxy_connections.fetch_add(1, Ordering::Relaxed));
+        let mut inner = tunnel.stream(conn);
+        let target = target.clone();
+        tokio::task::spawn_local(async move {
+            match TcpStream::connect((target.host.as_str(), target.port)).await {
+                Ok(mut local) => {
+                    let _ = local.set_nodelay(true);
+                    let _ = splice(&mut inner, &mut local).await;
+                }
+                Err(e) => {
+                    tracing::info!(%remote, %target, error = %e, "server tunnel: local target refused")
+                }
+            }
+        });
+    }
+}
+
+/// Each local client gets its own tunnel socket, forgotten after the
+/// inactivity timeout.
+async fn udp_proxy(socket: UdpSocket, tunnel: Tunnel, target: Target, idle: Duration) {
+    let socket = Rc::new(socket);
+    let mut clients: HashMap<SocketAddr, tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, client) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "UDP proxy receive error");
+                continue;
+            }
+        };
+        clients.retain(|_, tx| !tx.is_closed());
+        let tx = match clients.get(&client) {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = tokio::sync::mpsc::channel(256);
+                tokio::task::spawn_local(udp_client(
+                    socket.clone(),
+                    client,
+                    rx,
+                    tunnel.clone(),
+                    target.clone(),
+                    idle,
+                ));
+                clients.insert(client, tx.clone());
+                tx
+            }
+        };
+        // A full queue drops the datagram, as a full socket buffer would.
+        let _ = tx.try_send(buf[..n].to_vec());
+    }
+}
+
+async fn udp_client(
+    socket: Rc<UdpSocket>,
+    client: SocketAddr,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    tunnel: Tunnel,
+    target: Target,
+    idle: Duration,
+) {
+    let dst = match tunnel.resolve(&target.host).await {
+        Ok(ips) if !ips.is_empty() => SocketAddr::new(ips[0], target.port),
+        _ => {
+            tracing::info!(%target, "UDP proxy: target does not resolve");
+            return;
+        }
+    };
+    let Ok(inner) = tunnel.udp_bind() else {
+        return;
+    };
+    let mut buf = vec![0u8; 65536];
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(datagram) => {
+                    let _ = inner.send_to(&datagram, dst).await;
+                }
+                None => return,
+            },
+            r = inner.recv_from(&mut buf) => {
+                if let Ok((n, _)) = r {
+                    let _ = socket.send_to(&buf[..n], client).await;
+                }
+            }
+            _ = tokio::time::sleep(idle) => {
+                tracing::debug!(%client, "UDP proxy client idle; forgotten");
+                return;
+            }
+        }
+    }
+}
+
+/// stdin/stdout to the target until either side ends.
+async fn stdio(tunnel: Tunnel, target: Target) -> Result<(), String> {
+    let mut remote = tunnel
+        .connect_host(&target.host, target.port)
+        .await
+        .map_err(|e| format!("STDIOTunnel: cannot reach {target}: {e}"))?;
+    let (mut read, mut write) = tokio::io::split(&mut remote);
+    let mut stdin = tokio::io::stdin();
+    let mut stdout = tokio::io::stdout();
+    let up = async {
+        let _ = tokio::io::copy(&mut stdin, &mut write).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut read, &mut stdout).await;
+        let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
+    };
+    // The session is over when the far side closes; stdin ending only
+    // half-closes it.
+    tokio::pin!(up, down);
+    tokio::select! {
+        _ = &mut down => {}
+        _ = &mut up => down.await,
+    }
+    Ok(())
+}

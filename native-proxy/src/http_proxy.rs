@@ -1,0 +1,317 @@
+//! The HTTP proxy: `CONNECT` tunnels and absolute-form requests of every
+//! method, through the tunnel, on hyper.
+//!
+//! Bodies stream both ways (sized or chunked, never buffered whole); the
+//! client's connection is kept alive, and so is the upstream one, reused
+//! for the next request to the same host. Failures answer as a proxy
+//! should: 407 for missing credentials, 502 for a host that cannot be
+//! reached, 504 for one that does not answer, 400 for what is not a proxy
+//! request.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::Credentials;
+use crate::splice::splice;
+use crate::tunnel::{ConnectError, Tunnel};
+
+/// Requests whose headers take longer than this are dropped.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+type Body = Either<Incoming, Full<Bytes>>;
+
+/// Upstream connections of one client connection, by host and port.
+type Upstreams = Rc<RefCell<HashMap<(String, u16), SendRequest<Incoming>>>>;
+
+pub async fn serve(listener: TcpListener, tunnel: Tunnel, auth: Option<Rc<Credentials>>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP proxy accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tunnel.with(|e| e.metrics.proxy_connections.fetch_add(1, Ordering::Relaxed));
+        let (tunnel, auth) = (tunnel.clone(), auth.clone());
+        tokio::task::spawn_local(async move {
+            if let Err(e) = serve_connection(stream, tunnel, auth).await {
+                tracing::debug!(%peer, error = %e, "HTTP proxy connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    tunnel: Tunnel,
+    auth: Option<Rc<Credentials>>,
+) -> Result<(), hyper::Error> {
+    let upstreams: Upstreams = Rc::default();
+    let service = hyper::service::service_fn(move |req| {
+        let (tunnel, auth, upstreams) = (tunnel.clone(), auth.clone(), upstreams.clone());
+        async move { Ok::<_, Infallible>(handle(req, tunnel, auth.as_deref(), upstreams).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!("{body}\n")))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
+    }
+    diff == 0
+}
+
+fn authorized(headers: &HeaderMap, creds: &Credentials) -> bool {
+    let Some(value) = headers
+        .get(header::PROXY_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let expected = format!("{}:{}", creds.username, creds.password);
+    constant_time_eq(&decoded, expected.as_bytes())
+}
+
+/// The answer to a failed dial.
+fn dial_failure(host: &str, e: &ConnectError) -> Response<Body> {
+    match e {
+        ConnectError::Dns(d) => text(
+            StatusCode::BAD_GATEWAY,
+            &format!("cannot resolve {host}: {d}"),
+        ),
+        ConnectError::Io(io) if io.kind() == io::ErrorKind::TimedOut => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("{host} did not answer"),
+        ),
+        ConnectError::Io(io) => text(
+            StatusCode::BAD_GATEWAY,
+            &format!("cannot connect to {host}: {io}"),
+        ),
+    }
+}
+
+/// Headers that describe one hop, not the message: never forwarded.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("proxy-connection"),
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    tunnel: Tunnel,
+    auth: Option<&Credentials>,
+    upstreams: Upstreams,
+) -> Response<Body> {
+    if let Some(creds) = auth {
+        if !authorized(req.headers(), creds) {
+            tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
+            let mut r = text(
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                "proxy credentials needed",
+            );
+            r.headers_mut().insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"underpass\""),
+            );
+            return r;
+        }
+    }
+    if req.method() == Method::CONNECT {
+        return connect(req, tunnel).await;
+    }
+    let uri = req.uri().clone();
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return text(StatusCode::BAD_REQUEST, "this proxy takes https:// through CONNECT (curl does that by itself)");
+        }
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "this is an HTTP proxy: ask it for absolute URLs (GET http://host/path) or CONNECT host:port",
+            )
+        }
+    }
+    let Some(host) = uri
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+    else {
+        return text(StatusCode::BAD_REQUEST, "the URL has no host");
+    };
+    let port = uri.port_u16().unwrap_or(80);
+    forward(req, &host, port, &tunnel, &upstreams).await
+}
+
+async fn connect(req: Request<Incoming>, tunnel: Tunnel) -> Response<Body> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let Some(port) = authority.port_u16() else {
+        return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let mut remote = match tunnel.connect_host(&host, port).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%host, port, error = %e, "CONNECT failed");
+            return dial_failure(&host, &e);
+        }
+    };
+    tracing::debug!(%host, port, "CONNECT");
+    tokio::task::spawn_local(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                let _ = splice(&mut client, &mut remote).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(Either::Right(Full::new(Bytes::new())))
+}
+
+/// A ready connection to `host:port`: the kept one if it still works.
+async fn upstream(
+    host: &str,
+    port: u16,
+    tunnel: &Tunnel,
+    upstreams: &Upstreams,
+) -> Result<SendRequest<Incoming>, Response<Body>> {
+    let kept = upstreams.borrow_mut().remove(&(host.to_string(), port));
+    if let Some(mut sender) = kept {
+        if sender.ready().await.is_ok() {
+            return Ok(sender);
+        }
+    }
+    let stream = tunnel
+        .connect_host(host, port)
+        .await
+        .map_err(|e| dial_failure(host, &e))?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| text(StatusCode::BAD_GATEWAY, &format!("{host}: {e}")))?;
+    tokio::task::spawn_local(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    host: &str,
+    port: u16,
+    tunnel: &Tunnel,
+    upstreams: &Upstreams,
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = match path.parse::<Uri>() {
+        Ok(u) => u,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "invalid path"),
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        let value = if port == 80 {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let method = parts.method.clone();
+    let mut sender = match upstream(host, port, tunnel, upstreams).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let response = match sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("{host}: {e}")),
+    };
+    upstreams
+        .borrow_mut()
+        .insert((host.to_string(), port), sender);
+    tracing::debug!(%method, %host, status = %response.status(), "forwarded");
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Either::Left(body))
+}

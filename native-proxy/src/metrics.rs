@@ -1,0 +1,234 @@
+//! `--metrics ADDR`: Prometheus text on `/metrics` and a health check on
+//! `/healthz`.
+//!
+//! The loop copies its counters into atomics once per turn; the HTTP
+//! server only reads them, so it needs nothing from the single-threaded
+//! engine.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use underpass_core::{DatagramError, Node};
+use underpass_stack::Stack;
+
+/// A session older than this (Reject-After-Time) no longer carries data.
+const HEALTHY_HANDSHAKE_AGE: Duration = Duration::from_secs(180);
+
+#[derive(Default)]
+pub struct Metrics {
+    rx_datagrams: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_datagrams: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_sends: AtomicU64,
+    handshakes: AtomicU64,
+    reresolves: AtomicU64,
+    packets_in: AtomicU64,
+    packets_out: AtomicU64,
+    cookies_sent: AtomicU64,
+    tcp_open: AtomicU64,
+    udp_open: AtomicU64,
+    dropped: [AtomicU64; DatagramError::ALL.len()],
+    /// Milliseconds since the engine's start at the last handshake; 0 = never.
+    last_handshake_ms: AtomicU64,
+    now_ms: AtomicU64,
+    /// Connections accepted by the proxies and forwards.
+    pub proxy_connections: AtomicU64,
+    /// Proxy requests refused (auth, policy, bad input).
+    pub proxy_refused: AtomicU64,
+    /// Whether this process dials out (client) or only answers (gateway).
+    pub dials_out: std::sync::atomic::AtomicBool,
+}
+
+impl Metrics {
+    pub fn add_rx_datagram(&self, len: usize) {
+        self.rx_datagrams.fetch_add(1, Relaxed);
+        self.rx_bytes.fetch_add(len as u64, Relaxed);
+    }
+
+    pub fn add_tx(&self, datagrams: usize, bytes: usize) {
+        self.tx_datagrams.fetch_add(datagrams as u64, Relaxed);
+        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+        self.tx_sends.fetch_add(1, Relaxed);
+    }
+
+    pub fn handshake(&self) {
+        self.handshakes.fetch_add(1, Relaxed);
+        self.last_handshake_ms
+            .store(self.now_ms.load(Relaxed).max(1), Relaxed);
+    }
+
+    pub fn reresolve(&self) {
+        self.reresolves.fetch_add(1, Relaxed);
+    }
+
+    /// Copies the engine's counters; called once per loop turn.
+    pub fn update(&self, node: &Node, stack: &Stack, since_start: Duration) {
+        self.now_ms.store(since_start.as_millis() as u64, Relaxed);
+        let s = node.stats();
+        self.packets_in.store(s.packets_received, Relaxed);
+        self.packets_out.store(s.packets_sent, Relaxed);
+        self.cookies_sent.store(s.cookies_sent, Relaxed);
+        for (slot, reason) in self.dropped.iter().zip(DatagramError::ALL) {
+            slot.store(s.dropped(reason), Relaxed);
+        }
+        let st = stack.stats();
+        self.tcp_open.store(st.tcp_open as u64, Relaxed);
+        self.udp_open.store(st.udp_open as u64, Relaxed);
+    }
+
+    /// Healthy: a gateway always; a client once a handshake is recent.
+    pub fn healthy(&self) -> bool {
+        if !self.dials_out.load(Relaxed) {
+            return true;
+        }
+        let last = self.last_handshake_ms.load(Relaxed);
+        last > 0
+            && self.now_ms.load(Relaxed).saturating_sub(last)
+                < HEALTHY_HANDSHAKE_AGE.as_millis() as u64
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
+            let _ = writeln!(out, "# HELP underpass_{name} {help}\n# TYPE underpass_{name} {kind}\nunderpass_{name} {value}");
+        };
+        counter(
+            "udp_received_datagrams_total",
+            "WireGuard datagrams received.",
+            "counter",
+            self.rx_datagrams.load(Relaxed),
+        );
+        counter(
+            "udp_received_bytes_total",
+            "WireGuard bytes received.",
+            "counter",
+            self.rx_bytes.load(Relaxed),
+        );
+        counter(
+            "udp_sent_datagrams_total",
+            "WireGuard datagrams sent.",
+            "counter",
+            self.tx_datagrams.load(Relaxed),
+        );
+        counter(
+            "udp_sent_bytes_total",
+            "WireGuard bytes sent.",
+            "counter",
+            self.tx_bytes.load(Relaxed),
+        );
+        counter(
+            "udp_send_calls_total",
+            "sendmsg calls (one per GSO batch).",
+            "counter",
+            self.tx_sends.load(Relaxed),
+        );
+        counter(
+            "tunnel_packets_received_total",
+            "IP packets decrypted.",
+            "counter",
+            self.packets_in.load(Relaxed),
+        );
+        counter(
+            "tunnel_packets_sent_total",
+            "IP packets encrypted.",
+            "counter",
+            self.packets_out.load(Relaxed),
+        );
+        counter(
+            "handshakes_total",
+            "Handshakes completed.",
+            "counter",
+            self.handshakes.load(Relaxed),
+        );
+        counter(
+            "cookie_replies_total",
+            "Cookie replies sent under load.",
+            "counter",
+            self.cookies_sent.load(Relaxed),
+        );
+        counter(
+            "endpoint_reresolves_total",
+            "Host-name endpoints resolved again.",
+            "counter",
+            self.reresolves.load(Relaxed),
+        );
+        counter(
+            "tcp_connections_open",
+            "TCP connections open in the userspace stack.",
+            "gauge",
+            self.tcp_open.load(Relaxed),
+        );
+        counter(
+            "udp_sockets_open",
+            "UDP sockets open in the userspace stack.",
+            "gauge",
+            self.udp_open.load(Relaxed),
+        );
+        counter(
+            "proxy_connections_total",
+            "Connections accepted by the proxies and forwards.",
+            "counter",
+            self.proxy_connections.load(Relaxed),
+        );
+        counter(
+            "proxy_refused_total",
+            "Proxy requests refused.",
+            "counter",
+            self.proxy_refused.load(Relaxed),
+        );
+        let _ = writeln!(out, "# HELP underpass_datagrams_dropped_total Datagrams dropped, by reason.\n# TYPE underpass_datagrams_dropped_total counter");
+        for (slot, reason) in self.dropped.iter().zip(DatagramError::ALL) {
+            let _ = writeln!(
+                out,
+                "underpass_datagrams_dropped_total{{reason=\"{}\"}} {}",
+                reason.name(),
+                slot.load(Relaxed)
+            );
+        }
+        let last = self.last_handshake_ms.load(Relaxed);
+        if last > 0 {
+            let age = self.now_ms.load(Relaxed).saturating_sub(last) as f64 / 1000.0;
+            let _ = writeln!(out, "# HELP underpass_last_handshake_age_seconds Time since the last handshake.\n# TYPE underpass_last_handshake_age_seconds gauge\nunderpass_last_handshake_age_seconds {age}");
+        }
+        out
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let m = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    if m.healthy() {
+                        (StatusCode::OK, "ok\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "no recent handshake\n")
+                    }
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics server stopped");
+    }
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

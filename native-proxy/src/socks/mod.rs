@@ -1,0 +1,294 @@
+//! The SOCKS5 server (RFC 1928, RFC 1929): CONNECT and UDP ASSOCIATE
+//! through the tunnel.
+//!
+//! Every failure gets its reply code and a clean close; a client that
+//! stalls during the negotiation is dropped after [`HANDSHAKE_TIMEOUT`].
+
+pub mod proto;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::config::Credentials;
+use crate::splice::splice;
+use crate::tunnel::{ConnectError, Tunnel, TunnelUdp};
+use proto::{Address, Command, ProtoError, Reply};
+
+/// How long a client may take to greet, authenticate and ask.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(listener: TcpListener, tunnel: Tunnel, auth: Option<Rc<Credentials>>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "SOCKS5 accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tunnel.with(|e| e.metrics.proxy_connections.fetch_add(1, Ordering::Relaxed));
+        let (tunnel, auth) = (tunnel.clone(), auth.clone());
+        tokio::task::spawn_local(async move {
+            if let Err(e) = handle(stream, &tunnel, auth.as_deref()).await {
+                tracing::debug!(%peer, error = %e, "SOCKS5 connection ended");
+            }
+        });
+    }
+}
+
+/// Reads from `stream` until `parse` has a whole message.
+async fn read_message<T>(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: impl Fn(&[u8]) -> proto::Parsed<T>,
+) -> io::Result<Result<T, ProtoError>> {
+    loop {
+        match parse(buf) {
+            Ok(Some((value, used))) => {
+                buf.drain(..used);
+                return Ok(Ok(value));
+            }
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        if buf.len() > 1024 {
+            return Ok(Err(ProtoError::TooLong));
+        }
+        let mut chunk = [0u8; 512];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn reply(stream: &mut TcpStream, reply: Reply, bound: SocketAddr) -> io::Result<()> {
+    let mut out = Vec::with_capacity(22);
+    proto::encode_reply(reply, bound, &mut out);
+    stream.write_all(&out).await
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
+    }
+    diff == 0
+}
+
+/// Negotiates, then serves one request.
+async fn handle(
+    mut stream: TcpStream,
+    tunnel: &Tunnel,
+    auth: Option<&Credentials>,
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    let request = tokio::time::timeout(HANDSHAKE_TIMEOUT, negotiate(&mut stream, &mut buf, auth))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "negotiation took too long"))??;
+    let Some(request) = request else {
+        refused(tunnel);
+        return Ok(());
+    };
+    match request.command {
+        Command::Connect => connect(stream, tunnel, request.address).await,
+        Command::UdpAssociate => associate(stream, tunnel, request.address).await,
+        Command::Bind => {
+            reply(&mut stream, Reply::CommandNotSupported, unspecified()).await?;
+            refused(tunnel);
+            Ok(())
+        }
+    }
+}
+
+fn refused(tunnel: &Tunnel) {
+    tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
+}
+
+/// Greeting, authentication and request; `None` once a refusal was sent.
+async fn negotiate(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    auth: Option<&Credentials>,
+) -> io::Result<Option<proto::Request>> {
+    let greeting = match read_message(stream, buf, proto::parse_greeting).await? {
+        Ok(g) => g,
+        Err(e) => {
+            // Not SOCKS5 (a SOCKS4 client, HTTP, garbage): a SOCKS5 "no
+            // acceptable method" is the only answer the protocol has.
+            tracing::debug!(error = %e, "not a SOCKS5 greeting");
+            stream
+                .write_all(&proto::method_selection(proto::Method::NoAcceptable as u8))
+                .await?;
+            return Ok(None);
+        }
+    };
+    let wanted = if auth.is_some() {
+        proto::Method::UserPass
+    } else {
+        proto::Method::NoAuth
+    } as u8;
+    if !greeting.methods.contains(&wanted) {
+        stream
+            .write_all(&proto::method_selection(proto::Method::NoAcceptable as u8))
+            .await?;
+        return Ok(None);
+    }
+    stream.write_all(&proto::method_selection(wanted)).await?;
+    if let Some(creds) = auth {
+        let ok = match read_message(stream, buf, proto::parse_user_pass).await? {
+            Ok(up) => {
+                constant_time_eq(up.username.as_bytes(), creds.username.as_bytes())
+                    & constant_time_eq(up.password.as_bytes(), creds.password.as_bytes())
+            }
+            Err(_) => false,
+        };
+        stream.write_all(&proto::user_pass_status(ok)).await?;
+        if !ok {
+            tracing::info!(peer = ?stream.peer_addr().ok(), "SOCKS5 authentication failed");
+            return Ok(None);
+        }
+    }
+    match read_message(stream, buf, proto::parse_request).await? {
+        Ok(request) => Ok(Some(request)),
+        Err(e) => {
+            reply(stream, e.reply(), unspecified()).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The reply code for a failed connect.
+fn connect_reply(e: &ConnectError) -> Reply {
+    match e {
+        ConnectError::Dns(_) => Reply::HostUnreachable,
+        ConnectError::Io(io) => match io.kind() {
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => {
+                Reply::ConnectionRefused
+            }
+            io::ErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
+            io::ErrorKind::TimedOut | io::ErrorKind::HostUnreachable => Reply::HostUnreachable,
+            _ => Reply::GeneralFailure,
+        },
+    }
+}
+
+async fn connect(mut stream: TcpStream, tunnel: &Tunnel, address: Address) -> io::Result<()> {
+    let target = match &address {
+        Address::Ip(addr) => tunnel.connect(*addr).await.map_err(ConnectError::Io),
+        Address::Domain(host, port) => tunnel.connect_host(host, *port).await,
+    };
+    let mut remote = match target {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%address, error = %e, "SOCKS5 CONNECT failed");
+            reply(&mut stream, connect_reply(&e), unspecified()).await?;
+            refused(tunnel);
+            return Ok(());
+        }
+    };
+    let bound = tunnel
+        .with(|e| e.stack.tcp_endpoints(remote.id()))
+        .map(|(local, _)| local)
+        .unwrap_or_else(|_| unspecified());
+    reply(&mut stream, Reply::Succeeded, bound).await?;
+    tracing::debug!(%address, "SOCKS5 CONNECT");
+    splice(&mut stream, &mut remote).await.map(|_| ())
+}
+
+/// UDP ASSOCIATE: a relay socket on the listener's address, answering only
+/// the client that asked, alive as long as the control connection.
+async fn associate(mut control: TcpStream, tunnel: &Tunnel, requested: Address) -> io::Result<()> {
+    let local_ip = control.local_addr()?.ip();
+    let client_ip = control.peer_addr()?.ip();
+    let relay = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+    let inner = match tunnel.udp_bind() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "no tunnel UDP socket");
+            reply(&mut control, Reply::GeneralFailure, unspecified()).await?;
+            return Ok(());
+        }
+    };
+    reply(&mut control, Reply::Succeeded, relay.local_addr()?).await?;
+    // The client may name the address it will send from; a zero port or
+    // address means "whatever it turns out to be".
+    let mut client: Option<SocketAddr> = match requested {
+        Address::Ip(a) if a.port() != 0 && !a.ip().is_unspecified() => Some(a),
+        _ => None,
+    };
+    let relay = Rc::new(relay);
+    let mut from_client = vec![0u8; 65536];
+    let mut from_tunnel = vec![0u8; 65536];
+    let mut control_buf = [0u8; 64];
+    loop {
+        tokio::select! {
+            r = control.read(&mut control_buf) => {
+                if matches!(r, Ok(0) | Err(_)) {
+                    return Ok(());
+                }
+            }
+            r = relay.recv_from(&mut from_client) => {
+                let (n, src) = r?;
+                if src.ip() != client_ip && !(is_loopback_pair(src.ip(), client_ip)) {
+                    continue; // only the client that asked
+                }
+                match client {
+                    Some(c) if c != src => continue,
+                    None => client = Some(src),
+                    _ => {}
+                }
+                forward_out(tunnel, &inner, &from_client[..n]).await;
+            }
+            r = inner.recv_from(&mut from_tunnel) => {
+                let Ok((n, from)) = r else { return Ok(()) };
+                if let Some(c) = client {
+                    let mut datagram = Vec::with_capacity(n + 22);
+                    proto::encode_udp_header(&Address::Ip(from), &mut datagram);
+                    datagram.extend_from_slice(&from_tunnel[..n]);
+                    let _ = relay.send_to(&datagram, c).await;
+                }
+            }
+        }
+    }
+}
+
+/// Loopback clients may show up as 127.0.0.1 on one socket and ::1 on
+/// another only if the listener is dual-stack; treat them alike.
+fn is_loopback_pair(a: IpAddr, b: IpAddr) -> bool {
+    a.is_loopback() && b.is_loopback()
+}
+
+/// Sends one client datagram into the tunnel.
+async fn forward_out(tunnel: &Tunnel, inner: &TunnelUdp, datagram: &[u8]) {
+    let Ok((header, payload)) = proto::parse_udp(datagram) else {
+        return; // malformed or fragmented: dropped, as RFC 1928 allows
+    };
+    let dst = match header.address {
+        Address::Ip(a) => a,
+        Address::Domain(host, port) => match tunnel.resolve(&host).await {
+            Ok(ips) => match ips.first() {
+                Some(ip) => SocketAddr::new(*ip, port),
+                None => return,
+            },
+            Err(_) => return,
+        },
+    };
+    if let Err(e) = inner.send_to(payload, dst).await {
+        tracing::debug!(%dst, error = %e, "UDP datagram not sent");
+    }
+}

@@ -1,0 +1,667 @@
+//! The event loop that owns one WireGuard node, its userspace stack and its
+//! UDP socket, and the handle ([`Tunnel`]) every listener and connection
+//! task uses.
+//!
+//! Everything runs on one thread (a current-thread runtime and a LocalSet):
+//! the state machines are single-owner, so tasks share them through an
+//! `Rc<RefCell<..>>` and never hold the borrow across an await. A task that
+//! moves data wakes the loop; the loop drains every ready input, polls the
+//! stack once, encrypts everything and sends it in GSO batches.
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use underpass_core::{Event, Instant, Node, PeerId, Received};
+use underpass_stack::{Accepted, ConnId, DnsError, Stack, TcpError, UdpError, UdpId};
+
+use crate::metrics::Metrics;
+use crate::pcap::Pcap;
+use crate::udp::{RecvBatch, UdpIo};
+
+/// Encrypted bytes we let wait for the socket before the stack must wait
+/// too: past this, smoltcp keeps data in its buffers and TCP windows close.
+const MAX_PENDING_TRANSMIT: usize = 4 << 20;
+/// Receive batches handled per loop turn before the rest gets a chance.
+const RECV_BATCHES_PER_TURN: usize = 8;
+
+/// A peer whose endpoint is a host name, resolved again when handshakes
+/// stop being answered.
+pub struct DynamicEndpoint {
+    pub peer: PeerId,
+    pub host: String,
+    pub port: u16,
+}
+
+pub struct Engine {
+    pub node: Node,
+    pub stack: Stack,
+    udp: UdpIo,
+    epoch: std::time::Instant,
+    loop_waker: Option<Waker>,
+    /// Something changed that the loop must look at.
+    dirty: bool,
+    /// Encrypted data is waiting for the socket to become writable.
+    blocked: bool,
+    handshake_waiters: Vec<Waker>,
+    pub pcap: Option<Pcap>,
+    pub metrics: Arc<Metrics>,
+    dynamic: Vec<DynamicEndpoint>,
+    /// Peers whose host-name endpoint should be resolved again.
+    reresolve: Vec<PeerId>,
+    /// Gateway mode: what to do with each accepted flow.
+    on_accept: Option<Rc<dyn Fn(Tunnel, Accepted)>>,
+    shutdown: bool,
+}
+
+/// A cheap, clonable handle to the engine.
+#[derive(Clone)]
+pub struct Tunnel(Rc<RefCell<Engine>>);
+
+fn io_error(e: TcpError) -> io::Error {
+    let kind = match e {
+        TcpError::Refused => io::ErrorKind::ConnectionRefused,
+        TcpError::Reset => io::ErrorKind::ConnectionReset,
+        TcpError::TimedOut => io::ErrorKind::TimedOut,
+        TcpError::WriteClosed => io::ErrorKind::BrokenPipe,
+        TcpError::InvalidHandle => io::ErrorKind::NotConnected,
+        TcpError::NoRoute => io::ErrorKind::HostUnreachable,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e)
+}
+
+impl Engine {
+    pub fn new(
+        node: Node,
+        stack: Stack,
+        udp: UdpIo,
+        epoch: std::time::Instant,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
+        Engine {
+            node,
+            stack,
+            udp,
+            epoch,
+            loop_waker: None,
+            dirty: true,
+            blocked: false,
+            handshake_waiters: Vec::new(),
+            pcap: None,
+            metrics,
+            dynamic: Vec::new(),
+            reresolve: Vec::new(),
+            on_accept: None,
+            shutdown: false,
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_duration(self.epoch.elapsed())
+    }
+
+    fn wake(&mut self) {
+        self.dirty = true;
+        if let Some(w) = self.loop_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Reads every datagram that is ready (up to a budget) into the node and
+    /// the stack.
+    fn receive(&mut self, batch: &mut RecvBatch) -> io::Result<()> {
+        for _ in 0..RECV_BATCHES_PER_TURN {
+            let n = match self.udp.try_recv(batch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => {
+                    // ICMP errors surface here on some kernels; they are not fatal.
+                    tracing::debug!(error = %e, "UDP receive error");
+                    return Ok(());
+                }
+            };
+            let now = self.now();
+            let (node, stack, pcap, metrics) = (
+                &mut self.node,
+                &mut self.stack,
+                &mut self.pcap,
+                &self.metrics,
+            );
+            batch.for_each(n, |from, datagram| {
+                metrics.add_rx_datagram(datagram.len());
+                match node.handle_datagram(now, from, datagram) {
+                    Ok(Received::Packet { packet, .. }) => {
+                        if let Some(p) = pcap.as_mut() {
+                            p.write(packet);
+                        }
+                        stack.receive(packet);
+                    }
+                    Ok(_) => {}
+                    Err(reason) => {
+                        tracing::trace!(%from, %reason, "datagram dropped");
+                    }
+                }
+            });
+        }
+        // Budget spent with more waiting: come back at once.
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// One turn of the state machines: timers, stack, encryption.
+    fn turn(&mut self) {
+        let now = self.now();
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.node.handle_timeout(now);
+        }
+        self.stack.poll(now);
+        loop {
+            if self.node.pending_transmit_bytes() >= MAX_PENDING_TRANSMIT {
+                break;
+            }
+            let (node, pcap) = (&mut self.node, &mut self.pcap);
+            self.stack.drain_outbound(|packet| {
+                if let Some(p) = pcap.as_mut() {
+                    p.write(packet);
+                }
+                if let Err(e) = node.handle_ip_packet(now, packet) {
+                    tracing::trace!(error = %e, "packet not sent");
+                }
+            });
+            if !self.stack.outbound_full() {
+                break;
+            }
+            self.stack.poll(now);
+        }
+        self.flush();
+        self.events();
+    }
+
+    /// Sends what the node queued until the socket is full.
+    fn flush(&mut self) {
+        loop {
+            let max = self.udp.max_segments();
+            let Some(t) = self.node.poll_transmit(max) else {
+                self.blocked = false;
+                return;
+            };
+            let segments = t.segments();
+            match self.udp.try_send(t.dst, t.segment_size, t.contents) {
+                Ok(()) => {
+                    self.metrics.add_tx(segments, t.contents.len());
+                    self.node.advance_transmit(segments);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    return;
+                }
+                Err(e) => {
+                    if self.udp.max_segments() < max {
+                        // The kernel refused GSO; quinn-udp switched it off.
+                        // Send the same batch again a datagram at a time.
+                        continue;
+                    }
+                    tracing::debug!(dst = %t.dst, error = %e, "UDP send failed; batch dropped");
+                    self.node.advance_transmit(segments);
+                }
+            }
+        }
+    }
+
+    fn events(&mut self) {
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                Event::HandshakeCompleted { peer } => {
+                    tracing::info!(peer = %self.peer_name(peer), "handshake completed");
+                    self.metrics.handshake();
+                    for w in self.handshake_waiters.drain(..) {
+                        w.wake();
+                    }
+                }
+                Event::HandshakeTimedOut { peer } => {
+                    tracing::warn!(peer = %self.peer_name(peer), "no handshake answer for 90 s");
+                    if self.dynamic.iter().any(|d| d.peer == peer) {
+                        self.reresolve.push(peer);
+                    }
+                }
+                Event::SessionExpired { peer } => {
+                    tracing::debug!(peer = %self.peer_name(peer), "session keys zeroed after inactivity");
+                }
+                Event::EndpointChanged { peer, endpoint } => {
+                    tracing::debug!(peer = %self.peer_name(peer), %endpoint, "peer endpoint");
+                }
+            }
+        }
+    }
+
+    fn peer_name(&self, peer: PeerId) -> String {
+        self.node
+            .peer(peer, self.now())
+            .map_or_else(|| format!("{peer:?}"), |p| p.public_key.short().to_string())
+    }
+
+    /// When the loop must run even if nothing arrives.
+    fn deadline(&mut self) -> Option<Instant> {
+        [self.node.poll_timeout(), self.stack.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+impl Tunnel {
+    pub fn new(engine: Engine) -> Tunnel {
+        Tunnel(Rc::new(RefCell::new(engine)))
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
+
+    /// Tells the loop that something changed.
+    pub fn wake(&self) {
+        self.0.borrow_mut().wake();
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.borrow().udp.local_addr()
+    }
+
+    pub fn set_dynamic_endpoints(&self, dynamic: Vec<DynamicEndpoint>) {
+        self.0.borrow_mut().dynamic = dynamic;
+    }
+
+    /// Gateway mode: `f` is called for every flow accept-any takes in.
+    pub fn on_accept(&self, f: impl Fn(Tunnel, Accepted) + 'static) {
+        self.0.borrow_mut().on_accept = Some(Rc::new(f));
+    }
+
+    pub fn shutdown(&self) {
+        let mut e = self.0.borrow_mut();
+        e.shutdown = true;
+        e.wake();
+    }
+
+    /// Runs the loop until [`Tunnel::shutdown`].
+    pub async fn run(&self) {
+        let mut batch = RecvBatch::default();
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        loop {
+            let deadline = {
+                let mut e = self.0.borrow_mut();
+                if e.shutdown {
+                    break;
+                }
+                e.deadline().map(|t| e.epoch + t.since_epoch())
+            };
+            match deadline {
+                Some(at) => sleep.as_mut().reset(tokio::time::Instant::from_std(at)),
+                None => sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + Duration::from_secs(3600)),
+            }
+            poll_fn(|cx| {
+                let mut e = self.0.borrow_mut();
+                let mut ready = e.dirty;
+                e.loop_waker = Some(cx.waker().clone());
+                if e.udp.poll_recv_ready(cx).is_ready() {
+                    ready = true;
+                }
+                if e.blocked && e.udp.poll_send_ready(cx).is_ready() {
+                    ready = true;
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    ready = true;
+                }
+                if ready {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            let (accepted, reresolve) = {
+                let mut e = self.0.borrow_mut();
+                e.dirty = false;
+                if let Err(err) = e.receive(&mut batch) {
+                    tracing::warn!(error = %err, "UDP receive failed");
+                }
+                e.turn();
+                let mut accepted = Vec::new();
+                if e.on_accept.is_some() {
+                    while let Some(a) = e.stack.poll_accepted() {
+                        accepted.push(a);
+                    }
+                }
+                let since = e.epoch.elapsed();
+                e.metrics.update(&e.node, &e.stack, since);
+                let reresolve: Vec<(PeerId, String, u16)> = std::mem::take(&mut e.reresolve)
+                    .into_iter()
+                    .filter_map(|p| e.dynamic.iter().find(|d| d.peer == p))
+                    .map(|d| (d.peer, d.host.clone(), d.port))
+                    .collect();
+                (
+                    accepted
+                        .into_iter()
+                        .map(|a| (e.on_accept.clone(), a))
+                        .collect::<Vec<_>>(),
+                    reresolve,
+                )
+            };
+            for (f, a) in accepted {
+                if let Some(f) = f {
+                    f(self.clone(), a);
+                }
+            }
+            for (peer, host, port) in reresolve {
+                tokio::task::spawn_local(self.clone().reresolve(peer, host, port));
+            }
+            // Let the tasks the turn woke run before the next turn, so
+            // their writes join one batch.
+            tokio::task::yield_now().await;
+        }
+        if let Some(p) = self.0.borrow_mut().pcap.as_mut() {
+            p.flush();
+        }
+    }
+
+    /// Resolves a peer's host-name endpoint again (dynamic DNS) and
+    /// retries the handshake there.
+    async fn reresolve(self, peer: PeerId, host: String, port: u16) {
+        self.with(|e| e.metrics.reresolve());
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(mut addrs) => {
+                if let Some(addr) = addrs.next() {
+                    tracing::info!(%host, %addr, "endpoint resolved again");
+                    let mut e = self.0.borrow_mut();
+                    let now = e.now();
+                    e.node.set_endpoint(peer, addr);
+                    e.node.connect(peer, now);
+                    e.wake();
+                }
+            }
+            Err(err) => tracing::warn!(%host, error = %err, "endpoint does not resolve"),
+        }
+    }
+
+    /// Starts handshakes with every peer that has an endpoint.
+    pub fn connect_peers(&self) {
+        let mut e = self.0.borrow_mut();
+        let now = e.now();
+        let peers: Vec<PeerId> = e.node.peer_ids().collect();
+        for p in peers {
+            e.node.connect(p, now);
+        }
+        e.wake();
+    }
+
+    /// Whether a peer's allowed IPs cover `ip`.
+    pub fn routes_to(&self, ip: IpAddr) -> bool {
+        self.0.borrow().node.route(ip).is_some()
+    }
+
+    /// Opens a TCP connection through the tunnel.
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<TunnelStream> {
+        if !self.routes_to(addr.ip()) {
+            return Err(io::Error::new(
+                io::ErrorKind::NetworkUnreachable,
+                "no peer's AllowedIPs cover this address",
+            ));
+        }
+        let conn = {
+            let mut e = self.0.borrow_mut();
+            let conn = e.stack.tcp_connect(addr).map_err(io_error)?;
+            e.wake();
+            conn
+        };
+        let stream = TunnelStream {
+            tunnel: self.clone(),
+            conn,
+        };
+        poll_fn(|cx| self.0.borrow_mut().stack.poll_connected(cx, conn))
+            .await
+            .map_err(io_error)?;
+        Ok(stream)
+    }
+
+    /// Wraps an accepted connection (gateway, listeners) into a stream.
+    pub fn stream(&self, conn: ConnId) -> TunnelStream {
+        TunnelStream {
+            tunnel: self.clone(),
+            conn,
+        }
+    }
+
+    /// Whether names are resolved through the tunnel (`DNS =` set).
+    pub fn has_dns(&self) -> bool {
+        !self.0.borrow().stack.dns_servers().is_empty()
+    }
+
+    /// Resolves `host` through the tunnel's DNS servers; without any, on
+    /// the host (the caller has warned about the leak).
+    pub async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            return Ok(vec![ip]);
+        }
+        if !self.has_dns() {
+            return match tokio::net::lookup_host((host, 0)).await {
+                Ok(addrs) => {
+                    let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                    ips.dedup();
+                    if ips.is_empty() {
+                        Err(DnsError::NoRecords)
+                    } else {
+                        Ok(ips)
+                    }
+                }
+                Err(_) => Err(DnsError::NxDomain),
+            };
+        }
+        let id = {
+            let mut e = self.0.borrow_mut();
+            let id = e.stack.dns_resolve(host)?;
+            e.wake();
+            id
+        };
+        poll_fn(|cx| self.0.borrow_mut().stack.poll_resolve(cx, id)).await
+    }
+
+    /// Resolves and connects, trying each address in turn (the preferred
+    /// family first) until one answers.
+    pub async fn connect_host(&self, host: &str, port: u16) -> Result<TunnelStream, ConnectError> {
+        let ips = self.resolve(host).await.map_err(ConnectError::Dns)?;
+        let mut last = None;
+        for ip in ips {
+            if !self.routes_to(ip)
+                || !self
+                    .0
+                    .borrow()
+                    .stack
+                    .addresses()
+                    .iter()
+                    .any(|n| n.addr().is_ipv4() == ip.is_ipv4())
+            {
+                last.get_or_insert(io::Error::new(
+                    io::ErrorKind::NetworkUnreachable,
+                    "no route through the tunnel",
+                ));
+                continue;
+            }
+            match self.connect(SocketAddr::new(ip, port)).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(ConnectError::Io(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "no address")
+        })))
+    }
+}
+
+/// Why [`Tunnel::connect_host`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("name resolution failed: {0}")]
+    Dns(DnsError),
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+/// A UDP socket on the tunnel's userspace stack.
+pub struct TunnelUdp {
+    tunnel: Tunnel,
+    id: UdpId,
+}
+
+impl Tunnel {
+    /// Binds a UDP socket on an ephemeral port of the tunnel address.
+    pub fn udp_bind(&self) -> Result<TunnelUdp, UdpError> {
+        let id = self.0.borrow_mut().stack.udp_bind(None)?;
+        Ok(TunnelUdp {
+            tunnel: self.clone(),
+            id,
+        })
+    }
+
+    /// Wraps a socket accept-any made (gateway).
+    pub fn udp(&self, id: UdpId) -> TunnelUdp {
+        TunnelUdp {
+            tunnel: self.clone(),
+            id,
+        }
+    }
+}
+
+impl TunnelUdp {
+    /// Queues a datagram to `dst`; waits while the socket's buffer is full.
+    pub async fn send_to(&self, payload: &[u8], dst: SocketAddr) -> Result<(), UdpError> {
+        poll_fn(|cx| {
+            let mut e = self.tunnel.0.borrow_mut();
+            match e.stack.udp_send_to(self.id, payload, dst) {
+                Ok(()) => {
+                    e.wake();
+                    Poll::Ready(Ok(()))
+                }
+                Err(UdpError::WouldBlock) => {
+                    e.stack.register_udp_send_waker(cx, self.id);
+                    Poll::Pending
+                }
+                Err(err) => Poll::Ready(Err(err)),
+            }
+        })
+        .await
+    }
+
+    /// Waits for a datagram; returns its length and sender.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr), UdpError> {
+        poll_fn(|cx| {
+            self.tunnel
+                .0
+                .borrow_mut()
+                .stack
+                .poll_udp_recv_from(cx, self.id, buf)
+        })
+        .await
+    }
+}
+
+impl Drop for TunnelUdp {
+    fn drop(&mut self) {
+        if let Ok(mut e) = self.tunnel.0.try_borrow_mut() {
+            e.stack.udp_close(self.id);
+        }
+    }
+}
+
+/// A TCP connection through the tunnel, for tokio's IO traits.
+pub struct TunnelStream {
+    tunnel: Tunnel,
+    conn: ConnId,
+}
+
+impl TunnelStream {
+    pub fn id(&self) -> ConnId {
+        self.conn
+    }
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut e = self.tunnel.0.borrow_mut();
+        let conn = self.conn;
+        match e.stack.poll_read(cx, conn, buf.initialize_unfilled()) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                if n > 0 {
+                    // The window opened: the stack may owe the peer an update.
+                    e.wake();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(io_error(err))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut e = self.tunnel.0.borrow_mut();
+        match e.stack.poll_write(cx, self.conn, buf) {
+            Poll::Ready(Ok(n)) => {
+                e.wake();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(io_error(err))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut e = self.tunnel.0.borrow_mut();
+        let result = e.stack.tcp_shutdown(self.conn).map_err(io_error);
+        e.wake();
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for TunnelStream {
+    fn drop(&mut self) {
+        match self.tunnel.0.try_borrow_mut() {
+            Ok(mut e) => {
+                e.stack.tcp_close(self.conn);
+                e.wake();
+            }
+            // Streams are only dropped by tasks, never inside the loop's
+            // turn; if that ever changes, this says so.
+            Err(_) => tracing::error!(
+                "tunnel stream dropped while the engine was borrowed; its socket leaks"
+            ),
+        }
+    }
+}

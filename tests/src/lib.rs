@@ -1,0 +1,378 @@
+//! Support for the end-to-end tests: the real `underpass` binary started as
+//! a gateway and as a client over loopback, local servers with known
+//! content, curl as the user's client, and bounded waits with clear
+//! messages.
+
+pub mod http_server;
+
+use std::hash::Hasher;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use underpass_core::PrivateKey;
+
+/// The `underpass` binary, built once per test run if it is not there.
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("UNDERPASS_BIN") {
+            return PathBuf::from(path);
+        }
+        // target/<profile>/deps/<test> -> target/<profile>/underpass
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let bin = dir.join("underpass");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "underpass", "--bin", "underpass"])
+            .status()
+            .expect("cargo build -p underpass");
+        assert!(status.success(), "building the underpass binary failed");
+        assert!(bin.exists(), "no binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A port nobody listens on right now (TCP and UDP).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A scratch directory for one test, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "underpass-test-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running underpass process, killed when dropped; its stderr is kept in
+/// a file so a failure can show it.
+pub struct Process {
+    child: Child,
+    log: PathBuf,
+    pub name: String,
+}
+
+impl Process {
+    pub fn start(name: &str, scratch: &Scratch, args: &[&str]) -> Process {
+        Self::start_on(None, name, scratch, args)
+    }
+
+    /// Starts the binary pinned to one CPU (for benchmarks).
+    pub fn start_on(cpu: Option<u32>, name: &str, scratch: &Scratch, args: &[&str]) -> Process {
+        let log = scratch.path(&format!("{name}.log"));
+        let err = std::fs::File::create(&log).unwrap();
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Process {
+            child,
+            log,
+            name: name.into(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; fails with the log.
+    pub fn wait_for_log(&mut self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before logging {needle:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not log {needle:?} within {limit:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} ignored SIGTERM:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// Runs the binary to completion (for --check, genkey, errors).
+pub fn run(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running underpass")
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_tcp(addr: SocketAddr, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs curl; returns its output. Fails with curl's stderr on error
+/// unless `expect_failure`.
+pub fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "120"])
+        .args(args)
+        .output()
+        .expect("curl is installed (the test command installs it)")
+}
+
+/// A 64-bit checksum of a byte stream, fed in pieces.
+#[derive(Default)]
+pub struct Checksum(std::hash::DefaultHasher);
+
+impl Checksum {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+
+    pub fn value(&self) -> u64 {
+        self.0.finish()
+    }
+
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut c = Checksum::default();
+        c.update(bytes);
+        c.value()
+    }
+
+    pub fn of_file(path: &Path) -> (u64, u64) {
+        let mut f = std::fs::File::open(path).unwrap();
+        let mut c = Checksum::default();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0;
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                return (c.value(), len);
+            }
+            len += n as u64;
+            c.update(&buf[..n]);
+        }
+    }
+}
+
+/// Deterministic content: byte `i` of stream `seed`.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    fill(seed, 0, &mut out);
+    out
+}
+
+/// Fills `buf` with the content of stream `seed` starting at `offset`.
+pub fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        let x = (offset + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed;
+        *b = (x >> 29) as u8;
+    }
+}
+
+/// Writes `len` bytes of stream `seed` to a file; returns its checksum.
+pub fn write_content(path: &Path, seed: u64, len: u64) -> u64 {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut c = Checksum::default();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(buf.len() as u64) as usize;
+        fill(seed, off, &mut buf[..n]);
+        c.update(&buf[..n]);
+        f.write_all(&buf[..n]).unwrap();
+        off += n as u64;
+    }
+    c.value()
+}
+
+/// A pair of keys.
+pub struct Keys {
+    pub private: String,
+    pub public: String,
+}
+
+pub fn keys() -> Keys {
+    let k = PrivateKey::generate(&mut rand::rngs::OsRng);
+    Keys {
+        private: k.to_base64(),
+        public: k.public_key().to_base64(),
+    }
+}
+
+/// A gateway process and a client process joined over loopback UDP.
+pub struct Pair {
+    pub scratch: Scratch,
+    pub gateway: Process,
+    pub client: Process,
+    pub socks: SocketAddr,
+    pub http: SocketAddr,
+    pub gateway_port: u16,
+    pub client_config: PathBuf,
+}
+
+/// How a pair is set up; `extra_client` is appended to the client config.
+#[derive(Default)]
+pub struct PairOptions {
+    pub extra_client: String,
+    pub extra_gateway: String,
+    pub client_args: Vec<String>,
+    /// CPUs to pin the processes to (benchmarks).
+    pub gateway_cpu: Option<u32>,
+    pub client_cpu: Option<u32>,
+}
+
+pub const GATEWAY_IP: &str = "10.50.0.1";
+pub const CLIENT_IP: &str = "10.50.0.2";
+
+impl Pair {
+    pub fn start(name: &str, options: PairOptions) -> Pair {
+        let scratch = Scratch::new(name);
+        let (g, c) = (keys(), keys());
+        let gateway_port = free_port();
+        let gateway_config = scratch.write(
+            "gateway.conf",
+            &format!(
+                "[Interface]\nPrivateKey = {}\nAddress = {GATEWAY_IP}/32\nListenPort = {gateway_port}\n\n\
+                 [Peer]\nPublicKey = {}\nAllowedIPs = {CLIENT_IP}/32\n\n\
+                 [Gateway]\nAllowedDestinations = 127.0.0.0/8, 0.0.0.0/0\n{}",
+                g.private, c.public, options.extra_gateway
+            ),
+        );
+        let socks = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let client_config = scratch.write(
+            "client.conf",
+            &format!(
+                "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_IP}/32\nDNS = {GATEWAY_IP}\n\n\
+                 [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{gateway_port}\nAllowedIPs = 0.0.0.0/0\n\n\
+                 [Socks5]\nBindAddress = {socks}\n\n[http]\nBindAddress = {http}\n{}",
+                c.private, g.public, options.extra_client
+            ),
+        );
+        let mut gateway = Process::start_on(
+            options.gateway_cpu,
+            "gateway",
+            &scratch,
+            &["gateway", "--config", gateway_config.to_str().unwrap()],
+        );
+        gateway.wait_for_log("gateway listening", Duration::from_secs(20));
+        let mut args: Vec<String> = vec!["--config".into(), client_config.to_str().unwrap().into()];
+        args.extend(options.client_args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut client = Process::start_on(options.client_cpu, "client", &scratch, &args);
+        client.wait_for_log("handshake completed", Duration::from_secs(20));
+        wait_tcp(socks, Duration::from_secs(10));
+        wait_tcp(http, Duration::from_secs(10));
+        Pair {
+            scratch,
+            gateway,
+            client,
+            socks,
+            http,
+            gateway_port,
+            client_config,
+        }
+    }
+}
