@@ -43,10 +43,12 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
     let port = match (iface.listen_port, gateway) {
         (Some(p), _) => p,
         (None, false) => 0,
-        (None, true) => return Err(Failure::usage(format!(
+        (None, true) => {
+            return Err(Failure::usage(format!(
             "line {}: a gateway needs ListenPort in [Interface], so its peers know where to send",
             iface.line
-        ))),
+        )))
+        }
     };
     let mtu = iface.mtu.unwrap_or(DEFAULT_MTU);
     let epoch = std::time::Instant::now();
