@@ -20,8 +20,9 @@ step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the build and tests need: clang compiles ring's C for
-# wasm32; curl is the proxies' client in the end-to-end tests.
-APT_PACKAGES=(clang curl)
+# wasm32; curl is the proxies' client in the end-to-end tests; wireguard-go,
+# wireguard-tools, iproute2 and tcpdump make the interop peer (root only).
+APT_PACKAGES=(clang curl wireguard-go wireguard-tools iproute2 tcpdump python3)
 
 if [ "$install" = 1 ]; then
     step "install what is missing"

@@ -26,7 +26,12 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start() -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on("127.0.0.1:0".parse().expect("literal"))
+    }
+
+    pub fn start_on(addr: SocketAddr) -> HttpServer {
+        let listener =
+            TcpListener::bind(addr).unwrap_or_else(|e| panic!("test server on {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicUsize::new(0));

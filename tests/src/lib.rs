@@ -4,6 +4,7 @@
 //! messages.
 
 pub mod http_server;
+pub mod interop;
 
 use std::hash::Hasher;
 use std::io::{Read, Write};

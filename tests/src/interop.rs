@@ -1,0 +1,163 @@
+//! A wireguard-go peer in a network namespace (tests/interop/netns.sh), with
+//! servers behind it on its tunnel address: HTTP on 8000 serving `www/`,
+//! TCP and UDP echo on 7, DNS on 53 (`files.test`). Needs root; where the
+//! harness cannot run, `Peer::start` says why and the test skips.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::{keys, write_content, Keys, Scratch};
+
+/// Namespace numbers; each test gets its own, so tests run in parallel.
+static NEXT_ID: AtomicU8 = AtomicU8::new(40);
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/netns.sh")
+}
+
+/// Why the interop harness cannot run here, if it cannot.
+pub fn unavailable() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root: network namespaces and TUN devices need it".into());
+    }
+    for tool in ["wireguard-go", "wg", "ip", "python3"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(format!("{tool} is not installed (./test.sh installs it)"));
+        }
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Some("no /dev/net/tun".into());
+    }
+    None
+}
+
+pub struct Peer {
+    pub id: u8,
+    pub dir: Scratch,
+    /// wireguard-go's public key.
+    pub public: String,
+    /// The key pair the underpass client uses.
+    pub client: Keys,
+    /// Bytes of `www/big.bin` and their checksum.
+    pub file_len: u64,
+    pub file_checksum: u64,
+}
+
+impl Peer {
+    /// A namespace with wireguard-go and its servers, or `None` (with the
+    /// reason printed) where that cannot run.
+    pub fn start(name: &str) -> Option<Peer> {
+        if let Some(why) = unavailable() {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let dir = Scratch::new(name);
+        let peer = keys();
+        let client = keys();
+        std::fs::write(dir.path("peer.key"), &peer.private).unwrap();
+        std::fs::write(
+            dir.path("peers"),
+            format!("{} 10.202.{id}.2/32\n", client.public),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path("www")).unwrap();
+        let file_len = 8 * 1024 * 1024 + 11;
+        let file_checksum = write_content(&dir.path("www/big.bin"), u64::from(id), file_len);
+        let _ = run_script(&["down", &id.to_string()]);
+        let out = run_script(&["up", &id.to_string(), dir.0.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "netns.sh up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Peer {
+            id,
+            dir,
+            public: peer.public,
+            client,
+            file_len,
+            file_checksum,
+        })
+    }
+
+    /// wireguard-go's tunnel address, where the servers listen.
+    pub fn tunnel_ip(&self) -> String {
+        format!("10.202.{}.1", self.id)
+    }
+
+    pub fn endpoint(&self) -> SocketAddr {
+        format!("10.201.{}.2:51820", self.id).parse().unwrap()
+    }
+
+    /// A client config for underpass against this peer: `peer_extra` goes
+    /// into its [Peer] section, `extra` after it.
+    pub fn client_config(&self, peer_extra: &str, extra: &str) -> String {
+        format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.202.{id}.2/32\nDNS = 10.202.{id}.1\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 10.202.{id}.0/24\n{peer_extra}\n{extra}",
+            self.client.private,
+            self.public,
+            self.endpoint(),
+            id = self.id
+        )
+    }
+
+    pub fn restart_wireguard_go(&self) {
+        let out = run_script(&[
+            "restart-wg",
+            &self.id.to_string(),
+            self.dir.0.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts a wireguard-go client in the namespace dialling `endpoint`
+    /// (an underpass gateway) with the key pair `keys`; it routes
+    /// 10.204.ID.0/24 through the tunnel, and the host owns 10.204.ID.1.
+    pub fn start_client(&self, keys: &Keys, gateway_public: &str, endpoint: SocketAddr) {
+        std::fs::write(self.dir.path("client.key"), &keys.private).unwrap();
+        std::fs::write(self.dir.path("client.peer"), gateway_public).unwrap();
+        std::fs::write(self.dir.path("client.endpoint"), endpoint.to_string()).unwrap();
+        let out = run_script(&["client", &self.id.to_string(), self.dir.0.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "client: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &format!("underpass-{}", self.id)])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+fn run_script(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(script())
+        .args(args)
+        .output()
+        .expect("bash")
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = run_script(&["down", &self.id.to_string(), self.dir.0.to_str().unwrap()]);
+    }
+}
