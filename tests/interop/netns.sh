@@ -15,15 +15,19 @@
 #                            (on its veth end), reachable from the namespace only
 #                            through the tunnel (reverse interop)
 #   netns.sh down ID         everything gone
+#
+# PIN_CPU=N pins wireguard-go and the servers to CPU N (benchmarks).
 set -euo pipefail
 cmd=$1 id=$2 dir=${3:-}
+pin=()
+if [ -n "${PIN_CPU:-}" ]; then pin=(taskset -c "$PIN_CPU"); fi
 here=$(cd "$(dirname "$0")" && pwd)
 ns=underpass-$id
 host_if=upv$id peer_if=upp$id wg_if=wgp$id client_if=wgc$id
 
 wg_up() {
     # wireguard-go forks and exits; the daemon keeps the interface.
-    ip netns exec "$ns" wireguard-go "$wg_if" >/dev/null 2>&1
+    ip netns exec "$ns" "${pin[@]}" wireguard-go "$wg_if" >/dev/null 2>&1
     ip netns exec "$ns" wg set "$wg_if" private-key "$dir/peer.key" listen-port 51820
     while read -r pub allowed; do
         [ -n "$pub" ] && ip netns exec "$ns" wg set "$wg_if" peer "$pub" allowed-ips "$allowed"
@@ -58,7 +62,7 @@ up)
     ip netns exec "$ns" ip link set "$peer_if" up
     ip netns exec "$ns" ip link set lo up
     wg_up
-    ip netns exec "$ns" python3 "$here/servers.py" --addr "10.202.$id.1" --dir "$dir/www" >"$dir/servers.log" 2>&1 &
+    ip netns exec "$ns" "${pin[@]}" python3 "$here/servers.py" --addr "10.202.$id.1" --dir "$dir/www" >"$dir/servers.log" 2>&1 &
     echo $! > "$dir/servers.pid"
     for _ in $(seq 100); do
         ip netns exec "$ns" bash -c "exec 3<>/dev/tcp/10.202.$id.1/8000" 2>/dev/null && exit 0

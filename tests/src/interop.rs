@@ -54,6 +54,13 @@ impl Peer {
     /// A namespace with wireguard-go and its servers, or `None` (with the
     /// reason printed) where that cannot run.
     pub fn start(name: &str) -> Option<Peer> {
+        Self::start_with(name, &[], None)
+    }
+
+    /// As [`Peer::start`], with more peers for wireguard-go (public key,
+    /// last octet of its address 10.202.ID.x) and optionally everything
+    /// pinned to one CPU.
+    pub fn start_with(name: &str, extra_peers: &[(String, u8)], cpu: Option<u32>) -> Option<Peer> {
         if let Some(why) = unavailable() {
             eprintln!("skipped: {why}");
             return None;
@@ -63,16 +70,22 @@ impl Peer {
         let peer = keys();
         let client = keys();
         std::fs::write(dir.path("peer.key"), &peer.private).unwrap();
-        std::fs::write(
-            dir.path("peers"),
-            format!("{} 10.202.{id}.2/32\n", client.public),
-        )
-        .unwrap();
+        let mut peers = format!("{} 10.202.{id}.2/32\n", client.public);
+        for (public, host) in extra_peers {
+            peers.push_str(&format!("{public} 10.202.{id}.{host}/32\n"));
+        }
+        std::fs::write(dir.path("peers"), peers).unwrap();
         std::fs::create_dir_all(dir.path("www")).unwrap();
         let file_len = 8 * 1024 * 1024 + 11;
         let file_checksum = write_content(&dir.path("www/big.bin"), u64::from(id), file_len);
         let _ = run_script(&["down", &id.to_string()]);
-        let out = run_script(&["up", &id.to_string(), dir.0.to_str().unwrap()]);
+        let mut up = Command::new("bash");
+        up.arg(script())
+            .args(["up", &id.to_string(), dir.0.to_str().unwrap()]);
+        if let Some(cpu) = cpu {
+            up.env("PIN_CPU", cpu.to_string());
+        }
+        let out = up.output().expect("bash");
         assert!(
             out.status.success(),
             "netns.sh up: {}",

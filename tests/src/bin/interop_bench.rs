@@ -1,0 +1,473 @@
+//! Side by side, in one run: throughput (one TCP stream and 8, both ways),
+//! connect-to-first-byte latency, CPU seconds per GiB and peak RSS, for
+//!
+//! - underpass client -> wireguard-go peer (in a network namespace),
+//! - the wireguard-go reference client (a second wireguard-go on a TUN in
+//!   the host namespace, kernel TCP) -> the same peer,
+//! - onetun (from crates.io) -> the same peer,
+//! - underpass client -> underpass gateway,
+//! - no tunnel (the ceiling).
+//!
+//! Run by hand, as root (not in CI):
+//!
+//!     cargo run --release -p underpass-tests --bin interop_bench
+//!
+//! Pinning: the peer side (wireguard-go peer, its servers, the underpass
+//! gateway, the host's iperf3 server) on CPU 0; the client side (the tunnel
+//! client under test, iperf3 and curl clients) on CPU 1.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use underpass_tests::interop::{self, Peer};
+use underpass_tests::*;
+
+const SECONDS: u32 = 5;
+const LATENCY_RUNS: usize = 50;
+
+#[derive(Default, Clone)]
+struct Row {
+    name: String,
+    down1: f64,
+    up1: f64,
+    down8: f64,
+    up8: f64,
+    ttfb50: f64,
+    ttfb90: f64,
+    cpu_per_gib: Option<f64>,
+    rss_mib: Option<f64>,
+}
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("sh")
+}
+
+/// iperf3 from CPU 1 to `host:port`; Mbit/s received.
+fn iperf(host: &str, port: u16, reverse: bool, streams: u32) -> (f64, f64) {
+    let mut c = Command::new("timeout");
+    c.args([
+        "30",
+        "taskset",
+        "-c",
+        "1",
+        "iperf3",
+        "-c",
+        host,
+        "-p",
+        &port.to_string(),
+        "-t",
+        &SECONDS.to_string(),
+        "-J",
+        "-P",
+        &streams.to_string(),
+    ]);
+    if reverse {
+        c.arg("-R");
+    }
+    let out = c.output().expect("iperf3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The receiver's sum: "sum_received": { ..., "bits_per_second": X, ... }
+    let bits = text
+        .split("\"sum_received\"")
+        .nth(1)
+        .and_then(|s| s.split("\"bits_per_second\":").nth(1))
+        .and_then(|s| s.split([',', '\n', '}']).next())
+        .and_then(|s| s.trim().parse::<f64>().ok());
+    let Some(bits) = bits else {
+        // A tunnel that wedges gives no result: that is a figure too.
+        eprintln!("iperf3 to {host}:{port} (reverse {reverse}, {streams} streams) failed or hung");
+        return (0.0, 0.0);
+    };
+    let bytes = text
+        .split("\"sum_received\"")
+        .nth(1)
+        .and_then(|s| s.split("\"bytes\":").nth(1))
+        .and_then(|s| s.split([',', '\n', '}']).next())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (bits / 1e6, bytes)
+}
+
+/// curl's time to first byte over fresh connections, from CPU 1, in ms.
+fn ttfb(args: &[&str]) -> (f64, f64) {
+    let mut t: Vec<f64> = (0..LATENCY_RUNS)
+        .map(|_| {
+            let out = Command::new("taskset")
+                .args([
+                    "-c",
+                    "1",
+                    "curl",
+                    "--silent",
+                    "--max-time",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{time_starttransfer}",
+                ])
+                .args(args)
+                .output()
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .unwrap_or(f64::NAN)
+                * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[LATENCY_RUNS / 2], t[LATENCY_RUNS * 9 / 10])
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Runs the four iperf3 measurements and the latency one; `pid` is the
+/// client-side tunnel process (CPU and memory are its own).
+fn measure(name: &str, iperf_to: (&str, u16), curl_args: &[&str], pid: Option<u32>) -> Row {
+    let cpu0 = pid.map(cpu_seconds);
+    let (down1, b1) = iperf(iperf_to.0, iperf_to.1, true, 1);
+    let (up1, b2) = iperf(iperf_to.0, iperf_to.1, false, 1);
+    let (down8, b3) = iperf(iperf_to.0, iperf_to.1, true, 8);
+    let (up8, b4) = iperf(iperf_to.0, iperf_to.1, false, 8);
+    let gib = (b1 + b2 + b3 + b4) / f64::from(1u32 << 30);
+    let cpu_per_gib = pid.zip(cpu0).map(|(p, c0)| (cpu_seconds(p) - c0) / gib);
+    let (ttfb50, ttfb90) = ttfb(curl_args);
+    let row = Row {
+        name: name.into(),
+        down1,
+        up1,
+        down8,
+        up8,
+        ttfb50,
+        ttfb90,
+        cpu_per_gib,
+        rss_mib: pid.map(peak_rss_mib),
+    };
+    print_row(&row);
+    row
+}
+
+fn print_header() {
+    println!(
+        "{:<44} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "", "down 1", "up 1", "down 8", "up 8", "ttfb p50", "p90", "CPU s/GiB", "RSS MiB"
+    );
+    println!(
+        "{:<44} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "", "Mbit/s", "Mbit/s", "Mbit/s", "Mbit/s", "ms", "ms"
+    );
+}
+
+fn print_row(r: &Row) {
+    let opt = |v: Option<f64>, w: usize, p: usize| {
+        v.map_or(format!("{:>w$}", "-"), |v| format!("{v:>w$.p$}"))
+    };
+    println!(
+        "{:<44} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.2} {:>8.2} {} {}",
+        r.name,
+        r.down1,
+        r.up1,
+        r.down8,
+        r.up8,
+        r.ttfb50,
+        r.ttfb90,
+        opt(r.cpu_per_gib, 9, 2),
+        opt(r.rss_mib, 8, 1)
+    );
+}
+
+fn print_ratio(name: &str, a: &Row, b: &Row) {
+    println!(
+        "{:<44} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+        name,
+        a.down1 / b.down1,
+        a.up1 / b.up1,
+        a.down8 / b.down8,
+        a.up8 / b.up8,
+        a.ttfb50 / b.ttfb50,
+        a.ttfb90 / b.ttfb90
+    );
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_on_cpu1(program: &Path, args: &[&str], log: &Path) -> Kill {
+    Kill(
+        Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+fn onetun() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tools");
+    let bin = root.join("bin/onetun");
+    if !bin.exists() {
+        eprintln!(
+            "installing onetun from crates.io into {} ...",
+            root.display()
+        );
+        let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "install",
+                "--quiet",
+                "onetun",
+                "--root",
+                root.to_str().unwrap(),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cargo install onetun failed");
+    }
+    bin
+}
+
+fn main() {
+    if let Some(why) = interop::unavailable() {
+        eprintln!("cannot run: {why}");
+        std::process::exit(1);
+    }
+    assert!(
+        sh("command -v iperf3").status.success(),
+        "install iperf3 (apt-get install iperf3)"
+    );
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "-p", "underpass"])
+        .status()
+        .expect("cargo");
+    assert!(status.success());
+    let underpass = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("underpass");
+    std::env::set_var("UNDERPASS_BIN", &underpass);
+    let onetun = onetun();
+
+    let (reference, onetun_key) = (keys(), keys());
+    let Some(peer) = Peer::start_with(
+        "bench",
+        &[
+            (reference.public.clone(), 3),
+            (onetun_key.public.clone(), 4),
+        ],
+        Some(0),
+    ) else {
+        return;
+    };
+    let id = peer.id;
+    let server_ip = peer.tunnel_ip();
+    std::fs::write(peer.dir.path("www/small.txt"), "hello\n").unwrap();
+    let out = peer.exec(&[
+        "taskset", "-c", "0", "iperf3", "-s", "-D", "-B", &server_ip, "-p", "5201",
+    ]);
+    assert!(out.status.success(), "iperf3 server in the namespace");
+    let host_iperf = sh("taskset -c 0 iperf3 -s -D -B 127.0.0.1 -p 5202");
+    assert!(host_iperf.status.success());
+    let host_http_port = free_port();
+    let host_http = Kill(
+        Command::new("taskset")
+            .args([
+                "-c",
+                "0",
+                "python3",
+                "-m",
+                "http.server",
+                &host_http_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(peer.dir.path("www"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_tcp(
+        SocketAddr::from(([127, 0, 0, 1], host_http_port)),
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    println!("interop benchmark: peer side pinned to CPU 0, client side to CPU 1; iperf3 {SECONDS} s per figure; ttfb = curl time to first byte, {LATENCY_RUNS} runs");
+    println!("CPU s/GiB and RSS are those of the client-side tunnel process (the reference's kernel TCP time is not in its figure)");
+    print_header();
+    let small = format!("http://{server_ip}:8000/small.txt");
+
+    // 1. underpass client -> wireguard-go.
+    let (fwd, socks) = (free_port(), free_port());
+    let cfg = peer.dir.write(
+        "underpass.conf",
+        &peer.client_config("", &format!("[Socks5]\nBindAddress = 127.0.0.1:{socks}\n\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{fwd}\nTarget = {server_ip}:5201\n")),
+    );
+    let client = spawn_on_cpu1(
+        &underpass,
+        &["--config", cfg.to_str().unwrap()],
+        &peer.dir.path("underpass.log"),
+    );
+    wait_tcp(
+        SocketAddr::from(([127, 0, 0, 1], socks)),
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let ours = measure(
+        "underpass -> wireguard-go",
+        ("127.0.0.1", fwd),
+        &["--socks5", &format!("127.0.0.1:{socks}"), &small],
+        Some(client.0.id()),
+    );
+    drop(client);
+
+    // 2. wireguard-go reference client (kernel TCP) -> wireguard-go.
+    let wgr = format!("wgr{id}");
+    std::fs::write(peer.dir.path("ref.key"), &reference.private).unwrap();
+    let setup = format!(
+        "taskset -c 1 wireguard-go {wgr} && wg set {wgr} private-key {} peer {} endpoint {} allowed-ips {server_ip}/32 && \
+         ip addr add 10.202.{id}.3/32 dev {wgr} && ip link set {wgr} mtu 1420 up && ip route replace {server_ip}/32 dev {wgr}",
+        peer.dir.path("ref.key").display(),
+        peer.public,
+        peer.endpoint()
+    );
+    assert!(sh(&setup).status.success(), "reference wireguard-go");
+    std::thread::sleep(Duration::from_millis(500));
+    let ref_pid = sh(&format!("pgrep -f 'wireguard-go {wgr}$'")).stdout;
+    let ref_pid = String::from_utf8_lossy(&ref_pid)
+        .trim()
+        .lines()
+        .next()
+        .and_then(|p| p.parse().ok());
+    let reference_row = measure(
+        "wireguard-go client (kernel TCP) -> wireguard-go",
+        (&server_ip, 5201),
+        &[&small],
+        ref_pid,
+    );
+    let _ = sh(&format!(
+        "pkill -f 'wireguard-go {wgr}$'; ip link del {wgr} 2>/dev/null"
+    ));
+
+    // 3. onetun -> wireguard-go.
+    let (ofwd, ohttp) = (free_port(), free_port());
+    let onetun_proc = spawn_on_cpu1(
+        &onetun,
+        &[
+            &format!("127.0.0.1:{ofwd}:{server_ip}:5201"),
+            &format!("127.0.0.1:{ohttp}:{server_ip}:8000"),
+            "--endpoint-addr",
+            &peer.endpoint().to_string(),
+            "--endpoint-public-key",
+            &peer.public,
+            "--private-key",
+            &onetun_key.private,
+            "--source-peer-ip",
+            &format!("10.202.{id}.4"),
+            "--keep-alive",
+            "10",
+        ],
+        &peer.dir.path("onetun.log"),
+    );
+    wait_tcp(
+        SocketAddr::from(([127, 0, 0, 1], ofwd)),
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let onetun_row = measure(
+        "onetun -> wireguard-go",
+        ("127.0.0.1", ofwd),
+        &[&format!("http://127.0.0.1:{ohttp}/small.txt")],
+        Some(onetun_proc.0.id()),
+    );
+    drop(onetun_proc);
+
+    // 4. underpass client -> underpass gateway.
+    let pair = Pair::start(
+        "bench-pair",
+        PairOptions {
+            gateway_cpu: Some(0),
+            client_cpu: Some(1),
+            extra_client: {
+                let p = free_port();
+                format!("\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{p}\nTarget = 127.0.0.1:5202\n# port {p}\n")
+            },
+            ..Default::default()
+        },
+    );
+    let fwd_port: u16 = std::fs::read_to_string(&pair.client_config)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# port "))
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let pid = sh("pgrep -f 'underpass --config .*bench-pair.*client.conf'").stdout;
+    let pid = String::from_utf8_lossy(&pid)
+        .trim()
+        .lines()
+        .next()
+        .and_then(|p| p.parse().ok());
+    let pair_row = measure(
+        "underpass -> underpass gateway",
+        ("127.0.0.1", fwd_port),
+        &[
+            "--socks5",
+            &pair.socks.to_string(),
+            &format!("http://127.0.0.1:{host_http_port}/small.txt"),
+        ],
+        pid,
+    );
+    drop(pair);
+
+    // 5. No tunnel.
+    let plain = measure(
+        "no tunnel (loopback)",
+        ("127.0.0.1", 5202),
+        &[&format!("http://127.0.0.1:{host_http_port}/small.txt")],
+        None,
+    );
+    let _ = plain;
+
+    println!();
+    println!("ratios (latency ratios below 1 are better)");
+    print_ratio("underpass / wireguard-go reference", &ours, &reference_row);
+    print_ratio("underpass / onetun", &ours, &onetun_row);
+    let _ = pair_row;
+    drop(host_http);
+    let _ = sh("pkill -f 'iperf3 -s -D -B 127.0.0.1 -p 5202'");
+}
