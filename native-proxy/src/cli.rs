@@ -34,6 +34,9 @@ pub enum Command {
     /// Run a gateway and a client in one process on loopback, with fresh
     /// keys: a SOCKS5 and an HTTP proxy that work with no WireGuard server.
     Quickstart(QuickstartArgs),
+    /// Carry browsers' WireGuard datagrams between WebSockets and UDP to
+    /// fixed upstream endpoints, and serve the web demo.
+    Relay(crate::relay::RelayArgs),
     /// Print a new private key (base64).
     Genkey,
     /// Read a private key on stdin and print its public key.

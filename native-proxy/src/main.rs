@@ -14,6 +14,7 @@ mod http_proxy;
 mod metrics;
 mod pcap;
 mod quickstart;
+mod relay;
 mod setup;
 mod socks;
 mod splice;
@@ -87,6 +88,7 @@ fn main() -> ExitCode {
         Some(Command::Pubkey) => cli::pubkey(),
         Some(Command::Gateway(args)) => run(gateway::run(args)),
         Some(Command::Quickstart(args)) => run(quickstart::run(args)),
+        Some(Command::Relay(args)) => run(relay::run(args)),
         None => run(client::run(cli.client)),
     };
     match result {

@@ -16,7 +16,7 @@ use crate::Failure;
 const GATEWAY_V4: &str = "10.77.0.1";
 const CLIENT_V4: &str = "10.77.0.2";
 
-fn parse(text: &str, name: &str) -> Result<ProxyConfig, Failure> {
+pub fn parse(text: &str, name: &str) -> Result<ProxyConfig, Failure> {
     ProxyConfig::from_text(text, name, Path::new("."), &|_| None).map_err(Failure::usage)
 }
 
@@ -36,33 +36,7 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
         "quickstart gateway",
     )?;
 
-    // The gateway on its own thread; it reports its UDP port back.
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let common = args.common.clone();
-    std::thread::Builder::new()
-        .name("gateway".into())
-        .spawn(move || {
-            let report = port_tx.clone();
-            let result = crate::run(async move {
-                let tunnel = gateway::start(
-                    &gateway_cfg,
-                    &crate::cli::Common::default(),
-                    Defaults::Everything,
-                )
-                .await?;
-                let port = tunnel.local_addr().map_err(Failure::runtime)?.port();
-                let _ = report.send(Ok(port));
-                tunnel.run().await;
-                Ok(())
-            });
-            if let Err(f) = result {
-                let _ = port_tx.send(Err(f));
-            }
-        })
-        .map_err(Failure::runtime)?;
-    let port = port_rx
-        .recv()
-        .map_err(|_| Failure::runtime("the gateway thread ended before it started"))??;
+    let port = spawn_gateway(gateway_cfg, Defaults::Everything)?;
 
     let client_cfg = parse(
         &format!(
@@ -81,7 +55,7 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
         bind: args.http,
         auth: None,
     }];
-    let client = Client::start(&client_cfg, &socks, &http, &common).await?;
+    let client = Client::start(&client_cfg, &socks, &http, &args.common).await?;
     let addrs = client.local_addrs();
     let find = |kind| addrs.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a);
     let (socks_addr, http_addr) = (find("socks5"), find("http"));
@@ -101,4 +75,29 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
     }
     println!("Ctrl-C stops it.");
     client.serve(&client_cfg).await
+}
+
+/// Runs a gateway for `cfg` on its own thread (its own engine and runtime,
+/// as in its own process); returns its UDP port once it listens.
+pub fn spawn_gateway(cfg: ProxyConfig, defaults: Defaults) -> Result<u16, Failure> {
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("gateway".into())
+        .spawn(move || {
+            let report = port_tx.clone();
+            let result = crate::run(async move {
+                let tunnel = gateway::start(&cfg, &crate::cli::Common::default(), defaults).await?;
+                let port = tunnel.local_addr().map_err(Failure::runtime)?.port();
+                let _ = report.send(Ok(port));
+                tunnel.run().await;
+                Ok(())
+            });
+            if let Err(f) = result {
+                let _ = port_tx.send(Err(f));
+            }
+        })
+        .map_err(Failure::runtime)?;
+    port_rx
+        .recv()
+        .map_err(|_| Failure::runtime("the gateway thread ended before it started"))?
 }
