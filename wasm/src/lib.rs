@@ -1,0 +1,307 @@
+//! underpass in the browser: the same WireGuard node and userspace TCP/IP
+//! stack as the native client, compiled to WebAssembly. A page cannot send
+//! UDP, so datagrams travel as WebSocket frames to `underpass relay`, which
+//! forwards them to the WireGuard endpoint it was configured with.
+//!
+//! ```js
+//! import init, { Tunnel } from "./pkg/underpass_wasm.js";
+//! await init();
+//! const t = await Tunnel.connect({ config, relayUrl: "ws://localhost:8080/relay", token });
+//! const r = await t.fetch("http://10.0.0.1/", { method: "GET" });
+//! console.log(r.status, new TextDecoder().decode(r.body));
+//! const s = await t.openTcp("10.0.0.1", 7);
+//! await s.write(new TextEncoder().encode("ping"));
+//! const reply = await s.read(); // Uint8Array, or null at EOF
+//! s.close();
+//! t.close();
+//! ```
+//!
+//! Errors reject the promise with an `Error` whose message says what went
+//! wrong; nothing traps the module.
+
+mod engine;
+pub mod http;
+mod setup;
+mod stream;
+
+use std::future::poll_fn;
+use std::net::{IpAddr, SocketAddr};
+use std::task::Poll;
+
+use js_sys::{Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+
+use engine::Shared;
+pub use stream::TcpStream;
+
+/// How long `connect` waits for the first handshake unless told.
+const DEFAULT_HANDSHAKE_TIMEOUT_MS: f64 = 15_000.0;
+
+/// A WireGuard tunnel from this page, through a relay.
+#[wasm_bindgen]
+pub struct Tunnel {
+    shared: Shared,
+    relay_url: String,
+}
+
+fn error(message: impl std::fmt::Display) -> JsError {
+    JsError::new(&message.to_string())
+}
+
+fn get(options: &JsValue, key: &str) -> Option<JsValue> {
+    Reflect::get(options, &JsValue::from_str(key))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn get_string(options: &JsValue, key: &str) -> Result<Option<String>, JsError> {
+    match get(options, key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_string()
+            .map(Some)
+            .ok_or_else(|| error(format!("option {key} must be a string"))),
+    }
+}
+
+fn set(object: &Object, key: &str, value: impl Into<JsValue>) {
+    let _ = Reflect::set(object, &JsValue::from_str(key), &value.into());
+}
+
+#[wasm_bindgen]
+impl Tunnel {
+    /// Opens the WebSocket to `relayUrl` and completes a handshake with the
+    /// config's peer. Options: `config` (wg-quick text, one `[Peer]`),
+    /// `relayUrl` (`ws://` or `wss://`, path `/relay`), `token` (optional),
+    /// `handshakeTimeoutMs` (default 15000).
+    pub async fn connect(options: JsValue) -> Result<Tunnel, JsError> {
+        let config = get_string(&options, "config")?
+            .ok_or_else(|| error("Tunnel.connect needs { config, relayUrl }: config is missing"))?;
+        let relay_url = get_string(&options, "relayUrl")?.ok_or_else(|| {
+            error("Tunnel.connect needs { config, relayUrl }: relayUrl is missing")
+        })?;
+        let token = get_string(&options, "token")?;
+        let timeout_ms = get(&options, "handshakeTimeoutMs")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS);
+        let plan = setup::Plan::from_config(&config).map_err(error)?;
+        let url = setup::relay_url(&relay_url, &plan.endpoint, token.as_deref()).map_err(error)?;
+        let ws = setup::open_websocket(&url, &relay_url)
+            .await
+            .map_err(error)?;
+        let peer_name = plan.peer_name.clone();
+        let endpoint = plan.endpoint.clone();
+        let shared = plan.start(ws).map_err(error)?;
+        shared.borrow_mut().connect();
+        let deadline = engine::monotonic_ms() + timeout_ms;
+        let timer = {
+            let shared = shared.clone();
+            async move {
+                engine::sleep(timeout_ms).await;
+                // Wake the waiter below so it sees the deadline.
+                shared.borrow_mut().wake_waiters();
+            }
+        };
+        wasm_bindgen_futures::spawn_local(timer);
+        poll_fn(|cx| {
+            let mut e = shared.borrow_mut();
+            if let Some(why) = &e.closed {
+                return Poll::Ready(Err(error(why)));
+            }
+            if e.has_session() {
+                return Poll::Ready(Ok(()));
+            }
+            if engine::monotonic_ms() >= deadline {
+                let why = format!(
+                    "no handshake with peer {peer_name} at {endpoint} through the relay after {:.0} s (is the peer up, and are the keys right?)",
+                    timeout_ms / 1000.0
+                );
+                e.shut(why.clone());
+                return Poll::Ready(Err(error(why)));
+            }
+            e.wait_for_change(cx.waker());
+            Poll::Pending
+        })
+        .await?;
+        Ok(Tunnel { shared, relay_url })
+    }
+
+    /// Opens a TCP connection through the tunnel; `host` is an IP address
+    /// or a name resolved through the config's `DNS =` servers.
+    #[wasm_bindgen(js_name = openTcp)]
+    pub async fn open_tcp(&self, host: String, port: u16) -> Result<TcpStream, JsError> {
+        let addrs = self.resolve(&host).await?;
+        let mut last = None;
+        for ip in addrs {
+            match TcpStream::connect(self.shared.clone(), SocketAddr::new(ip, port)).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(error(format!(
+            "cannot connect to {host} port {port}: {}",
+            last.unwrap_or_else(|| "no address".into())
+        )))
+    }
+
+    /// Resolves `host` through the tunnel's DNS (an IP address as is).
+    pub async fn lookup(&self, host: String) -> Result<js_sys::Array, JsError> {
+        let addrs = self.resolve(&host).await?;
+        Ok(addrs
+            .iter()
+            .map(|a| JsValue::from_str(&a.to_string()))
+            .collect())
+    }
+
+    async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, JsError> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let id = {
+            let mut e = self.shared.borrow_mut();
+            if let Some(why) = &e.closed {
+                return Err(error(why));
+            }
+            let id = e
+                .stack
+                .dns_resolve(host)
+                .map_err(|err| error(format!("cannot resolve {host}: {err}")))?;
+            e.schedule();
+            id
+        };
+        poll_fn(|cx| {
+            let mut e = self.shared.borrow_mut();
+            if let Some(why) = &e.closed {
+                return Poll::Ready(Err(error(why)));
+            }
+            e.wait_for_change(cx.waker());
+            e.stack
+                .poll_resolve(cx, id)
+                .map_err(|err| error(format!("cannot resolve {host}: {err}")))
+        })
+        .await
+    }
+
+    /// An HTTP/1.1 request over a new TCP connection through the tunnel.
+    /// `init`: `{ method, headers, body }` (headers an object or an array
+    /// of pairs; body a string or a Uint8Array). Resolves to
+    /// `{ status, statusText, headers, body }`, `headers` an array of
+    /// [name, value] pairs, `body` a Uint8Array.
+    pub async fn fetch(&self, url: String, init: JsValue) -> Result<JsValue, JsError> {
+        let url = http::Url::parse(&url).map_err(error)?;
+        let method = get_string(&init, "method")?.unwrap_or_else(|| "GET".into());
+        let method = method.to_ascii_uppercase();
+        let headers = headers_from(get(&init, "headers"))?;
+        let body = match get(&init, "body") {
+            None => Vec::new(),
+            Some(b) if b.is_string() => b.as_string().unwrap_or_default().into_bytes(),
+            Some(b) if b.is_instance_of::<Uint8Array>() => Uint8Array::from(b).to_vec(),
+            Some(b) if b.is_instance_of::<js_sys::ArrayBuffer>() => Uint8Array::new(&b).to_vec(),
+            Some(_) => {
+                return Err(error(
+                    "fetch: body must be a string, Uint8Array or ArrayBuffer",
+                ))
+            }
+        };
+        let request = http::encode_request(&method, &url, &headers, &body).map_err(error)?;
+        let stream = self.open_tcp(url.host.clone(), url.port).await?;
+        let result = stream.exchange(&request, method == "HEAD").await;
+        stream.close();
+        let response = result.map_err(error)?;
+        let out = Object::new();
+        set(&out, "status", response.status);
+        set(&out, "statusText", response.reason);
+        let pairs = js_sys::Array::new();
+        for (name, value) in response.headers {
+            let pair = js_sys::Array::new();
+            pair.push(&JsValue::from_str(&name));
+            pair.push(&JsValue::from_str(&value));
+            pairs.push(&pair);
+        }
+        set(&out, "headers", pairs);
+        set(&out, "body", Uint8Array::from(response.body.as_slice()));
+        Ok(out.into())
+    }
+
+    /// `{ state, handshakeAgeMs, handshakes, rttMs, txBytes, rxBytes,
+    /// txPackets, rxPackets, relayUrl, tunnelAddresses, tcpConnections }`.
+    pub fn stats(&self) -> JsValue {
+        let e = self.shared.borrow();
+        let now = e.now();
+        let info = e.node.peer(e.peer, now);
+        let out = Object::new();
+        let state = match (&e.closed, info.as_ref().is_some_and(|p| p.has_session)) {
+            (Some(_), _) => "closed",
+            (None, true) => "up",
+            (None, false) => "handshaking",
+        };
+        set(&out, "state", state);
+        if let Some(why) = &e.closed {
+            set(&out, "closedBecause", why.as_str());
+        }
+        if let Some(p) = &info {
+            if let Some(at) = p.last_handshake {
+                set(
+                    &out,
+                    "handshakeAgeMs",
+                    now.saturating_duration_since(at).as_secs_f64() * 1000.0,
+                );
+            }
+            set(&out, "handshakes", p.handshakes_completed as f64);
+            set(&out, "peer", p.public_key.to_string());
+        }
+        if let Some(rtt) = e.handshake_rtt {
+            set(&out, "rttMs", rtt.as_secs_f64() * 1000.0);
+        }
+        let c = e.counters;
+        set(&out, "txBytes", c.tx_bytes as f64);
+        set(&out, "rxBytes", c.rx_bytes as f64);
+        set(&out, "txPackets", c.tx_datagrams as f64);
+        set(&out, "rxPackets", c.rx_datagrams as f64);
+        set(&out, "relayUrl", self.relay_url.as_str());
+        let addrs: js_sys::Array = e
+            .stack
+            .addresses()
+            .iter()
+            .map(|a| JsValue::from_str(&a.to_string()))
+            .collect();
+        set(&out, "tunnelAddresses", addrs);
+        set(&out, "tcpConnections", e.stack.stats().tcp_open as f64);
+        out.into()
+    }
+
+    /// Closes the relay connection; open streams fail from now on.
+    pub fn close(&self) {
+        self.shared
+            .borrow_mut()
+            .shut("the tunnel was closed".into());
+    }
+}
+
+fn headers_from(value: Option<JsValue>) -> Result<Vec<(String, String)>, JsError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let pairs: Vec<JsValue> = if js_sys::Array::is_array(&value) {
+        js_sys::Array::from(&value).iter().collect()
+    } else if value.is_object() {
+        Object::entries(value.unchecked_ref()).iter().collect()
+    } else {
+        return Err(error(
+            "fetch: headers must be an object or an array of [name, value] pairs",
+        ));
+    };
+    pairs
+        .into_iter()
+        .map(|pair| {
+            let pair = js_sys::Array::from(&pair);
+            match (pair.get(0).as_string(), pair.get(1).as_string()) {
+                (Some(n), Some(v)) => Ok((n, v)),
+                _ => Err(error(
+                    "fetch: each header must be a [name, value] pair of strings",
+                )),
+            }
+        })
+        .collect()
+}

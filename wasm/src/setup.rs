@@ -1,0 +1,150 @@
+//! From the wg-quick text a page hands over to a running engine: the
+//! config checked, the relay URL built, the WebSocket opened.
+
+use std::time::Duration;
+
+use underpass_core::config::Config;
+use underpass_core::{Instant, Node, NodeOptions};
+use underpass_stack::{Stack, StackOptions};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::WebSocket;
+
+use crate::engine::{self, Engine, Shared, RELAY_LABEL};
+
+/// Everything `connect` needs, checked before any network activity.
+pub struct Plan {
+    config: Config,
+    /// The peer's `Endpoint` as written: the relay must serve it.
+    pub endpoint: String,
+    pub peer_name: String,
+}
+
+impl Plan {
+    pub fn from_config(text: &str) -> Result<Plan, String> {
+        let config = Config::parse(text).map_err(|e| format!("config: {e}"))?;
+        if config.interface.addresses.is_empty() {
+            return Err(format!(
+                "config line {}: [Interface] needs an Address (the tunnel address the peer routes to this page)",
+                config.interface.line
+            ));
+        }
+        let peer = match config.peers.as_slice() {
+            [] => return Err("config: a [Peer] is needed: the WireGuard peer the relay forwards to".into()),
+            [peer] => peer,
+            more => {
+                return Err(format!(
+                    "config: the browser client talks to one [Peer] (through one relay connection); this config has {}",
+                    more.len()
+                ))
+            }
+        };
+        let Some(endpoint) = &peer.endpoint else {
+            return Err(format!(
+                "config line {}: [Peer] needs an Endpoint: the relay forwards to it and only to the endpoints it was started with",
+                peer.line
+            ));
+        };
+        Ok(Plan {
+            endpoint: endpoint.to_string(),
+            peer_name: peer.public_key.to_string(),
+            config,
+        })
+    }
+
+    /// The node and stack of the config, wired to `ws`.
+    pub fn start(self, ws: WebSocket) -> Result<Shared, String> {
+        let iface = &self.config.interface;
+        let mtu = usize::from(iface.mtu.unwrap_or(1420));
+        let wall = Duration::from_secs_f64(js_sys::Date::now().max(0.0) / 1000.0);
+        let mut node = Node::new(
+            iface.private_key.clone(),
+            NodeOptions {
+                mtu,
+                ..NodeOptions::default()
+            },
+            Box::new(rand_core::OsRng),
+            Instant::ZERO,
+            wall,
+        );
+        let peer = node
+            .add_peer(
+                self.config.peers[0].options(Some(RELAY_LABEL)),
+                Instant::ZERO,
+            )
+            .map_err(|e| format!("config line {}: {e}", self.config.peers[0].line))?;
+        let mut seed = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+        let mut options = StackOptions::new(iface.addresses.clone(), u64::from_le_bytes(seed));
+        options.mtu = mtu;
+        options.dns_servers = iface.dns.clone();
+        // A page moves less than a proxy: smaller buffers keep many
+        // streams cheap in wasm's linear memory.
+        options.tcp.rx_buffer = 256 * 1024;
+        options.tcp.tx_buffer = 128 * 1024;
+        let stack =
+            Stack::new(options, Instant::ZERO).map_err(|e| format!("config: [Interface]: {e}"))?;
+        Engine::start(node, stack, peer, ws, engine::monotonic_ms())
+    }
+}
+
+/// `relay` with the peer's endpoint and the token in its query: a browser
+/// cannot set headers on a WebSocket.
+pub fn relay_url(relay: &str, endpoint: &str, token: Option<&str>) -> Result<String, String> {
+    let lower = relay.to_ascii_lowercase();
+    if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
+        return Err(format!(
+            "relayUrl {relay:?} must start with ws:// or wss:// (the relay's /relay endpoint)"
+        ));
+    }
+    let mut url = relay.to_string();
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push_str("endpoint=");
+    url.push_str(&String::from(js_sys::encode_uri_component(endpoint)));
+    if let Some(token) = token.filter(|t| !t.is_empty()) {
+        url.push_str("&token=");
+        url.push_str(&String::from(js_sys::encode_uri_component(token)));
+    }
+    Ok(url)
+}
+
+/// Opens `url`; resolves once open, with a message that names the relay
+/// (not the token) when it cannot.
+pub async fn open_websocket(url: &str, shown: &str) -> Result<WebSocket, String> {
+    let ws = WebSocket::new(url).map_err(|_| format!("{shown:?} is not a valid WebSocket URL"))?;
+    ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
+    let opened = js_sys::Promise::new(&mut |resolve, reject| {
+        ws.set_onopen(Some(&resolve));
+        let reject_close = reject.clone();
+        let on_close = Closure::once_into_js(move |event: JsValue| {
+            let why = match event.dyn_into::<web_sys::CloseEvent>() {
+                Ok(c) if !c.reason().is_empty() => c.reason(),
+                Ok(c) => format!("code {}", c.code()),
+                Err(_) => String::new(),
+            };
+            let _ = reject_close.call1(&JsValue::NULL, &JsValue::from_str(&why));
+        });
+        ws.set_onclose(Some(on_close.unchecked_ref()));
+        let on_error = Closure::once_into_js(move |_: JsValue| {
+            let _ = reject.call1(&JsValue::NULL, &JsValue::from_str(""));
+        });
+        ws.set_onerror(Some(on_error.unchecked_ref()));
+    });
+    let result = wasm_bindgen_futures::JsFuture::from(opened).await;
+    ws.set_onopen(None);
+    ws.set_onerror(None);
+    ws.set_onclose(None);
+    match result {
+        Ok(_) => Ok(ws),
+        Err(why) => {
+            let why = why.as_string().unwrap_or_default();
+            Err(if why.is_empty() || why.starts_with("code ") {
+                format!(
+                    "cannot connect to the relay at {shown} (is it running, and is the URL right?)"
+                )
+            } else {
+                format!("the relay at {shown} refused the connection: {why}")
+            })
+        }
+    }
+}
