@@ -1,0 +1,143 @@
+//! The web demo in Debian's chromium: a gateway, the relay serving
+//! web-demo/ and forwarding to it, a local HTTP server with known content
+//! and a TCP echo; web-demo/test/e2e.mjs drives the page (playwright-core)
+//! and checks what a person would see.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use underpass_tests::http_server::HttpServer;
+use underpass_tests::*;
+
+fn web_demo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web-demo")
+}
+
+/// What the test needs that `./test.sh` provides; a clear failure if not.
+fn check_prerequisites() {
+    let dir = web_demo();
+    let missing: Vec<&str> = [
+        (
+            "pkg/underpass_wasm_bg.wasm",
+            "the wasm build (web-demo/build.sh)",
+        ),
+        (
+            "node_modules/playwright-core",
+            "playwright-core (npm ci in web-demo)",
+        ),
+    ]
+    .iter()
+    .filter(|(path, _)| !dir.join(path).exists())
+    .map(|(_, what)| *what)
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {}: ./test.sh installs and builds them",
+        missing.join(", ")
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "no /usr/bin/chromium: ./test.sh installs Debian's chromium"
+    );
+}
+
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_page_connects_fetches_echoes_and_benchmarks_in_chromium() {
+    check_prerequisites();
+    let scratch = Scratch::new("browser");
+    let (g, c) = (keys(), keys());
+    let gateway_port = free_port();
+    let gateway_config = scratch.write(
+        "gateway.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {GATEWAY_IP}/32\nListenPort = {gateway_port}\n\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = {CLIENT_IP}/32\n\n\
+             [Gateway]\nAllowedDestinations = 127.0.0.0/8\n",
+            g.private, c.public
+        ),
+    );
+    let client_config = format!(
+        "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_IP}/32\nDNS = {GATEWAY_IP}\n\n\
+         [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{gateway_port}\nAllowedIPs = 0.0.0.0/0\n",
+        c.private, g.public
+    );
+    let mut gateway = Process::start(
+        "gateway",
+        &scratch,
+        &["gateway", "--config", gateway_config.to_str().unwrap()],
+    );
+    gateway.wait_for_log("gateway listening", Duration::from_secs(20));
+    let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let upstream = format!("127.0.0.1:{gateway_port}");
+    let listen = relay_addr.to_string();
+    let root = web_demo();
+    let mut relay = Process::start(
+        "relay",
+        &scratch,
+        &[
+            "relay",
+            "--listen",
+            &listen,
+            "--upstream",
+            &upstream,
+            "--web-root",
+            root.to_str().unwrap(),
+            "--token",
+            "page-token",
+        ],
+    );
+    relay.wait_for_log("relay on", Duration::from_secs(20));
+    let server = HttpServer::start();
+    let echo = echo_server();
+    let closed = free_port();
+
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg("node")
+        .arg(root.join("test/e2e.mjs"))
+        .current_dir(&root)
+        .env("PAGE_URL", format!("http://{relay_addr}/"))
+        .env("CONFIG", &client_config)
+        .env("TOKEN", "page-token")
+        .env("FETCH_URL", server.url("/bytes/1048583?seed=11"))
+        .env("CLOSED_URL", format!("http://127.0.0.1:{closed}/"))
+        .env("ECHO", echo.to_string())
+        .env("BENCH_URL", server.url(&format!("/fast/{}", 64 << 20)))
+        .env("OUT_DIR", &scratch.0)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-demo.png");
+    let _ = std::fs::copy(scratch.path("web-demo.png"), &shot);
+    println!("{stdout}\nscreenshot: {}", shot.display());
+    assert!(
+        out.status.success(),
+        "the browser test failed ({}):\n{stdout}\n{stderr}\n---- gateway ----\n{}\n---- relay ----\n{}",
+        out.status,
+        gateway.log(),
+        relay.log()
+    );
+    assert!(stdout.contains("\"handshakes\":"), "{stdout}");
+}
