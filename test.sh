@@ -21,8 +21,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the build and tests need: clang compiles ring's C for
 # wasm32; curl is the proxies' client in the end-to-end tests; wireguard-go,
-# wireguard-tools, iproute2 and tcpdump make the interop peer (root only).
-APT_PACKAGES=(clang curl wireguard-go wireguard-tools iproute2 tcpdump python3)
+# wireguard-tools, iproute2 and tcpdump make the interop peer (root only);
+# chromium and chromium-driver run the web demo and the wasm tests.
+APT_PACKAGES=(clang curl wireguard-go wireguard-tools iproute2 tcpdump python3 chromium chromium-driver)
 
 if [ "$install" = 1 ]; then
     step "install what is missing"
@@ -30,6 +31,8 @@ if [ "$install" = 1 ]; then
     for pkg in "${APT_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
+    # node and npm drive chromium (playwright-core); any install will do.
+    command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "apt: ${missing[*]}"
         as_root apt-get update -qq
@@ -39,6 +42,15 @@ if [ "$install" = 1 ]; then
     for component in clippy rustfmt; do
         rustup component list --installed | grep -q "^$component" || rustup component add "$component"
     done
+    # wasm-bindgen-cli must be exactly the wasm-bindgen of Cargo.lock.
+    wb=$(sed -n '/^name = "wasm-bindgen"$/{n;s/version = "\(.*\)"/\1/p}' Cargo.lock)
+    if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $wb" ]; then
+        echo "cargo install wasm-bindgen-cli $wb"
+        cargo install --quiet wasm-bindgen-cli --version "$wb"
+    fi
+    if [ ! -d web-demo/node_modules/playwright-core ] || [ web-demo/package-lock.json -nt web-demo/node_modules ]; then
+        (cd web-demo && npm ci --no-audit --no-fund --loglevel=error)
+    fi
 fi
 
 step "cargo fmt --check"
@@ -46,16 +58,23 @@ cargo fmt --all -- --check
 
 step "clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p underpass-wasm --all-targets --locked -- -D warnings
 
 step "build"
 # One debug build of everything, the binary the end-to-end tests start
 # included.
 cargo build --workspace --locked --all-targets
 
+step "sans-IO crates build for wasm32-unknown-unknown"
+cargo build --locked --target wasm32-unknown-unknown -p underpass-core -p underpass-stack
+
+step "the web demo's wasm module"
+web-demo/build.sh
+
 step "tests"
 cargo test --workspace --locked
 
-step "sans-IO crates build for wasm32-unknown-unknown"
-cargo build --locked --target wasm32-unknown-unknown -p underpass-core -p underpass-stack
+step "wasm tests in headless chromium"
+wasm/run-browser-tests.sh
 
 step "all checks passed"
