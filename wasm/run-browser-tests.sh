@@ -5,7 +5,7 @@
 # runs them with wasm-bindgen-test-runner and Debian's chromedriver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${UNDERPASS_BIN:-target/debug/underpass}
+bin=${UNDERPASS_BIN:-${CARGO_TARGET_DIR:-target}/debug/underpass}
 [ -x "$bin" ] || cargo build --locked -p underpass
 log=$(mktemp)
 "$bin" relay --listen 127.0.0.1:0 --demo >"$log" 2>&1 &

@@ -9,5 +9,5 @@ profile=debug flag=()
 if [ "${1:-}" = "--release" ]; then profile=release flag=(--release); fi
 cargo build --locked --target wasm32-unknown-unknown -p underpass-wasm "${flag[@]}"
 wasm-bindgen --target web --no-typescript --out-dir web-demo/pkg \
-    "target/wasm32-unknown-unknown/$profile/underpass_wasm.wasm"
+    "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/$profile/underpass_wasm.wasm"
 echo "web-demo/pkg built ($profile): $(du -h web-demo/pkg/underpass_wasm_bg.wasm | cut -f1)"
