@@ -24,6 +24,7 @@ use clap::Args;
 use futures_util::SinkExt;
 use tokio::net::UdpSocket;
 
+use crate::udp::SOCKET_BUFFER;
 use crate::Failure;
 
 /// The largest WebSocket frame or message: a WireGuard datagram is at most
@@ -32,10 +33,6 @@ pub const MAX_FRAME: usize = 64 * 1024;
 
 /// Datagrams read from UDP before the WebSocket is flushed.
 const DATAGRAMS_PER_FLUSH: usize = 64;
-/// The UDP receive buffer asked for: a peer sends bursts (GSO batches) that
-/// a default-sized buffer drops, and each drop costs the page's TCP a
-/// retransmission timeout.
-const UDP_BUFFER: usize = 4 << 20;
 
 /// Close codes the page sees, with a reason: the 4000 range is ours.
 pub mod close {
@@ -417,9 +414,11 @@ async fn pump(relay: &Relay, mut socket: WebSocket, upstream: SocketAddr) -> std
 fn udp_socket(bind: SocketAddr) -> std::io::Result<UdpSocket> {
     let domain = socket2::Domain::for_address(bind);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    // Best effort: the kernel caps it at rmem_max.
-    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
-    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    // The tunnel's size: a peer sends bursts (GSO batches) that a default
+    // buffer drops, and each drop costs the page's TCP a retransmission
+    // timeout. Best effort: the kernel caps it at rmem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&bind.into())?;
     UdpSocket::from_std(socket.into())

@@ -14,7 +14,7 @@ use tokio::io::Interest;
 
 /// The socket buffer size we ask for; 4 MiB is what an unprivileged process
 /// may have on common kernels (`net.core.rmem_max`).
-const SOCKET_BUFFER: usize = 4 << 20;
+pub(crate) const SOCKET_BUFFER: usize = 4 << 20;
 /// Datagram batches read per `recvmmsg`.
 pub const RECV_BATCH: usize = 32;
 /// Room per receive buffer: a full GRO batch.

@@ -327,19 +327,45 @@ pub struct PairOptions {
 pub const GATEWAY_IP: &str = "10.50.0.1";
 pub const CLIENT_IP: &str = "10.50.0.2";
 
+/// A gateway process on a free loopback port for the client key
+/// `client_public` (tunnel address CLIENT_IP), allowed everywhere; `extra`
+/// is appended to its config. Returns it, its port and its keys.
+pub fn start_gateway(
+    scratch: &Scratch,
+    client_public: &str,
+    extra: &str,
+    cpu: Option<u32>,
+) -> (Process, u16, Keys) {
+    let g = keys();
+    let port = free_port();
+    let config = scratch.write(
+        "gateway.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {GATEWAY_IP}/32\nListenPort = {port}\n\n\
+             [Peer]\nPublicKey = {client_public}\nAllowedIPs = {CLIENT_IP}/32\n\n\
+             [Gateway]\nAllowedDestinations = 127.0.0.0/8, 0.0.0.0/0\n{extra}",
+            g.private
+        ),
+    );
+    let mut gateway = Process::start_on(
+        cpu,
+        "gateway",
+        scratch,
+        &["gateway", "--config", config.to_str().unwrap()],
+    );
+    gateway.wait_for_log("gateway listening", Duration::from_secs(20));
+    (gateway, port, g)
+}
+
 impl Pair {
     pub fn start(name: &str, options: PairOptions) -> Pair {
         let scratch = Scratch::new(name);
-        let (g, c) = (keys(), keys());
-        let gateway_port = free_port();
-        let gateway_config = scratch.write(
-            "gateway.conf",
-            &format!(
-                "[Interface]\nPrivateKey = {}\nAddress = {GATEWAY_IP}/32\nListenPort = {gateway_port}\n\n\
-                 [Peer]\nPublicKey = {}\nAllowedIPs = {CLIENT_IP}/32\n\n\
-                 [Gateway]\nAllowedDestinations = 127.0.0.0/8, 0.0.0.0/0\n{}",
-                g.private, c.public, options.extra_gateway
-            ),
+        let c = keys();
+        let (gateway, gateway_port, g) = start_gateway(
+            &scratch,
+            &c.public,
+            &options.extra_gateway,
+            options.gateway_cpu,
         );
         let socks = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -352,13 +378,6 @@ impl Pair {
                 c.private, g.public, options.extra_client
             ),
         );
-        let mut gateway = Process::start_on(
-            options.gateway_cpu,
-            "gateway",
-            &scratch,
-            &["gateway", "--config", gateway_config.to_str().unwrap()],
-        );
-        gateway.wait_for_log("gateway listening", Duration::from_secs(20));
         let mut args: Vec<String> = vec!["--config".into(), client_config.to_str().unwrap().into()];
         args.extend(options.client_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -66,28 +66,13 @@ fn echo_server() -> SocketAddr {
 fn the_page_connects_fetches_echoes_and_benchmarks_in_chromium() {
     check_prerequisites();
     let scratch = Scratch::new("browser");
-    let (g, c) = (keys(), keys());
-    let gateway_port = free_port();
-    let gateway_config = scratch.write(
-        "gateway.conf",
-        &format!(
-            "[Interface]\nPrivateKey = {}\nAddress = {GATEWAY_IP}/32\nListenPort = {gateway_port}\n\n\
-             [Peer]\nPublicKey = {}\nAllowedIPs = {CLIENT_IP}/32\n\n\
-             [Gateway]\nAllowedDestinations = 127.0.0.0/8\n",
-            g.private, c.public
-        ),
-    );
+    let c = keys();
+    let (gateway, gateway_port, g) = start_gateway(&scratch, &c.public, "", None);
     let client_config = format!(
         "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_IP}/32\nDNS = {GATEWAY_IP}\n\n\
          [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{gateway_port}\nAllowedIPs = 0.0.0.0/0\n",
         c.private, g.public
     );
-    let mut gateway = Process::start(
-        "gateway",
-        &scratch,
-        &["gateway", "--config", gateway_config.to_str().unwrap()],
-    );
-    gateway.wait_for_log("gateway listening", Duration::from_secs(20));
     let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let upstream = format!("127.0.0.1:{gateway_port}");
     let listen = relay_addr.to_string();

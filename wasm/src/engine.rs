@@ -249,9 +249,7 @@ impl Engine {
         if let Some((_, id)) = self.timer.take() {
             clear_timeout(&id);
         }
-        for w in self.waiters.drain(..) {
-            w.wake();
-        }
+        self.wake_waiters();
     }
 
     /// One turn: inbound frames, timers, the stack, encryption, sending.
@@ -341,15 +339,9 @@ impl Engine {
                     if let Some(start) = self.handshake_started.take() {
                         self.handshake_rtt = Some(now.saturating_duration_since(start));
                     }
-                    for w in self.waiters.drain(..) {
-                        w.wake();
-                    }
+                    self.wake_waiters();
                 }
-                Event::HandshakeTimedOut { .. } => {
-                    for w in self.waiters.drain(..) {
-                        w.wake();
-                    }
-                }
+                Event::HandshakeTimedOut { .. } => self.wake_waiters(),
                 _ => {}
             }
         }
