@@ -40,6 +40,8 @@ struct InFlight {
     to: usize,
     from: SocketAddr,
     bytes: Vec<u8>,
+    /// The link's second copy of a transport message.
+    duplicate_data: bool,
 }
 
 impl PartialEq for InFlight {
@@ -75,7 +77,8 @@ pub struct Sim {
     pub events: [Vec<(Instant, Event)>; 2],
     /// Datagrams each node put on the wire, with when and their length.
     pub sent: [Vec<(Instant, usize)>; 2],
-    /// Transport messages the link delivered twice to each node.
+    /// Second copies of transport messages that reached each node (counted
+    /// on arrival: a copy still in flight when a run ends was not delivered).
     pub duplicated_data: [u64; 2],
 }
 
@@ -167,10 +170,7 @@ impl Sim {
                     } else {
                         1
                     };
-                    if copies == 2 && bytes[0] == 4 {
-                        self.duplicated_data[to] += 1;
-                    }
-                    for _ in 0..copies {
+                    for copy in 0..copies {
                         let jitter = if self.link.jitter.is_zero() {
                             Duration::ZERO
                         } else {
@@ -183,6 +183,7 @@ impl Sim {
                             to,
                             from: self.addrs[from],
                             bytes: bytes.clone(),
+                            duplicate_data: copy == 1 && bytes[0] == 4,
                         }));
                     }
                 }
@@ -214,6 +215,9 @@ impl Sim {
                             break;
                         }
                         let Reverse(mut f) = self.in_flight.pop().unwrap();
+                        if f.duplicate_data {
+                            self.duplicated_data[f.to] += 1;
+                        }
                         if let Ok(Received::Packet { packet, .. }) =
                             self.nodes[f.to].handle_datagram(self.now, f.from, &mut f.bytes)
                         {
