@@ -5,7 +5,7 @@
 //! with the same seed is the same run.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -40,8 +40,8 @@ struct InFlight {
     to: usize,
     from: SocketAddr,
     bytes: Vec<u8>,
-    /// The link's second copy of a transport message.
-    duplicate_data: bool,
+    /// For both copies of a duplicated transport message: which pair.
+    pair: Option<u64>,
 }
 
 impl PartialEq for InFlight {
@@ -77,9 +77,11 @@ pub struct Sim {
     pub events: [Vec<(Instant, Event)>; 2],
     /// Datagrams each node put on the wire, with when and their length.
     pub sent: [Vec<(Instant, usize)>; 2],
-    /// Second copies of transport messages that reached each node (counted
-    /// on arrival: a copy still in flight when a run ends was not delivered).
+    /// Transport messages of which both copies reached each node (counted
+    /// when the second arrives: copies reorder, and one still in flight
+    /// when a run ends was not delivered).
     pub duplicated_data: [u64; 2],
+    pairs_arrived: HashSet<u64>,
 }
 
 pub const A: usize = 0;
@@ -131,6 +133,7 @@ impl Sim {
             events: [Vec::new(), Vec::new()],
             sent: [Vec::new(), Vec::new()],
             duplicated_data: [0, 0],
+            pairs_arrived: HashSet::new(),
         }
     }
 
@@ -170,7 +173,11 @@ impl Sim {
                     } else {
                         1
                     };
-                    for copy in 0..copies {
+                    let pair = (copies == 2 && bytes[0] == 4).then(|| {
+                        self.seq += 1;
+                        self.seq
+                    });
+                    for _ in 0..copies {
                         let jitter = if self.link.jitter.is_zero() {
                             Duration::ZERO
                         } else {
@@ -183,7 +190,7 @@ impl Sim {
                             to,
                             from: self.addrs[from],
                             bytes: bytes.clone(),
-                            duplicate_data: copy == 1 && bytes[0] == 4,
+                            pair,
                         }));
                     }
                 }
@@ -215,8 +222,11 @@ impl Sim {
                             break;
                         }
                         let Reverse(mut f) = self.in_flight.pop().unwrap();
-                        if f.duplicate_data {
-                            self.duplicated_data[f.to] += 1;
+                        if let Some(p) = f.pair {
+                            // The second copy to arrive, whichever it is.
+                            if !self.pairs_arrived.insert(p) {
+                                self.duplicated_data[f.to] += 1;
+                            }
                         }
                         if let Ok(Received::Packet { packet, .. }) =
                             self.nodes[f.to].handle_datagram(self.now, f.from, &mut f.bytes)
