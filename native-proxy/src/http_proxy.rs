@@ -163,69 +163,110 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// What a request asks of the proxy, decided from its head alone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `CONNECT host:port`: a byte tunnel.
+    Connect { host: String, port: u16 },
+    /// An absolute-form `http://` request, forwarded.
+    Forward { host: String, port: u16 },
+}
+
+/// A request refused before anything is dialled.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: &'static str,
+}
+
+fn refuse(status: StatusCode, message: &'static str) -> Refusal {
+    Refusal { status, message }
+}
+
+fn unbracket(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// Checks credentials and reads the destination of a request head.
+pub fn route(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    auth: Option<&Credentials>,
+) -> Result<Route, Refusal> {
+    if auth.is_some_and(|creds| !authorized(headers, creds)) {
+        return Err(refuse(
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            "proxy credentials needed",
+        ));
+    }
+    if method == Method::CONNECT {
+        let authority = uri
+            .authority()
+            .ok_or(refuse(StatusCode::BAD_REQUEST, "CONNECT needs host:port"))?;
+        let port = authority
+            .port_u16()
+            .ok_or(refuse(StatusCode::BAD_REQUEST, "CONNECT needs host:port"))?;
+        return Ok(Route::Connect {
+            host: unbracket(authority.host()),
+            port,
+        });
+    }
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "this proxy takes https:// through CONNECT (curl does that by itself)",
+            ))
+        }
+        _ => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "this is an HTTP proxy: ask it for absolute URLs (GET http://host/path) or CONNECT host:port",
+            ))
+        }
+    }
+    let host = uri
+        .host()
+        .ok_or(refuse(StatusCode::BAD_REQUEST, "the URL has no host"))?;
+    Ok(Route::Forward {
+        host: unbracket(host),
+        port: uri.port_u16().unwrap_or(80),
+    })
+}
+
 async fn handle(
     req: Request<Incoming>,
     tunnel: Tunnel,
     auth: Option<&Credentials>,
     upstreams: Upstreams,
 ) -> Response<Body> {
-    if let Some(creds) = auth {
-        if !authorized(req.headers(), creds) {
-            tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
-            let mut r = text(
-                StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-                "proxy credentials needed",
-            );
-            r.headers_mut().insert(
-                header::PROXY_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"underpass\""),
-            );
-            return r;
+    match route(req.method(), req.uri(), req.headers(), auth) {
+        Ok(Route::Connect { host, port }) => connect(req, &host, port, tunnel).await,
+        Ok(Route::Forward { host, port }) => forward(req, &host, port, &tunnel, &upstreams).await,
+        Err(refusal) => {
+            let mut r = text(refusal.status, refusal.message);
+            if refusal.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+                tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
+                r.headers_mut().insert(
+                    header::PROXY_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"underpass\""),
+                );
+            }
+            r
         }
     }
-    if req.method() == Method::CONNECT {
-        return connect(req, tunnel).await;
-    }
-    let uri = req.uri().clone();
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return text(StatusCode::BAD_REQUEST, "this proxy takes https:// through CONNECT (curl does that by itself)");
-        }
-        _ => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "this is an HTTP proxy: ask it for absolute URLs (GET http://host/path) or CONNECT host:port",
-            )
-        }
-    }
-    let Some(host) = uri
-        .host()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
-    else {
-        return text(StatusCode::BAD_REQUEST, "the URL has no host");
-    };
-    let port = uri.port_u16().unwrap_or(80);
-    forward(req, &host, port, &tunnel, &upstreams).await
 }
 
-async fn connect(req: Request<Incoming>, tunnel: Tunnel) -> Response<Body> {
-    let Some(authority) = req.uri().authority().cloned() else {
-        return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-    };
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let Some(port) = authority.port_u16() else {
-        return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-    };
-    let mut remote = match tunnel.connect_host(&host, port).await {
+async fn connect(req: Request<Incoming>, host: &str, port: u16, tunnel: Tunnel) -> Response<Body> {
+    let mut remote = match tunnel.connect_host(host, port).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(%host, port, error = %e, "CONNECT failed");
-            return dial_failure(&host, &e);
+            return dial_failure(host, &e);
         }
     };
     tracing::debug!(%host, port, "CONNECT");

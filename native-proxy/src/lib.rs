@@ -1,0 +1,117 @@
+//! underpass: a WireGuard client that needs no root and no TUN device.
+//!
+//! The library is the binary's body; it exists so the fuzz targets and
+//! their corpus replay reach the parsers the binary uses.
+//!
+//! The tunnel ends in a userspace TCP/IP stack exposed as SOCKS5 and HTTP
+//! proxies and port forwards; `gateway` is the matching exit peer, also
+//! without root; `quickstart` runs both on loopback.
+
+mod cli;
+mod client;
+mod config;
+mod dns_answer;
+mod forward;
+#[doc(hidden)]
+pub mod fuzz;
+mod gateway;
+mod http_proxy;
+mod metrics;
+mod pcap;
+mod quickstart;
+mod relay;
+mod setup;
+mod socks;
+mod splice;
+mod tunnel;
+mod udp;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+/// Exit status for usage and configuration errors, as for clap's own.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status for failures at run time (a listener that cannot bind...).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// An error with the exit status it deserves.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl std::fmt::Display) -> Failure {
+        Failure {
+            status: EXIT_USAGE,
+            message: message.to_string(),
+        }
+    }
+
+    pub fn runtime(message: impl std::fmt::Display) -> Failure {
+        Failure {
+            status: EXIT_FAILURE,
+            message: message.to_string(),
+        }
+    }
+}
+
+fn init_logging(to_stderr_only: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = to_stderr_only;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Socket buffers are large (512 KiB a side per connection) but only the
+/// pages data touched should cost memory. glibc raises its mmap threshold
+/// after the first large free, and then serves such buffers from the heap
+/// with calloc zeroing them all: fixing the threshold keeps them lazily
+/// mapped (see BENCHMARKS.md, userspace-stack memory).
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// The whole program, from the command line to its exit status.
+pub fn main() -> ExitCode {
+    fix_mmap_threshold();
+    let cli = Cli::parse();
+    init_logging(true);
+    let result = match cli.command {
+        Some(Command::Genkey) => cli::genkey(),
+        Some(Command::Pubkey) => cli::pubkey(),
+        Some(Command::Gateway(args)) => run(gateway::run(args)),
+        Some(Command::Quickstart(args)) => run(quickstart::run(args)),
+        Some(Command::Relay(args)) => run(relay::run(args)),
+        None => run(client::run(cli.client)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("underpass: {}", f.message);
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+/// Runs `fut` on the single-threaded runtime every mode uses.
+fn run(fut: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, fut)
+}
