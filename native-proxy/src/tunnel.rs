@@ -236,7 +236,7 @@ impl Engine {
                     tracing::debug!(peer = %self.peer_name(peer), "session keys zeroed after inactivity");
                 }
                 Event::EndpointChanged { peer, endpoint } => {
-                    tracing::debug!(peer = %self.peer_name(peer), %endpoint, "peer endpoint");
+                    tracing::info!(peer = %self.peer_name(peer), %endpoint, "peer endpoint changed");
                 }
             }
         }

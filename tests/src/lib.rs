@@ -4,6 +4,7 @@
 //! messages.
 
 pub mod http_server;
+pub mod impair;
 pub mod interop;
 
 use std::hash::Hasher;
@@ -126,6 +127,20 @@ impl Process {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory now and at its peak, KiB (`VmRSS`, `VmHWM`).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// Waits until the log contains `needle`; fails with the log.
@@ -311,6 +326,10 @@ pub struct Pair {
     pub http: SocketAddr,
     pub gateway_port: u16,
     pub client_config: PathBuf,
+    /// Between client and gateway, when the pair was asked for one.
+    pub relay: Option<impair::ImpairRelay>,
+    pub client_keys: Keys,
+    pub gateway_keys: Keys,
 }
 
 /// How a pair is set up; `extra_client` is appended to the client config.
@@ -322,6 +341,8 @@ pub struct PairOptions {
     /// CPUs to pin the processes to (benchmarks).
     pub gateway_cpu: Option<u32>,
     pub client_cpu: Option<u32>,
+    /// Puts an impairing relay (seeded) between client and gateway.
+    pub impair: Option<(impair::Impairment, u64)>,
 }
 
 pub const GATEWAY_IP: &str = "10.50.0.1";
@@ -369,11 +390,17 @@ impl Pair {
         );
         let socks = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let relay = options.impair.map(|(impairment, seed)| {
+            impair::ImpairRelay::start(([127, 0, 0, 1], gateway_port).into(), impairment, seed)
+        });
+        let endpoint = relay
+            .as_ref()
+            .map_or(SocketAddr::from(([127, 0, 0, 1], gateway_port)), |r| r.addr);
         let client_config = scratch.write(
             "client.conf",
             &format!(
                 "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_IP}/32\nDNS = {GATEWAY_IP}\n\n\
-                 [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{gateway_port}\nAllowedIPs = 0.0.0.0/0\n\n\
+                 [Peer]\nPublicKey = {}\nEndpoint = {endpoint}\nAllowedIPs = 0.0.0.0/0\n\n\
                  [Socks5]\nBindAddress = {socks}\n\n[http]\nBindAddress = {http}\n{}",
                 c.private, g.public, options.extra_client
             ),
@@ -393,6 +420,9 @@ impl Pair {
             http,
             gateway_port,
             client_config,
+            relay,
+            client_keys: c,
+            gateway_keys: g,
         }
     }
 }
