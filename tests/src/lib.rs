@@ -40,12 +40,27 @@ pub fn binary() -> PathBuf {
     .clone()
 }
 
-/// A port nobody listens on right now (TCP and UDP).
+/// A port nobody listens on right now (TCP and UDP), for a process the
+/// test starts next. Taken below the kernel's ephemeral range (32768 and
+/// up by default): a port the kernel chose could be handed to some
+/// outgoing connection before that process binds it. Never the same port
+/// twice in one test run.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Each test process starts at its own place in 20000..32000.
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 1000) as u16 * 12,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
     loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let port = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + port.wrapping_sub(20_000) % 12_000;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
             return port;
         }
     }

@@ -45,7 +45,7 @@ fn transfers_through_loss_duplication_and_reordering_arrive_intact() {
     );
     // Small: smoltcp recovers from loss slowly (RELIABILITY.md has the
     // figures for 64 MiB); here the point is that every byte arrives.
-    let len = 2 * 1024 * 1024;
+    let len = 1024 * 1024;
     let started = Instant::now();
     download(&pair, &server, len, 5, &[]);
     let down = started.elapsed();
@@ -62,14 +62,14 @@ fn transfers_through_loss_duplication_and_reordering_arrive_intact() {
     assert_eq!(out, format!("{len} {expected}\n"));
     let relay = pair.relay.as_ref().unwrap();
     println!(
-        "2 MiB at 2% loss: down {down:?}, up {:?}; client->gateway {}; gateway->client {}",
+        "1 MiB at 2% loss: down {down:?}, up {:?}; client->gateway {}; gateway->client {}",
         started.elapsed(),
         relay.up,
         relay.down
     );
     // The link really was bad both ways.
     assert!(relay.up.dropped.load(Ordering::Relaxed) > 0);
-    assert!(relay.down.dropped.load(Ordering::Relaxed) > 10);
+    assert!(relay.down.dropped.load(Ordering::Relaxed) > 5);
     assert!(relay.down.duplicated.load(Ordering::Relaxed) > 0);
 }
 
