@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use underpass_stack::ListenerId;
 
+use crate::accept::accept;
 use crate::config::{ProxyConfig, Target};
 use crate::splice::splice;
 use crate::tunnel::Tunnel;
@@ -92,16 +93,7 @@ pub async fn start(tunnel: &Tunnel, cfg: &ProxyConfig) -> Result<Forwards, Failu
 
 async fn tcp_client(listener: TcpListener, tunnel: Tunnel, target: Target) {
     loop {
-        let (mut local, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = local.set_nodelay(true);
-        tunnel.with(|e| e.metrics.proxy_connections.fetch_add(1, Ordering::Relaxed));
+        let (mut local, peer) = accept(&listener, &tunnel, "TCPClientTunnel").await;
         let (tunnel, target) = (tunnel.clone(), target.clone());
         tokio::task::spawn_local(async move {
             match tunnel.connect_host(&target.host, target.port).await {

@@ -26,6 +26,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::accept::accept;
 use crate::config::Credentials;
 use crate::splice::splice;
 use crate::tunnel::{ConnectError, Tunnel};
@@ -42,16 +43,7 @@ type Upstreams = Rc<RefCell<HashMap<(String, u16), SendRequest<Incoming>>>>;
 
 pub async fn serve(listener: TcpListener, tunnel: Tunnel, auth: Option<Rc<Credentials>>) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "HTTP proxy accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tunnel.with(|e| e.metrics.proxy_connections.fetch_add(1, Ordering::Relaxed));
+        let (stream, peer) = accept(&listener, &tunnel, "HTTP proxy").await;
         let (tunnel, auth) = (tunnel.clone(), auth.clone());
         tokio::task::spawn_local(async move {
             if let Err(e) = serve_connection(stream, tunnel, auth).await {

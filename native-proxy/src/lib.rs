@@ -7,6 +7,7 @@
 //! proxies and port forwards; `gateway` is the matching exit peer, also
 //! without root; `quickstart` runs both on loopback.
 
+mod accept;
 mod cli;
 mod client;
 mod config;

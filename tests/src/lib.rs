@@ -252,6 +252,17 @@ pub fn curl(args: &[&str]) -> Output {
         .expect("curl is installed (the test command installs it)")
 }
 
+/// The stdout of a curl that must have succeeded; its stderr otherwise.
+pub fn curl_text(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "curl failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A 64-bit checksum of a byte stream, fed in pieces.
 #[derive(Default)]
 pub struct Checksum(std::hash::DefaultHasher);
@@ -394,6 +405,27 @@ pub fn start_gateway(
 }
 
 impl Pair {
+    /// Downloads `len` bytes of stream `seed` from `server` through the
+    /// SOCKS proxy (curl with `extra` arguments) and checks every byte.
+    pub fn download_checked(
+        &self,
+        server: &http_server::HttpServer,
+        len: u64,
+        seed: u64,
+        extra: &[&str],
+    ) {
+        let file = self.scratch.path(&format!("down-{seed}.bin"));
+        let url = server.url(&format!("/bytes/{len}?seed={seed}"));
+        let socks = self.socks.to_string();
+        let mut args = vec!["--socks5", &socks, "-o", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl_text(&curl(&args));
+        let expected = Checksum::of(&content(seed, len as usize));
+        assert_eq!(Checksum::of_file(&file), (expected, len), "download {seed}");
+        std::fs::remove_file(&file).unwrap();
+    }
+
     pub fn start(name: &str, options: PairOptions) -> Pair {
         let scratch = Scratch::new(name);
         let c = keys();

@@ -9,16 +9,6 @@ use std::time::{Duration, Instant};
 use underpass_tests::http_server::HttpServer;
 use underpass_tests::*;
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "curl failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A valid initiation from `from` to `to`, as a WireGuard client would
 /// send it.
 fn initiation(from: &str, to: &str) -> Vec<u8> {
@@ -82,9 +72,8 @@ fn a_handshake_flood_leaves_the_real_peer_served() {
         })
     };
     let started = Instant::now();
-    // The established session keeps working...
     let socks = pair.socks.to_string();
-    for _ in 0..5 {
+    let hello = || {
         let out = curl(&[
             "--max-time",
             "30",
@@ -92,22 +81,13 @@ fn a_handshake_flood_leaves_the_real_peer_served() {
             &socks,
             &server.url("/hello"),
         ]);
-        assert_eq!(ok(&out), "hello underpass\n");
+        assert_eq!(curl_text(&out), "hello underpass\n");
+    };
+    // The established session keeps working...
+    for _ in 0..5 {
+        hello();
     }
-    let file = pair.scratch.path("down.bin");
-    let len = 4 * 1024 * 1024;
-    let url = server.url(&format!("/bytes/{len}?seed=10"));
-    ok(&curl(&[
-        "--socks5",
-        &socks,
-        "-o",
-        file.to_str().unwrap(),
-        &url,
-    ]));
-    assert_eq!(
-        Checksum::of_file(&file),
-        (Checksum::of(&content(10, len)), len as u64)
-    );
+    pair.download_checked(&server, 4 * 1024 * 1024, 10, &[]);
     // ...and so does a new handshake: the client restarts mid-flood.
     pair.client.terminate();
     let config = pair.client_config.to_str().unwrap().to_string();
@@ -117,14 +97,7 @@ fn a_handshake_flood_leaves_the_real_peer_served() {
     let handshake = handshake.elapsed();
     pair.client = client;
     wait_tcp(pair.socks, Duration::from_secs(10));
-    let out = curl(&[
-        "--max-time",
-        "30",
-        "--socks5",
-        &socks,
-        &server.url("/hello"),
-    ]);
-    assert_eq!(ok(&out), "hello underpass\n");
+    hello();
     stop.store(true, Ordering::Relaxed);
     flooder.join().unwrap();
     let (sent, cookies) = (

@@ -8,16 +8,6 @@ use std::time::Duration;
 use underpass_tests::http_server::HttpServer;
 use underpass_tests::*;
 
-fn body(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "curl failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn socks5_with_a_host_name_resolves_through_the_tunnel() {
     let server = HttpServer::start();
@@ -25,7 +15,7 @@ fn socks5_with_a_host_name_resolves_through_the_tunnel() {
     // "localhost" is resolved by the gateway (the client's DNS server), not here.
     let url = format!("http://localhost:{}/hello", server.addr.port());
     let out = curl(&["--socks5-hostname", &pair.socks.to_string(), &url]);
-    assert_eq!(body(&out), "hello underpass\n");
+    assert_eq!(curl_text(&out), "hello underpass\n");
 }
 
 #[test]
@@ -47,7 +37,7 @@ fn socks5_with_an_address_and_http_proxy_both_forms_fetch_intact_bytes() {
         let file = pair.scratch.path("out.bin");
         let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
         a.extend(["-o", file.to_str().unwrap(), &url]);
-        body(&curl(&a));
+        curl_text(&curl(&a));
         assert_eq!(
             Checksum::of_file(&file),
             (expected, len as u64),
@@ -75,7 +65,7 @@ fn credentials_are_required_when_configured() {
     let url = server.url("/hello");
     // SOCKS5: right credentials pass; wrong or none are refused.
     assert_eq!(
-        body(&curl(&[
+        curl_text(&curl(&[
             "--socks5",
             &format!("alice:s3cret@127.0.0.1:{su}"),
             &url
@@ -92,11 +82,11 @@ fn credentials_are_required_when_configured() {
     // HTTP: 407 without or with wrong credentials, for requests and CONNECT.
     let http = format!("http://127.0.0.1:{hu}");
     assert_eq!(
-        body(&curl(&["-x", &http, "-U", "alice:s3cret", &url])),
+        curl_text(&curl(&["-x", &http, "-U", "alice:s3cret", &url])),
         "hello underpass\n"
     );
     assert_eq!(
-        body(&curl(&["-p", "-x", &http, "-U", "alice:s3cret", &url])),
+        curl_text(&curl(&["-p", "-x", &http, "-U", "alice:s3cret", &url])),
         "hello underpass\n"
     );
     for extra in [&[][..], &["-U", "alice:nope"][..]] {
@@ -130,7 +120,7 @@ fn two_hundred_parallel_transfers_all_arrive_intact() {
         ));
     }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    body(&curl(&a));
+    curl_text(&curl(&a));
     for i in 0..n {
         let got = Checksum::of_file(&pair.scratch.path(&format!("p{i}")));
         assert_eq!(
@@ -149,7 +139,7 @@ fn two_hundred_fifty_six_mib_each_way_arrive_intact() {
     // Download.
     let file = pair.scratch.path("down.bin");
     let url = server.url(&format!("/bytes/{len}?seed=99"));
-    body(&curl(&[
+    curl_text(&curl(&[
         "--socks5",
         &pair.socks.to_string(),
         "-o",
@@ -161,7 +151,7 @@ fn two_hundred_fifty_six_mib_each_way_arrive_intact() {
     std::fs::remove_file(&file).unwrap();
     // Upload, the server checks what it got.
     let up = pair.scratch.path("expected.bin");
-    let out = body(&curl(&[
+    let out = curl_text(&curl(&[
         "--socks5",
         &pair.socks.to_string(),
         "-T",
@@ -177,7 +167,7 @@ fn chunked_uploads_pass_the_http_proxy() {
     let pair = Pair::start("chunked", PairOptions::default());
     let file = pair.scratch.path("up.bin");
     let expected = write_content(&file, 5, 5_000_000);
-    let out = body(&curl(&[
+    let out = curl_text(&curl(&[
         "-x",
         &format!("http://{}", pair.http),
         "-H",
@@ -205,7 +195,7 @@ fn a_tcp_client_tunnel_forwards_a_local_port() {
         },
     );
     let out = curl(&[&format!("http://127.0.0.1:{port}/hello")]);
-    assert_eq!(body(&out), "hello underpass\n");
+    assert_eq!(curl_text(&out), "hello underpass\n");
 }
 
 #[test]
@@ -240,7 +230,7 @@ fn a_tcp_server_tunnel_serves_a_tunnel_port_from_a_local_target() {
     let mut pb = Process::start("b", &scratch, &["--config", b_cfg.to_str().unwrap()]);
     pb.wait_for_log("handshake completed", Duration::from_secs(20));
     let out = curl(&[&format!("http://127.0.0.1:{b_local}/hello")]);
-    assert_eq!(body(&out), "hello underpass\n");
+    assert_eq!(curl_text(&out), "hello underpass\n");
 }
 
 /// A UDP echo server on loopback.
@@ -348,7 +338,7 @@ fn garbage_gets_an_error_reply_and_the_next_client_is_served() {
     );
     // And everyone else is still served.
     assert_eq!(
-        body(&curl(&[
+        curl_text(&curl(&[
             "--socks5",
             &pair.socks.to_string(),
             &server.url("/hello")
@@ -356,7 +346,7 @@ fn garbage_gets_an_error_reply_and_the_next_client_is_served() {
         "hello underpass\n"
     );
     assert_eq!(
-        body(&curl(&[
+        curl_text(&curl(&[
             "-x",
             &format!("http://{}", pair.http),
             &server.url("/hello")
@@ -635,14 +625,14 @@ fn metrics_and_pcap_show_the_traffic() {
     );
     wait_tcp(metrics, Duration::from_secs(5));
     assert_eq!(
-        body(&curl(&[
+        curl_text(&curl(&[
             "--socks5",
             &pair.socks.to_string(),
             &server.url("/hello")
         ])),
         "hello underpass\n"
     );
-    let text = body(&curl(&[&format!("http://{metrics}/metrics")]));
+    let text = curl_text(&curl(&[&format!("http://{metrics}/metrics")]));
     assert!(text.contains("underpass_handshakes_total 1"), "{text}");
     let connections: u64 = text
         .lines()
@@ -654,7 +644,10 @@ fn metrics_and_pcap_show_the_traffic() {
         text.contains("underpass_datagrams_dropped_total{reason=\"invalid_mac1\"} 0"),
         "{text}"
     );
-    assert_eq!(body(&curl(&[&format!("http://{metrics}/healthz")])), "ok\n");
+    assert_eq!(
+        curl_text(&curl(&[&format!("http://{metrics}/healthz")])),
+        "ok\n"
+    );
     // SIGTERM flushes the capture: a pcap header and the packets.
     let mut pair = pair;
     assert!(pair.client.terminate().success());

@@ -9,30 +9,6 @@ use underpass_tests::http_server::HttpServer;
 use underpass_tests::impair::Impairment;
 use underpass_tests::*;
 
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "curl failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Downloads `len` bytes of stream `seed` through SOCKS and checks them.
-fn download(pair: &Pair, server: &HttpServer, len: u64, seed: u64, extra: &[&str]) {
-    let file = pair.scratch.path(&format!("down-{seed}.bin"));
-    let url = server.url(&format!("/bytes/{len}?seed={seed}"));
-    let socks = pair.socks.to_string();
-    let mut args = vec!["--socks5", &socks, "-o", file.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    ok(&curl(&args));
-    let expected = Checksum::of(&content(seed, len as usize));
-    assert_eq!(Checksum::of_file(&file), (expected, len), "download {seed}");
-    std::fs::remove_file(&file).unwrap();
-}
-
 #[test]
 fn transfers_through_loss_duplication_and_reordering_arrive_intact() {
     let server = HttpServer::start();
@@ -47,12 +23,12 @@ fn transfers_through_loss_duplication_and_reordering_arrive_intact() {
     // figures for 64 MiB); here the point is that every byte arrives.
     let len = 1024 * 1024;
     let started = Instant::now();
-    download(&pair, &server, len, 5, &[]);
+    pair.download_checked(&server, len, 5, &[]);
     let down = started.elapsed();
     let up = pair.scratch.path("up.bin");
     let expected = write_content(&up, 6, len);
     let started = Instant::now();
-    let out = ok(&curl(&[
+    let out = curl_text(&curl(&[
         "--socks5",
         &pair.socks.to_string(),
         "-T",
@@ -79,7 +55,10 @@ fn the_client_recovers_by_itself_after_the_gateway_restarts() {
     let mut pair = Pair::start("restart", PairOptions::default());
     let url = server.url("/hello");
     let socks = pair.socks.to_string();
-    assert_eq!(ok(&curl(&["--socks5", &socks, &url])), "hello underpass\n");
+    assert_eq!(
+        curl_text(&curl(&["--socks5", &socks, &url])),
+        "hello underpass\n"
+    );
     pair.gateway.terminate();
     let config = pair.scratch.path("gateway.conf");
     let mut gateway = Process::start(
@@ -110,7 +89,7 @@ fn the_client_recovers_by_itself_after_the_gateway_restarts() {
         "new connections work {:?} after the gateway restarted ({attempts} attempts)",
         restarted.elapsed()
     );
-    download(&pair, &server, 1024 * 1024, 8, &[]);
+    pair.download_checked(&server, 1024 * 1024, 8, &[]);
 }
 
 #[test]
@@ -128,7 +107,7 @@ fn a_tcp_connection_survives_the_clients_source_port_changing() {
     // A transfer slow enough to still be running when the NAT rebinds.
     std::thread::scope(|s| {
         let transfer = s.spawn(|| {
-            download(&pair, &server, 6 * 1024 * 1024, 9, &["--limit-rate", "2M"]);
+            pair.download_checked(&server, 6 * 1024 * 1024, 9, &["--limit-rate", "2M"]);
         });
         std::thread::sleep(Duration::from_millis(1000));
         let before = relay.down.received.load(Ordering::Relaxed);

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+use crate::accept::accept;
 use crate::config::Credentials;
 use crate::splice::splice;
 use crate::tunnel::{ConnectError, Tunnel, TunnelUdp};
@@ -25,17 +26,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(listener: TcpListener, tunnel: Tunnel, auth: Option<Rc<Credentials>>) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, "SOCKS5 accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tunnel.with(|e| e.metrics.proxy_connections.fetch_add(1, Ordering::Relaxed));
+        let (stream, peer) = accept(&listener, &tunnel, "SOCKS5").await;
         let (tunnel, auth) = (tunnel.clone(), auth.clone());
         tokio::task::spawn_local(async move {
             if let Err(e) = handle(stream, &tunnel, auth.as_deref()).await {
