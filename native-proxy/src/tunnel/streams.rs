@@ -1,0 +1,160 @@
+//! The handles tasks read and write through: a TCP connection and a UDP
+//! socket on the tunnel's stack, each borrowing the engine only for the
+//! length of one poll.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use underpass_stack::{ConnId, UdpError, UdpId};
+
+use super::{io_error, Tunnel};
+
+/// A UDP socket on the tunnel's userspace stack.
+pub struct TunnelUdp {
+    pub(super) tunnel: Tunnel,
+    pub(super) id: UdpId,
+}
+
+impl Tunnel {
+    /// Binds a UDP socket on an ephemeral port of the tunnel address.
+    pub fn udp_bind(&self) -> Result<TunnelUdp, UdpError> {
+        let id = self.0.borrow_mut().stack.udp_bind(None)?;
+        Ok(TunnelUdp {
+            tunnel: self.clone(),
+            id,
+        })
+    }
+
+    /// Wraps a socket accept-any made (gateway).
+    pub fn udp(&self, id: UdpId) -> TunnelUdp {
+        TunnelUdp {
+            tunnel: self.clone(),
+            id,
+        }
+    }
+}
+
+impl TunnelUdp {
+    /// Queues a datagram to `dst`; waits while the socket's buffer is full.
+    pub async fn send_to(&self, payload: &[u8], dst: SocketAddr) -> Result<(), UdpError> {
+        poll_fn(|cx| {
+            let mut e = self.tunnel.0.borrow_mut();
+            match e.stack.udp_send_to(self.id, payload, dst) {
+                Ok(()) => {
+                    e.wake();
+                    Poll::Ready(Ok(()))
+                }
+                Err(UdpError::WouldBlock) => {
+                    e.stack.register_udp_send_waker(cx, self.id);
+                    Poll::Pending
+                }
+                Err(err) => Poll::Ready(Err(err)),
+            }
+        })
+        .await
+    }
+
+    /// Waits for a datagram; returns its length and sender.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr), UdpError> {
+        poll_fn(|cx| {
+            self.tunnel
+                .0
+                .borrow_mut()
+                .stack
+                .poll_udp_recv_from(cx, self.id, buf)
+        })
+        .await
+    }
+}
+
+impl Drop for TunnelUdp {
+    fn drop(&mut self) {
+        if let Ok(mut e) = self.tunnel.0.try_borrow_mut() {
+            e.stack.udp_close(self.id);
+        }
+    }
+}
+
+/// A TCP connection through the tunnel, for tokio's IO traits.
+pub struct TunnelStream {
+    pub(super) tunnel: Tunnel,
+    pub(super) conn: ConnId,
+}
+
+impl TunnelStream {
+    pub fn id(&self) -> ConnId {
+        self.conn
+    }
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut e = self.tunnel.0.borrow_mut();
+        let conn = self.conn;
+        match e.stack.poll_read(cx, conn, buf.initialize_unfilled()) {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                if n > 0 {
+                    // The window opened: the stack may owe the peer an update.
+                    e.wake();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(io_error(err))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut e = self.tunnel.0.borrow_mut();
+        match e.stack.poll_write(cx, self.conn, buf) {
+            Poll::Ready(Ok(n)) => {
+                e.wake();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(io_error(err))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut e = self.tunnel.0.borrow_mut();
+        let result = e.stack.tcp_shutdown(self.conn).map_err(io_error);
+        e.wake();
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for TunnelStream {
+    fn drop(&mut self) {
+        match self.tunnel.0.try_borrow_mut() {
+            Ok(mut e) => {
+                e.stack.tcp_close(self.conn);
+                e.wake();
+            }
+            // Streams are only dropped by tasks, never inside the loop's
+            // turn; if that ever changes, this says so.
+            Err(_) => tracing::error!(
+                "tunnel stream dropped while the engine was borrowed; its socket leaks"
+            ),
+        }
+    }
+}
