@@ -220,11 +220,15 @@ fn expand_line(
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 fn read(path: &Path) -> Result<String, std::io::Error> {
+    read_capped(std::fs::File::open(path)?)
+}
+
+/// Reads a whole configuration, refusing more than [`MAX_CONFIG_BYTES`]
+/// (`/dev/zero` given as a config must not read forever).
+pub fn read_capped(from: impl std::io::Read) -> Result<String, std::io::Error> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)?;
+    from.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

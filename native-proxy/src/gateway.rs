@@ -14,6 +14,7 @@ use underpass_stack::{Accepted, ConnId, Protocol, UdpId};
 
 use crate::cli::{Common, GatewayArgs};
 use crate::config::ProxyConfig;
+use crate::config_source::ConfigSource;
 use crate::setup::{self, Role};
 use crate::splice::splice;
 use crate::tunnel::{Tunnel, TunnelUdp};
@@ -26,7 +27,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const UDP_IDLE: Duration = Duration::from_secs(120);
 
 pub async fn run(args: GatewayArgs) -> Result<(), Failure> {
-    let cfg = ProxyConfig::load(&args.config).map_err(Failure::usage)?;
+    let cfg = ConfigSource::from_flag(&args.config)
+        .load()
+        .map_err(Failure::usage)?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
