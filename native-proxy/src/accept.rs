@@ -30,3 +30,23 @@ pub async fn accept(
         }
     }
 }
+
+/// A local socket a user's program connects to, as `underpass up --wait`
+/// prints it: `KIND ADDR [TARGET]`, e.g. `socks5 127.0.0.1:1080`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    pub kind: &'static str,
+    pub addr: std::net::SocketAddr,
+    /// Where a forward leads.
+    pub target: Option<String>,
+}
+
+impl std::fmt::Display for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.addr)?;
+        match &self.target {
+            Some(t) => write!(f, " {t}"),
+            None => Ok(()),
+        }
+    }
+}

@@ -28,6 +28,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the client (the same as giving no subcommand); with --wait,
+    /// print the listeners once the peers have answered, or fail.
+    Up(UpArgs),
+    /// Bring the tunnel up, run COMMAND with the proxy variables set
+    /// (ALL_PROXY, HTTP(S)_PROXY, NO_PROXY) and the config's forwards
+    /// listening, and exit with its status.
+    Exec(ExecArgs),
     /// Run the userspace exit peer: answers its peers' handshakes and
     /// connects their flows to the real destinations, without root.
     Gateway(GatewayArgs),
@@ -56,7 +63,9 @@ pub struct Common {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ClientArgs {
-    /// The configuration: wg-quick format plus wireproxy's sections.
+    /// The configuration: wg-quick format plus wireproxy's sections
+    /// (`-` reads stdin). Without it, UNDERPASS_CONFIG (the text itself)
+    /// or UNDERPASS_CONFIG_FILE.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Serve SOCKS5 here (in addition to the config's [Socks5]).
@@ -70,6 +79,44 @@ pub struct ClientArgs {
     pub check: bool,
     #[command(flatten)]
     pub common: Common,
+}
+
+/// How long `up --wait` and `exec` wait for the peers to answer.
+const DEFAULT_HANDSHAKE_TIMEOUT: &str = "15";
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Wait for a handshake with every peer that has an Endpoint, then
+    /// print one line per listener (`socks5 127.0.0.1:1080`) and `ready`
+    /// on stdout; exit 1 if a peer does not answer in time.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds --wait waits for the handshakes.
+    #[arg(long, value_name = "SECS", default_value = DEFAULT_HANDSHAKE_TIMEOUT)]
+    pub handshake_timeout: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// The configuration (`-` reads stdin); without it, UNDERPASS_CONFIG
+    /// (the text) or UNDERPASS_CONFIG_FILE.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for the peers to answer before giving up.
+    #[arg(long, value_name = "SECS", default_value = DEFAULT_HANDSHAKE_TIMEOUT)]
+    pub handshake_timeout: u64,
+    /// Serve the command's proxies without credentials (for tools that
+    /// cannot send them); by default they take a random password that
+    /// only the command's proxy variables carry.
+    #[arg(long)]
+    pub no_proxy_auth: bool,
+    #[command(flatten)]
+    pub common: Common,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,43 +2,81 @@
 //! asks for.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::rc::Rc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
-use crate::cli::ClientArgs;
+use crate::accept::Listening;
+use crate::cli::UpArgs;
 use crate::config::{ProxyConfig, ProxyListener};
+use crate::config_source::{ConfigSource, ENV_FILE, ENV_TEXT};
+use crate::forward::{self, Forwards};
 use crate::setup::{self, Role};
 use crate::tunnel::Tunnel;
-use crate::{forward, http_proxy, socks, Failure};
+use crate::{http_proxy, socks, Failure};
 
-pub async fn run(args: ClientArgs) -> Result<(), Failure> {
-    let Some(path) = args.config.as_deref() else {
-        return Err(Failure::usage(
-            "no configuration: give --config FILE (try `underpass quickstart` to run without a WireGuard server)",
-        ));
-    };
-    let cfg = ProxyConfig::load(path).map_err(Failure::usage)?;
+/// The client's configuration from `--config`, stdin or the environment,
+/// its warnings logged.
+pub fn load_config(flag: Option<&Path>) -> Result<ProxyConfig, Failure> {
+    let source = ConfigSource::choose(flag, &|name| std::env::var(name).ok())
+        .map_err(Failure::usage)?
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "no configuration: give --config FILE (or - for stdin), or set {ENV_TEXT} or {ENV_FILE} \
+                 (try `underpass quickstart` to run without a WireGuard server)"
+            ))
+        })?;
+    let cfg = source.load().map_err(Failure::usage)?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    if args.check {
+    Ok(cfg)
+}
+
+/// `underpass up` (and `underpass --config FILE`).
+pub async fn run(args: UpArgs) -> Result<(), Failure> {
+    let cfg = load_config(args.client.config.as_deref())?;
+    if args.client.check {
         println!("config OK");
         return Ok(());
     }
+    if args.wait && !cfg.stdio_tunnels.is_empty() {
+        return Err(Failure::usage(
+            "--wait prints the listeners on stdout, which a [STDIOTunnel] uses for its data; use one or the other",
+        ));
+    }
     let mut socks5 = cfg.socks5.clone();
-    if let Some(bind) = args.socks5 {
+    if let Some(bind) = args.client.socks5 {
         socks5.push(ProxyListener { bind, auth: None });
     }
     let mut http = cfg.http.clone();
-    if let Some(bind) = args.http {
+    if let Some(bind) = args.client.http {
         http.push(ProxyListener { bind, auth: None });
     }
-    let client = Client::start(&cfg, &socks5, &http, &args.common).await?;
-    client.serve(&cfg).await
+    let client = Client::start(&cfg, &socks5, &http, &args.client.common).await?;
+    let running = client.launch(&cfg).await?;
+    if args.wait {
+        let limit = Duration::from_secs(args.handshake_timeout);
+        if let Err(f) = running.wait_for_handshakes(limit).await {
+            running.stop().await;
+            return Err(f);
+        }
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        for l in &running.listening {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+    }
+    running.serve().await
 }
 
-/// A running client, its listeners bound.
+/// A client whose listeners are bound and whose engine is built, not yet
+/// running.
 pub struct Client {
     pub tunnel: Tunnel,
     listeners: Vec<(&'static str, TcpListener, ProxyListener)>,
@@ -83,13 +121,20 @@ impl Client {
             .collect()
     }
 
-    /// Runs everything until SIGINT/SIGTERM (or the stdio tunnel ends).
-    pub async fn serve(self, cfg: &ProxyConfig) -> Result<(), Failure> {
+    /// Starts the forwards, the proxies and the engine, and dials the
+    /// peers.
+    pub async fn launch(self, cfg: &ProxyConfig) -> Result<Running, Failure> {
         let tunnel = self.tunnel.clone();
         let forwards = forward::start(&tunnel, cfg).await?;
+        let mut listening = Vec::new();
         for (kind, listener, config) in self.listeners {
             let addr = listener.local_addr().map_err(Failure::runtime)?;
             tracing::info!("{kind} listening on {addr}");
+            listening.push(Listening {
+                kind,
+                addr,
+                target: None,
+            });
             let auth = config.auth.map(Rc::new);
             let t = tunnel.clone();
             match kind {
@@ -101,21 +146,81 @@ impl Client {
                 }
             }
         }
+        listening.extend(forwards.listening.iter().cloned());
         tunnel.connect_peers();
         let engine = tunnel.clone();
         let run = tokio::task::spawn_local(async move { engine.run().await });
-        tokio::select! {
-            _ = setup::shutdown_signal() => tracing::info!("shutting down"),
-            result = forwards.stdio_done() => {
-                if let Err(e) = result {
-                    tunnel.shutdown();
-                    let _ = run.await;
-                    return Err(Failure::runtime(e));
-                }
+        Ok(Running {
+            tunnel,
+            forwards,
+            run,
+            listening,
+        })
+    }
+
+    /// Runs everything until SIGINT/SIGTERM (or the stdio tunnel ends).
+    pub async fn serve(self, cfg: &ProxyConfig) -> Result<(), Failure> {
+        self.launch(cfg).await?.serve().await
+    }
+}
+
+/// A client at work: proxies, forwards and the engine running.
+pub struct Running {
+    pub tunnel: Tunnel,
+    forwards: Forwards,
+    run: JoinHandle<()>,
+    /// Where the proxies and forwards listen, proxies first.
+    pub listening: Vec<Listening>,
+}
+
+impl Running {
+    /// Waits for a session with every peer that has an endpoint; the error
+    /// names each peer that did not answer (its public key, never a
+    /// secret).
+    pub async fn wait_for_handshakes(&self, limit: Duration) -> Result<(), Failure> {
+        self.tunnel
+            .wait_for_handshakes(limit)
+            .await
+            .map_err(|missing| {
+                let each: Vec<String> = missing
+                    .iter()
+                    .map(|(key, endpoint)| {
+                        format!(
+                            "no handshake with {key} at {endpoint} after {} s",
+                            limit.as_secs()
+                        )
+                    })
+                    .collect();
+                Failure::runtime(format!(
+                    "{} (is the peer up and reachable over UDP, and do the keys match?)",
+                    each.join("; ")
+                ))
+            })
+    }
+
+    /// Runs until SIGINT/SIGTERM (or the stdio tunnel ends), then stops.
+    pub async fn serve(self) -> Result<(), Failure> {
+        let Running {
+            tunnel,
+            forwards,
+            run,
+            ..
+        } = self;
+        let result = tokio::select! {
+            _ = setup::shutdown_signal() => {
+                tracing::info!("shutting down");
+                Ok(())
             }
-        }
+            result = forwards.stdio_done() => result.map_err(Failure::runtime),
+        };
         tunnel.shutdown();
         let _ = run.await;
-        Ok(())
+        result
+    }
+
+    /// Stops the engine.
+    pub async fn stop(self) {
+        self.tunnel.shutdown();
+        let _ = self.run.await;
     }
 }

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use underpass_stack::ListenerId;
 
-use crate::accept::accept;
+use crate::accept::{accept, Listening};
 use crate::config::{ProxyConfig, Target};
 use crate::splice::splice;
 use crate::tunnel::Tunnel;
@@ -22,6 +22,8 @@ use crate::Failure;
 /// The running forwards.
 pub struct Forwards {
     stdio: Option<oneshot::Receiver<Result<(), String>>>,
+    /// The local sockets the forwards listen on.
+    pub listening: Vec<Listening>,
 }
 
 impl Forwards {
@@ -36,6 +38,7 @@ impl Forwards {
 
 /// Binds every forward of `cfg` (failing if one cannot) and starts them.
 pub async fn start(tunnel: &Tunnel, cfg: &ProxyConfig) -> Result<Forwards, Failure> {
+    let mut listening = Vec::new();
     for f in &cfg.tcp_client_tunnels {
         let listener = TcpListener::bind(f.bind).await.map_err(|e| {
             Failure::runtime(format!(
@@ -43,7 +46,13 @@ pub async fn start(tunnel: &Tunnel, cfg: &ProxyConfig) -> Result<Forwards, Failu
                 f.bind
             ))
         })?;
-        tracing::info!("tcp-client-tunnel listening on {} -> {}", f.bind, f.target);
+        let addr = listener.local_addr().map_err(Failure::runtime)?;
+        tracing::info!("tcp-client-tunnel listening on {addr} -> {}", f.target);
+        listening.push(Listening {
+            kind: "tcp-client-tunnel",
+            addr,
+            target: Some(f.target.to_string()),
+        });
         tokio::task::spawn_local(tcp_client(listener, tunnel.clone(), f.target.clone()));
     }
     for f in &cfg.tcp_server_tunnels {
@@ -66,7 +75,13 @@ pub async fn start(tunnel: &Tunnel, cfg: &ProxyConfig) -> Result<Forwards, Failu
         let socket = UdpSocket::bind(f.bind).await.map_err(|e| {
             Failure::runtime(format!("cannot bind the UDPProxyTunnel on {}: {e}", f.bind))
         })?;
-        tracing::info!("udp-proxy-tunnel on {} -> {}", f.bind, f.target);
+        let addr = socket.local_addr().map_err(Failure::runtime)?;
+        tracing::info!("udp-proxy-tunnel on {addr} -> {}", f.target);
+        listening.push(Listening {
+            kind: "udp-proxy-tunnel",
+            addr,
+            target: Some(f.target.to_string()),
+        });
         tokio::task::spawn_local(udp_proxy(
             socket,
             tunnel.clone(),
@@ -88,7 +103,7 @@ pub async fn start(tunnel: &Tunnel, cfg: &ProxyConfig) -> Result<Forwards, Failu
         }
         None => None,
     };
-    Ok(Forwards { stdio })
+    Ok(Forwards { stdio, listening })
 }
 
 async fn tcp_client(listener: TcpListener, tunnel: Tunnel, target: Target) {

@@ -11,7 +11,9 @@ mod accept;
 mod cli;
 mod client;
 mod config;
+mod config_source;
 mod dns_answer;
+mod exec;
 mod forward;
 #[doc(hidden)]
 pub mod fuzz;
@@ -61,10 +63,10 @@ impl Failure {
     }
 }
 
-fn init_logging(to_stderr_only: bool) {
+/// Logs go to stderr at `default` unless RUST_LOG says otherwise.
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = to_stderr_only;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -89,14 +91,24 @@ fn fix_mmap_threshold() {
 pub fn main() -> ExitCode {
     fix_mmap_threshold();
     let cli = Cli::parse();
-    init_logging(true);
+    // exec shares stderr with the command: only warnings, unless asked.
+    let quiet = matches!(cli.command, Some(Command::Exec(_)));
+    init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Some(Command::Genkey) => cli::genkey(),
         Some(Command::Pubkey) => cli::pubkey(),
         Some(Command::Gateway(args)) => run(gateway::run(args)),
         Some(Command::Quickstart(args)) => run(quickstart::run(args)),
         Some(Command::Relay(args)) => run(relay::run(args)),
-        None => run(client::run(cli.client)),
+        Some(Command::Up(args)) => run(client::run(args)),
+        Some(Command::Exec(args)) => match run(exec::run(args)) {
+            Ok(status) => return ExitCode::from(status),
+            Err(f) => Err(f),
+        },
+        None => run(client::run(cli::UpArgs {
+            client: cli.client,
+            ..cli::UpArgs::default()
+        })),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,7 +120,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs `fut` on the single-threaded runtime every mode uses.
-fn run(fut: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+fn run<T>(fut: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -406,6 +406,43 @@ impl Tunnel {
         e.wake();
     }
 
+    /// Peers the client dials (they have an endpoint) that have no
+    /// session yet: `(public key, endpoint as configured)`.
+    pub fn peers_awaiting_handshake(&self) -> Vec<(String, String)> {
+        let e = self.0.borrow();
+        let now = e.now();
+        e.node
+            .peer_ids()
+            .filter_map(|id| {
+                let info = e.node.peer(id, now)?;
+                let endpoint = match e.dynamic.iter().find(|d| d.peer == id) {
+                    Some(d) => format!("{}:{}", d.host, d.port),
+                    None => info.endpoint?.to_string(),
+                };
+                (!info.has_session).then(|| (info.public_key.to_base64(), endpoint))
+            })
+            .collect()
+    }
+
+    /// Waits until every peer the client dials has completed a handshake,
+    /// or `limit` passes; then returns the peers still without one.
+    pub async fn wait_for_handshakes(&self, limit: Duration) -> Result<(), Vec<(String, String)>> {
+        let ready = poll_fn(|cx| {
+            if self.peers_awaiting_handshake().is_empty() {
+                return Poll::Ready(());
+            }
+            self.0
+                .borrow_mut()
+                .handshake_waiters
+                .push(cx.waker().clone());
+            Poll::Pending
+        });
+        match tokio::time::timeout(limit, ready).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.peers_awaiting_handshake()),
+        }
+    }
+
     /// Whether a peer's allowed IPs cover `ip`.
     pub fn routes_to(&self, ip: IpAddr) -> bool {
         self.0.borrow().node.route(ip).is_some()

@@ -6,6 +6,7 @@
 pub mod http_server;
 pub mod impair;
 pub mod interop;
+pub mod unprivileged;
 
 use std::hash::Hasher;
 use std::io::{Read, Write};
@@ -383,6 +384,17 @@ pub fn start_gateway(
     extra: &str,
     cpu: Option<u32>,
 ) -> (Process, u16, Keys) {
+    start_gateway_with(scratch, client_public, extra, cpu, &[])
+}
+
+/// [`start_gateway`] with more command-line arguments (`--metrics ...`).
+pub fn start_gateway_with(
+    scratch: &Scratch,
+    client_public: &str,
+    extra: &str,
+    cpu: Option<u32>,
+    args: &[&str],
+) -> (Process, u16, Keys) {
     let g = keys();
     let port = free_port();
     let config = scratch.write(
@@ -394,14 +406,19 @@ pub fn start_gateway(
             g.private
         ),
     );
-    let mut gateway = Process::start_on(
-        cpu,
-        "gateway",
-        scratch,
-        &["gateway", "--config", config.to_str().unwrap()],
-    );
+    let mut all = vec!["gateway", "--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let mut gateway = Process::start_on(cpu, "gateway", scratch, &all);
     gateway.wait_for_log("gateway listening", Duration::from_secs(20));
     (gateway, port, g)
+}
+
+/// The value of counter `name` (`underpass_...`) on a `--metrics` address.
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let body = curl_text(&curl(&[&format!("http://{addr}/metrics")]));
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{body}"))
 }
 
 impl Pair {
@@ -471,5 +488,45 @@ impl Pair {
             client_keys: c,
             gateway_keys: g,
         }
+    }
+}
+
+/// Runs `command` to completion with its output captured, killing it and
+/// failing if it takes longer than `limit`.
+pub fn output_within(mut command: Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+    let drain = |mut from: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = from.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not finish within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&stderr.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }
