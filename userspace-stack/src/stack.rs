@@ -42,6 +42,13 @@ pub struct TcpOptions {
     /// hearing from its peer (a laptop asleep, a gateway gone).
     pub idle_timeout: Duration,
     pub keepalive: Option<Duration>,
+    /// Connections open at once (ours and accepted); past it, connecting
+    /// fails with [`crate::TcpError::TooMany`] and accept-any answers SYNs
+    /// with RST. Each costs up to `rx_buffer + tx_buffer` of memory.
+    pub max_connections: usize,
+    /// Accept-any connections open at once from one source address (one
+    /// gateway client), so one client cannot take them all.
+    pub max_connections_per_source: usize,
 }
 
 /// Congestion control for our side's sending.
@@ -63,6 +70,8 @@ impl Default for TcpOptions {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             keepalive: None,
+            max_connections: 8192,
+            max_connections_per_source: 4096,
         }
     }
 }
@@ -132,6 +141,20 @@ pub(crate) struct AcceptAny {
     pub listening: HashMap<SocketAddr, Vec<SocketHandle>>,
     /// SYNs seen since the last poll, as (source, destination).
     pub syns: std::collections::HashSet<(SocketAddr, SocketAddr)>,
+    /// Accepted connections still open, by source address.
+    pub per_source: HashMap<IpAddr, usize>,
+}
+
+impl AcceptAny {
+    /// An accepted connection from `source` was released.
+    pub fn forget_source(&mut self, source: IpAddr) {
+        if let Some(n) = self.per_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&source);
+            }
+        }
+    }
 }
 
 /// Counters a user would look at.
@@ -143,6 +166,9 @@ pub struct StackStats {
     pub udp_open: usize,
     /// SYNs the accept-any policy refused.
     pub refused_by_policy: u64,
+    /// Connections refused at [`TcpOptions::max_connections`] or
+    /// [`TcpOptions::max_connections_per_source`].
+    pub refused_by_limit: u64,
 }
 
 pub struct Stack {
@@ -261,6 +287,7 @@ impl Stack {
             policy,
             listening: HashMap::new(),
             syns: Default::default(),
+            per_source: HashMap::new(),
         });
     }
 

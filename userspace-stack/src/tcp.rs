@@ -49,6 +49,9 @@ pub enum TcpError {
     Unaddressable,
     #[error("port already in use")]
     InUse,
+    /// [`crate::TcpOptions::max_connections`] are open.
+    #[error("too many open connections")]
+    TooMany,
 }
 
 /// A connection's state as a user sees it.
@@ -75,6 +78,8 @@ pub(crate) struct Conn {
     pub established: bool,
     /// We aborted it.
     pub aborted: bool,
+    /// Accept-any took it in: it counts against its source's limit.
+    pub from_accept_any: bool,
 }
 
 pub(crate) struct Listener {
@@ -139,6 +144,10 @@ impl Stack {
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(TcpError::Unaddressable);
         }
+        if self.conns.len() >= self.options.tcp.max_connections {
+            self.stats.refused_by_limit += 1;
+            return Err(TcpError::TooMany);
+        }
         let local_ip = self.local_ip_for(remote.ip()).ok_or(TcpError::NoRoute)?;
         let port = self.ports.allocate().ok_or(TcpError::NoPorts)?;
         let local = SocketAddr::new(local_ip, port);
@@ -164,6 +173,7 @@ impl Stack {
             reset: false,
             established: false,
             aborted: false,
+            from_accept_any: false,
         }));
         self.by_tuple.insert(
             (local, remote),
@@ -384,6 +394,9 @@ impl Stack {
 
     fn release(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.remove(id.0) {
+            if let (true, Some(any)) = (conn.from_accept_any, self.accept_any.as_mut()) {
+                any.forget_source(conn.remote.ip());
+            }
             self.closing
                 .push((conn.handle, conn.local, conn.remote, conn.port));
         }
@@ -552,6 +565,7 @@ impl Stack {
             reset: false,
             established: false,
             aborted: false,
+            from_accept_any: false,
         }));
         self.by_tuple.insert(
             (local, remote),
@@ -592,6 +606,15 @@ impl Stack {
         if !(any.policy)(Protocol::Tcp, dst) {
             self.stats.refused_by_policy += 1;
             tracing::debug!(%src, %dst, "accept-any: destination not allowed");
+            return; // smoltcp answers the SYN with RST
+        }
+        let limits = &self.options.tcp;
+        if self.conns.len() >= limits.max_connections
+            || any.per_source.get(&src.ip()).copied().unwrap_or(0)
+                >= limits.max_connections_per_source
+        {
+            self.stats.refused_by_limit += 1;
+            tracing::debug!(%src, %dst, "accept-any: connection limit reached");
             return; // smoltcp answers the SYN with RST
         }
         let pending: usize = any.listening.values().map(Vec::len).sum();
@@ -655,6 +678,10 @@ impl Stack {
                 continue;
             }
             let conn = self.track(handle, local, remote, None);
+            if let (Some(any), Some(c)) = (self.accept_any.as_mut(), self.conns.get_mut(conn.0)) {
+                c.from_accept_any = true;
+                *any.per_source.entry(remote.ip()).or_default() += 1;
+            }
             self.accepted.push_back(Accepted::Tcp {
                 conn,
                 local,

@@ -483,3 +483,48 @@ fn a_burst_of_connections_to_one_destination_is_all_accepted() {
     });
     assert_eq!(accepted, 50);
 }
+
+#[test]
+fn connection_limits_refuse_cleanly_and_free_up_on_close() {
+    // The gateway takes 3 from any one source; the client opens 4 at most.
+    let mut net = Net::with(
+        21,
+        Link::CLEAN,
+        |o| o.tcp.max_connections = 4,
+        |o| o.tcp.max_connections_per_source = 3,
+    );
+    let open: Vec<_> = (0..3)
+        .map(|i| net.connect(addr(&format!("198.51.100.7:{}", 1000 + i))))
+        .collect();
+    // The gateway's limit: the 4th is answered with RST, seen as refused.
+    let c = net
+        .stack(CLIENT)
+        .tcp_connect(addr("198.51.100.7:2000"))
+        .unwrap();
+    let w = waker();
+    let mut result = None;
+    net.run_until(Duration::from_secs(5), "the refusal", |net| {
+        while net.stack(GATEWAY).poll_accepted().is_some() {}
+        if let Poll::Ready(r) = net
+            .stack(CLIENT)
+            .poll_connected(&mut Context::from_waker(&w), c)
+        {
+            result = Some(r);
+        }
+        result.is_some()
+    });
+    assert_eq!(result, Some(Err(TcpError::Refused)));
+    assert_eq!(net.stack(GATEWAY).stats().refused_by_limit, 1);
+    // The client's own limit: the refused handle still counts until closed.
+    assert_eq!(
+        net.stack(CLIENT).tcp_connect(addr("198.51.100.7:2001")),
+        Err(TcpError::TooMany)
+    );
+    net.stack(CLIENT).tcp_close(c);
+    // Closing one on each side makes room again.
+    let (first_c, first_g) = open[0];
+    net.stack(CLIENT).tcp_close(first_c);
+    net.stack(GATEWAY).tcp_close(first_g);
+    let (c, _) = net.connect(addr("198.51.100.7:3000"));
+    assert_eq!(net.stack(CLIENT).tcp_write(c, b"ping"), Ok(4));
+}
