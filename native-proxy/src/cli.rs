@@ -51,7 +51,7 @@ pub enum Command {
 }
 
 /// What every tunnel-running mode shares.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct Common {
     /// Serve Prometheus metrics on /metrics and a health check on /healthz.
     #[arg(long, value_name = "ADDR")]
@@ -59,9 +59,31 @@ pub struct Common {
     /// Write the tunnel's inner IP packets to a pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+    /// TCP connections open through the tunnel at once; past it, a SOCKS
+    /// client gets "general failure", an HTTP client 503, and a gateway
+    /// refuses the connection. Each may use up to 1 MiB of buffers.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Gateway: connections open at once from one client (tunnel address).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
+    pub max_connections_per_client: usize,
 }
 
-#[derive(Args, Debug, Clone, Default)]
+const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 4096;
+
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            metrics: None,
+            pcap: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
     /// The configuration: wg-quick format plus wireproxy's sections
     /// (`-` reads stdin). Without it, UNDERPASS_CONFIG (the text itself)
@@ -84,7 +106,7 @@ pub struct ClientArgs {
 /// How long `up --wait` and `exec` wait for the peers to answer.
 const DEFAULT_HANDSHAKE_TIMEOUT: &str = "15";
 
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct UpArgs {
     #[command(flatten)]
     pub client: ClientArgs,

@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::accept::accept;
 use crate::config::Credentials;
 use crate::splice::splice;
-use crate::tunnel::{ConnectError, Tunnel};
+use crate::tunnel::{is_connection_limit, ConnectError, Tunnel};
 
 /// Requests whose headers take longer than this are dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,6 +117,15 @@ fn dial_failure(host: &str, e: &ConnectError) -> Response<Body> {
             StatusCode::BAD_GATEWAY,
             &format!("cannot resolve {host}: {d}"),
         ),
+        ConnectError::Io(io) if is_connection_limit(io) => {
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{host}: too many connections open through the tunnel; try again later"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            r
+        }
         ConnectError::Io(io) if io.kind() == io::ErrorKind::TimedOut => text(
             StatusCode::GATEWAY_TIMEOUT,
             &format!("{host} did not answer"),

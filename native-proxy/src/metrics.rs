@@ -30,6 +30,7 @@ pub struct Metrics {
     packets_out: AtomicU64,
     cookies_sent: AtomicU64,
     tcp_open: AtomicU64,
+    tcp_refused_by_limit: AtomicU64,
     udp_open: AtomicU64,
     dropped: [AtomicU64; DatagramError::ALL.len()],
     /// Milliseconds since the engine's start at the last handshake; 0 = never.
@@ -77,6 +78,8 @@ impl Metrics {
         }
         let st = stack.stats();
         self.tcp_open.store(st.tcp_open as u64, Relaxed);
+        self.tcp_refused_by_limit
+            .store(st.refused_by_limit, Relaxed);
         self.udp_open.store(st.udp_open as u64, Relaxed);
     }
 
@@ -161,6 +164,12 @@ impl Metrics {
             "TCP connections open in the userspace stack.",
             "gauge",
             self.tcp_open.load(Relaxed),
+        );
+        counter(
+            "tcp_refused_by_limit_total",
+            "TCP connections refused at --max-connections or --max-connections-per-client.",
+            "counter",
+            self.tcp_refused_by_limit.load(Relaxed),
         );
         counter(
             "udp_sockets_open",

@@ -93,6 +93,8 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
     let mut options = StackOptions::new(iface.addresses.clone(), rand::rngs::OsRng.next_u64());
     options.mtu = usize::from(mtu);
     options.dns_servers = iface.dns.clone();
+    options.tcp.max_connections = common.max_connections;
+    options.tcp.max_connections_per_source = common.max_connections_per_client;
     let mut stack = Stack::new(options, Instant::ZERO)
         .map_err(|e| Failure::usage(format!("[Interface]: {e}")))?;
     if let Role::Gateway(policy) = role {

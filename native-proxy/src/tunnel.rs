@@ -61,11 +61,20 @@ pub struct Engine {
     /// Gateway mode: what to do with each accepted flow.
     on_accept: Option<Rc<dyn Fn(Tunnel, Accepted)>>,
     shutdown: bool,
+    /// When the connection limit was last logged.
+    limit_warned: Option<Instant>,
 }
 
 /// A cheap, clonable handle to the engine.
 #[derive(Clone)]
 pub struct Tunnel(Rc<RefCell<Engine>>);
+
+/// Whether a connect failed because the connection limit is reached.
+pub fn is_connection_limit(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<TcpError>())
+        .is_some_and(|t| *t == TcpError::TooMany)
+}
 
 fn io_error(e: TcpError) -> io::Error {
     let kind = match e {
@@ -103,6 +112,7 @@ impl Engine {
             reresolve: Vec::new(),
             on_accept: None,
             shutdown: false,
+            limit_warned: None,
         }
     }
 
@@ -241,6 +251,21 @@ impl Engine {
                     tracing::info!(peer = %self.peer_name(peer), %endpoint, "peer endpoint changed");
                 }
             }
+        }
+    }
+
+    /// Says the limit was reached, at most every ten seconds: a client
+    /// that keeps trying must not flood the log.
+    fn warn_connection_limit(&mut self) {
+        let now = self.now();
+        if self
+            .limit_warned
+            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(10))
+        {
+            self.limit_warned = Some(now);
+            tracing::warn!(
+                "connection limit reached (--max-connections): new connections are refused until some close"
+            );
         }
     }
 
@@ -458,7 +483,12 @@ impl Tunnel {
         }
         let conn = {
             let mut e = self.0.borrow_mut();
-            let conn = e.stack.tcp_connect(addr).map_err(io_error)?;
+            let conn = e.stack.tcp_connect(addr).map_err(|err| {
+                if err == TcpError::TooMany {
+                    e.warn_connection_limit();
+                }
+                io_error(err)
+            })?;
             e.wake();
             conn
         };
