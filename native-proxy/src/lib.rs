@@ -70,6 +70,7 @@ fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -107,7 +108,8 @@ pub fn main() -> ExitCode {
         },
         None => run(client::run(cli::UpArgs {
             client: cli.client,
-            ..cli::UpArgs::default()
+            wait: false,
+            handshake_timeout: 0,
         })),
     };
     match result {
