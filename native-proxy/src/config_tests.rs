@@ -233,3 +233,48 @@ proptest! {
         let _ = parse(&format!("{}{text}", wg()));
     }
 }
+
+/// Every way a line holding a secret can be wrong: the message names the
+/// file, line and key, and never the value (a CI log is public).
+#[test]
+fn errors_never_repeat_a_secret() {
+    let password = "hunter2-s3cret";
+    let bad_key = "AAAAsecretbutnotakey";
+    let cases = [
+        // Not a key; a key in the wrong section; given twice.
+        wg().replace(PRIVATE, bad_key),
+        format!(
+            "{}\n[Peer]\nPublicKey = {PEER}\nPrivateKey = {PRIVATE}\n",
+            wg()
+        ),
+        wg().replace(
+            "Address",
+            &format!("PrivateKey = {PRIVATE}\nPrivateKey = {PRIVATE}\nAddress"),
+        ),
+        wg().replace(
+            "[Peer]",
+            &format!("PresharedKey = {PRIVATE}\n[Peer]\nPresharedKey = {bad_key}"),
+        ),
+        // A password without a user, in the wrong section, misspelt.
+        format!(
+            "{}\n[Socks5]\nBindAddress = 127.0.0.1:1\nPassword = {password}\n",
+            wg()
+        ),
+        format!("{}\n[TCPClientTunnel]\nPassword = {password}\n", wg()),
+        format!(
+            "{}\n[http]\nBindAddress = 127.0.0.1:1\nUsername = a\nPasword = {password}\n",
+            wg()
+        ),
+        format!("{}\nPrivatekey = {PRIVATE}\n", wg()),
+    ];
+    for text in cases {
+        let err = parse(&text).expect_err(&text).to_string();
+        for secret in [PRIVATE, bad_key, password] {
+            assert!(
+                !err.contains(secret),
+                "{err:?} repeats a secret of:\n{text}"
+            );
+        }
+        assert!(err.starts_with("test.conf:"), "{err:?} names no line");
+    }
+}
