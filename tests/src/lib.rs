@@ -30,10 +30,27 @@ pub fn binary() -> PathBuf {
         let dir = exe.parent().and_then(Path::parent).expect("target dir");
         let bin = dir.join("underpass");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "underpass", "--bin", "underpass"])
-            .status()
-            .expect("cargo build -p underpass");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "underpass", "--bin", "underpass"]);
+        // The variables cargo sets for this test package would make the
+        // build look different from test.sh's (ring's build script watches
+        // CARGO_MANIFEST_DIR) and rebuild half the tree.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || matches!(
+                    &*name,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                )
+            {
+                build.env_remove(&*name);
+            }
+        }
+        let status = build.status().expect("cargo build -p underpass");
         assert!(status.success(), "building the underpass binary failed");
         assert!(bin.exists(), "no binary at {}", bin.display());
         bin
@@ -113,6 +130,18 @@ impl Process {
 
     /// Starts the binary pinned to one CPU (for benchmarks).
     pub fn start_on(cpu: Option<u32>, name: &str, scratch: &Scratch, args: &[&str]) -> Process {
+        Self::start_logged(cpu, name, scratch, args, None)
+    }
+
+    /// [`Process::start_on`] with a `RUST_LOG` of its own (else the test's,
+    /// else `info`).
+    pub fn start_logged(
+        cpu: Option<u32>,
+        name: &str,
+        scratch: &Scratch,
+        args: &[&str],
+        rust_log: Option<&str>,
+    ) -> Process {
         let log = scratch.path(&format!("{name}.log"));
         let err = std::fs::File::create(&log).unwrap();
         let mut command = match cpu {
@@ -127,7 +156,10 @@ impl Process {
             .args(args)
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                rust_log
+                    .map(str::to_string)
+                    .or_else(|| std::env::var("RUST_LOG").ok())
+                    .unwrap_or_else(|| "info".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -370,6 +402,9 @@ pub struct PairOptions {
     pub client_cpu: Option<u32>,
     /// Puts an impairing relay (seeded) between client and gateway.
     pub impair: Option<(impair::Impairment, u64)>,
+    pub gateway_args: Vec<String>,
+    /// `RUST_LOG` of both processes.
+    pub log: Option<&'static str>,
 }
 
 pub const GATEWAY_IP: &str = "10.50.0.1";
@@ -384,16 +419,18 @@ pub fn start_gateway(
     extra: &str,
     cpu: Option<u32>,
 ) -> (Process, u16, Keys) {
-    start_gateway_with(scratch, client_public, extra, cpu, &[])
+    start_gateway_with(scratch, client_public, extra, cpu, &[], None)
 }
 
-/// [`start_gateway`] with more command-line arguments (`--metrics ...`).
+/// [`start_gateway`] with more command-line arguments (`--metrics ...`)
+/// and its own `RUST_LOG`.
 pub fn start_gateway_with(
     scratch: &Scratch,
     client_public: &str,
     extra: &str,
     cpu: Option<u32>,
     args: &[&str],
+    log: Option<&str>,
 ) -> (Process, u16, Keys) {
     let g = keys();
     let port = free_port();
@@ -408,7 +445,7 @@ pub fn start_gateway_with(
     );
     let mut all = vec!["gateway", "--config", config.to_str().unwrap()];
     all.extend_from_slice(args);
-    let mut gateway = Process::start_on(cpu, "gateway", scratch, &all);
+    let mut gateway = Process::start_logged(cpu, "gateway", scratch, &all, log);
     gateway.wait_for_log("gateway listening", Duration::from_secs(20));
     (gateway, port, g)
 }
@@ -446,11 +483,14 @@ impl Pair {
     pub fn start(name: &str, options: PairOptions) -> Pair {
         let scratch = Scratch::new(name);
         let c = keys();
-        let (gateway, gateway_port, g) = start_gateway(
+        let gateway_args: Vec<&str> = options.gateway_args.iter().map(String::as_str).collect();
+        let (gateway, gateway_port, g) = start_gateway_with(
             &scratch,
             &c.public,
             &options.extra_gateway,
             options.gateway_cpu,
+            &gateway_args,
+            options.log,
         );
         let socks = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -472,7 +512,8 @@ impl Pair {
         let mut args: Vec<String> = vec!["--config".into(), client_config.to_str().unwrap().into()];
         args.extend(options.client_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut client = Process::start_on(options.client_cpu, "client", &scratch, &args);
+        let mut client =
+            Process::start_logged(options.client_cpu, "client", &scratch, &args, options.log);
         client.wait_for_log("handshake completed", Duration::from_secs(20));
         wait_tcp(socks, Duration::from_secs(10));
         wait_tcp(http, Duration::from_secs(10));

@@ -44,6 +44,7 @@ impl Site {
             "",
             None,
             &["--metrics", &metrics.to_string()],
+            None,
         );
         let server = HttpServer::start_on("127.0.0.3:0".parse().unwrap());
         Site {
