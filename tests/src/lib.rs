@@ -378,7 +378,6 @@ pub fn keys() -> Keys {
 
 /// A gateway process and a client process joined over loopback UDP.
 pub struct Pair {
-    pub scratch: Scratch,
     pub gateway: Process,
     pub client: Process,
     pub socks: SocketAddr,
@@ -389,6 +388,8 @@ pub struct Pair {
     pub relay: Option<impair::ImpairRelay>,
     pub client_keys: Keys,
     pub gateway_keys: Keys,
+    /// Last, so the processes (dropped first) can still show their logs.
+    pub scratch: Scratch,
 }
 
 /// How a pair is set up; `extra_client` is appended to the client config.

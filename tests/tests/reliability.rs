@@ -125,3 +125,33 @@ fn a_tcp_connection_survives_the_clients_source_port_changing() {
         "the gateway did not log the new endpoint:\n{log}"
     );
 }
+
+/// A session outlives Rekey-After-Time (120 s) with a download in flight:
+/// the client starts a new handshake while data flows, and not a byte is
+/// lost at the switch. Takes about 2.5 minutes, so it runs by hand:
+/// `cargo test -p underpass-tests --test reliability -- --ignored`.
+#[test]
+#[ignore]
+fn a_download_survives_the_rekey_after_two_minutes() {
+    let server = HttpServer::start();
+    let pair = Pair::start("rekey-soak", PairOptions::default());
+    // 140 s at 200 KB/s spans the rekey with margin.
+    let rate = 200_000u64;
+    let len = rate * 140;
+    let started = Instant::now();
+    pair.download_checked(&server, len, 61, &["--limit-rate", "200k"]);
+    let took = started.elapsed();
+    assert!(took > Duration::from_secs(125), "finished before the rekey: {took:?}");
+    let handshakes = |log: &str| log.matches("handshake completed").count();
+    let (client, gateway) = (pair.client.log(), pair.gateway.log());
+    assert!(
+        handshakes(&client) >= 2,
+        "the client never rekeyed in {took:?}:\n{client}"
+    );
+    assert!(handshakes(&gateway) >= 2, "the gateway saw no rekey:\n{gateway}");
+    eprintln!(
+        "{len} bytes intact in {took:?}; handshakes: client {}, gateway {}",
+        handshakes(&client),
+        handshakes(&gateway)
+    );
+}
