@@ -154,7 +154,7 @@ impl Engine {
                         if let Some(p) = pcap.as_mut() {
                             p.write(packet);
                         }
-                        stack.receive(packet);
+                        stack.receive(now, packet);
                     }
                     Ok(_) => {}
                     Err(reason) => {

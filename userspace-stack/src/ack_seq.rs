@@ -14,67 +14,30 @@
 //! number is behind the highest one sent on its connection is sent with the
 //! highest instead.
 
-use std::net::{IpAddr, SocketAddr};
+use crate::segment::{before, Segment};
 
 /// What is tracked per connection: the sequence number after the highest
 /// byte (or SYN/FIN) ever sent.
 pub(crate) type SndMax = Option<u32>;
 
-/// `a` is before `b` in sequence space.
-fn before(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
-}
-
-/// The TCP segment in an outbound IP packet: (local, remote) and where its
-/// header starts.
-pub(crate) fn tcp_segment(packet: &[u8]) -> Option<((SocketAddr, SocketAddr), usize)> {
-    let (src, dst, offset) = match packet.first()? >> 4 {
-        4 if packet.len() >= 20 && packet[9] == 6 => {
-            let ihl = usize::from(packet[0] & 0x0f) * 4;
-            let src = IpAddr::from(<[u8; 4]>::try_from(&packet[12..16]).ok()?);
-            let dst = IpAddr::from(<[u8; 4]>::try_from(&packet[16..20]).ok()?);
-            (src, dst, ihl)
-        }
-        6 if packet.len() >= 40 && packet[6] == 6 => {
-            let src = IpAddr::from(<[u8; 16]>::try_from(&packet[8..24]).ok()?);
-            let dst = IpAddr::from(<[u8; 16]>::try_from(&packet[24..40]).ok()?);
-            (src, dst, 40)
-        }
-        _ => return None,
-    };
-    let tcp = packet.get(offset..offset + 20)?;
-    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
-    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
-    Some((
-        (SocketAddr::new(src, sport), SocketAddr::new(dst, dport)),
-        offset,
-    ))
-}
-
-/// Updates `snd_max` from an outbound segment at `offset` and, if it is a
-/// pure ACK behind it, moves its sequence number up (checksum adjusted).
-pub(crate) fn fix(packet: &mut [u8], offset: usize, snd_max: &mut SndMax) {
-    let Some(tcp) = packet.get(offset..offset + 20) else {
-        return;
-    };
-    let header_len = usize::from(tcp[12] >> 4) * 4;
-    let flags = tcp[13];
-    let (syn, fin, rst) = (flags & 0x02 != 0, flags & 0x01 != 0, flags & 0x04 != 0);
-    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    let payload = packet.len().saturating_sub(offset + header_len);
-    if rst {
-        return;
+/// Updates `snd_max` from an outbound segment and, if it is a pure ACK
+/// behind it, moves its sequence number up (checksum adjusted). Returns
+/// whether the segment retransmits data sent before.
+pub(crate) fn fix(packet: &mut [u8], seg: &Segment, snd_max: &mut SndMax) -> bool {
+    if seg.has(crate::segment::RST) {
+        return false;
     }
-    let end = seq
-        .wrapping_add(payload as u32)
-        .wrapping_add(u32::from(syn))
-        .wrapping_add(u32::from(fin));
+    let end = seg.end();
     match *snd_max {
-        Some(max) if before(seq, max) && payload == 0 && !syn && !fin => {
-            set_seq(packet, offset, seq, max);
+        Some(max) if before(seg.seq, max) && seg.is_pure_ack() => {
+            set_seq(packet, seg.offset, seg.seq, max);
+            false
         }
-        Some(max) if !before(max, end) => {}
-        _ => *snd_max = Some(end),
+        Some(max) if !before(max, end) => seg.payload > 0 && before(seg.seq, max),
+        _ => {
+            *snd_max = Some(end);
+            false
+        }
     }
 }
 
@@ -150,21 +113,33 @@ mod tests {
     fn a_rewound_pure_ack_is_sent_with_the_highest_sequence() {
         let mut max = None;
         let mut data = segment(1000, &[7; 500], TcpControl::None);
-        let (tuple, off) = tcp_segment(&data).unwrap();
-        assert_eq!(tuple.0.port(), 40000);
-        fix(&mut data, off, &mut max);
+        let seg = Segment::parse(&data).unwrap();
+        assert_eq!((seg.src.port(), seg.payload), (40000, 500));
+        assert!(!fix(&mut data, &seg, &mut max));
         assert_eq!(max, Some(1500));
         // Go-back-N: a retransmission keeps its sequence number...
         let mut again = segment(1000, &[7; 500], TcpControl::None);
-        fix(&mut again, off, &mut max);
+        assert!(
+            {
+                let seg = Segment::parse(&again).unwrap();
+                fix(&mut again, &seg, &mut max)
+            },
+            "a retransmission"
+        );
         assert_eq!(seq_and_checksum_ok(&again), (1000, true));
         // ...but a pure ACK moves up to the frontier, checksum still right.
         let mut ack = segment(1000, &[], TcpControl::None);
-        fix(&mut ack, off, &mut max);
+        {
+            let seg = Segment::parse(&ack).unwrap();
+            fix(&mut ack, &seg, &mut max)
+        };
         assert_eq!(seq_and_checksum_ok(&ack), (1500, true));
         // A FIN is never moved.
         let mut fin = segment(1200, &[], TcpControl::Fin);
-        fix(&mut fin, off, &mut max);
+        {
+            let seg = Segment::parse(&fin).unwrap();
+            fix(&mut fin, &seg, &mut max)
+        };
         assert_eq!(seq_and_checksum_ok(&fin), (1200, true));
     }
 
@@ -172,10 +147,16 @@ mod tests {
     fn sequence_numbers_wrap() {
         let mut max = None;
         let mut data = segment(-100, &[1; 200], TcpControl::None);
-        fix(&mut data, 20, &mut max);
+        {
+            let seg = Segment::parse(&data).unwrap();
+            fix(&mut data, &seg, &mut max)
+        };
         assert_eq!(max, Some(100));
         let mut ack = segment(-100, &[], TcpControl::None);
-        fix(&mut ack, 20, &mut max);
+        {
+            let seg = Segment::parse(&ack).unwrap();
+            fix(&mut ack, &seg, &mut max)
+        };
         assert_eq!(seq_and_checksum_ok(&ack), (100, true));
     }
 }

@@ -14,6 +14,8 @@ mod ack_seq;
 mod device;
 mod dns;
 mod ports;
+mod recovery;
+mod segment;
 mod slots;
 mod stack;
 mod tcp;

@@ -182,6 +182,8 @@ pub struct Stack {
     /// (local, remote) of every TCP socket we track, for RST detection and
     /// to tell a retransmitted SYN from a new one.
     pub(crate) by_tuple: HashMap<(SocketAddr, SocketAddr), Tracked>,
+    /// Connections with data sent and not yet acknowledged (loss probes).
+    pub(crate) waiting: std::collections::HashSet<(SocketAddr, SocketAddr)>,
     /// Sockets whose handle was closed, draining their FIN or RST.
     pub(crate) closing: Vec<(SocketHandle, SocketAddr, SocketAddr, Option<u16>)>,
     /// Sockets to close once they leave SYN-RECEIVED.
@@ -200,6 +202,17 @@ pub struct Stack {
 pub(crate) struct Tracked {
     pub conn: ConnId,
     pub snd_max: crate::ack_seq::SndMax,
+    pub recovery: crate::recovery::Recovery,
+}
+
+impl Tracked {
+    pub fn new(conn: ConnId) -> Tracked {
+        Tracked {
+            conn,
+            snd_max: None,
+            recovery: Default::default(),
+        }
+    }
 }
 
 pub(crate) fn smol_time(now: Instant) -> smoltcp::time::Instant {
@@ -257,6 +270,7 @@ impl Stack {
             now,
             conns: Slots::default(),
             by_tuple: HashMap::new(),
+            waiting: Default::default(),
             closing: Vec::new(),
             deferred_close: Vec::new(),
             listeners: Slots::default(),
@@ -321,16 +335,45 @@ impl Stack {
 
     /// Queues one decrypted inbound IP packet. Call [`Stack::poll`] after a
     /// batch of them.
-    pub fn receive(&mut self, packet: &[u8]) {
+    pub fn receive(&mut self, now: Instant, packet: &[u8]) {
         self.stats.packets_in += 1;
-        self.inspect(packet);
+        let duplicates = self.inspect(now, packet);
         self.device.push_rx(packet);
+        for _ in 0..duplicates {
+            self.device.push_rx(packet);
+        }
     }
 
     /// Looks at an inbound packet before smoltcp does: notes RSTs (so a
-    /// reset is told from a timeout) and, for a gateway, makes the socket
-    /// that a new flow needs.
-    fn inspect(&mut self, packet: &[u8]) {
+    /// reset is told from a timeout), feeds loss recovery, and for a
+    /// gateway makes the socket a new flow needs. Returns how many
+    /// duplicates of the packet smoltcp should see after it.
+    fn inspect(&mut self, now: Instant, packet: &[u8]) -> usize {
+        if let Some(seg) = crate::segment::Segment::parse(packet) {
+            if let Some(t) = self.by_tuple.get_mut(&(seg.dst, seg.src)) {
+                let snd_max = t.snd_max;
+                return t.recovery.on_received(&seg, snd_max, now)
+                    + usize::from(self.note_rst(&seg));
+            }
+        }
+        self.inspect_new(packet);
+        0
+    }
+
+    /// An RST for a tracked connection; returns 0 (no duplicates).
+    fn note_rst(&mut self, seg: &crate::segment::Segment) -> bool {
+        if seg.has(crate::segment::RST) {
+            if let Some(conn) = self.by_tuple.get(&(seg.dst, seg.src)).map(|t| t.conn) {
+                if let Some(c) = self.conns.get_mut(conn.0) {
+                    c.reset = true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Flows the stack does not track yet: a gateway's new ones.
+    fn inspect_new(&mut self, packet: &[u8]) {
         let Some(ip) = IpHeader::parse(packet) else {
             return;
         };
@@ -369,6 +412,7 @@ impl Stack {
     /// every socket send. Call once per batch.
     pub fn poll(&mut self, now: Instant) {
         self.now = now;
+        self.loss_probes(now);
         self.iface
             .poll(smol_time(now), &mut self.device, &mut self.sockets);
         self.after_poll(now);
@@ -386,11 +430,20 @@ impl Stack {
     /// `handle_ip_packet`), oldest first. If the queue was full, poll again
     /// afterwards: smoltcp held data back.
     pub fn drain_outbound(&mut self, mut f: impl FnMut(&[u8])) {
+        let now = self.now;
         while let Some(mut packet) = self.device.tx.pop_front() {
             self.stats.packets_out += 1;
-            if let Some((tuple, offset)) = crate::ack_seq::tcp_segment(&packet) {
-                if let Some(tracked) = self.by_tuple.get_mut(&tuple) {
-                    crate::ack_seq::fix(&mut packet, offset, &mut tracked.snd_max);
+            if let Some(seg) = crate::segment::Segment::parse(&packet) {
+                let tuple = (seg.src, seg.dst);
+                if let Some(t) = self.by_tuple.get_mut(&tuple) {
+                    let retransmission = crate::ack_seq::fix(&mut packet, &seg, &mut t.snd_max);
+                    t.recovery.on_sent(&seg, retransmission, now);
+                    if retransmission {
+                        t.recovery.entered_recovery(t.snd_max);
+                    }
+                    if t.recovery.waiting(t.snd_max) {
+                        self.waiting.insert(tuple);
+                    }
                 }
             }
             f(&packet);
@@ -408,6 +461,44 @@ impl Stack {
         self.device.tx_full()
     }
 
+    /// Hands smoltcp duplicates of the peer's last ACK for connections
+    /// whose data went unanswered too long (see recovery.rs).
+    fn loss_probes(&mut self, now: Instant) {
+        let by_tuple = &mut self.by_tuple;
+        let device = &mut self.device;
+        self.waiting.retain(|tuple| {
+            let Some(t) = by_tuple.get_mut(tuple) else {
+                return false;
+            };
+            if !t.recovery.waiting(t.snd_max) {
+                return false;
+            }
+            let snd_max = t.snd_max;
+            if let Some((seq, ack, window)) = t.recovery.take_probe(snd_max, now) {
+                // smoltcp fast-retransmits at exactly its third duplicate
+                // ACK; if an earlier fast retransmission was lost it has
+                // counted past three and never will again. An ACK with a
+                // window one unit smaller is not a duplicate and resets the
+                // count; three copies of it then are.
+                let (local, remote) = *tuple;
+                let window = if window > 1 { window - 1 } else { window + 1 };
+                let packet = crate::segment::pure_ack(remote, local, seq, ack, window);
+                for _ in 0..=crate::recovery::DUPLICATES {
+                    device.push_rx(&packet);
+                }
+            }
+            true
+        });
+    }
+
+    fn probe_timeout(&self) -> Option<Instant> {
+        self.waiting
+            .iter()
+            .filter_map(|tuple| self.by_tuple.get(tuple))
+            .filter_map(|t| t.recovery.probe_at())
+            .min()
+    }
+
     /// When [`Stack::poll`] must next run (retransmissions, delayed ACKs,
     /// DNS retries), if ever.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
@@ -415,7 +506,10 @@ impl Stack {
             .iface
             .poll_at(smol_time(self.now), &self.sockets)
             .map(|t| Instant::from_duration(Duration::from_micros(t.total_micros().max(0) as u64)));
-        [smol, self.dns_timeout()].into_iter().flatten().min()
+        [smol, self.dns_timeout(), self.probe_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {

@@ -175,13 +175,7 @@ impl Stack {
             aborted: false,
             from_accept_any: false,
         }));
-        self.by_tuple.insert(
-            (local, remote),
-            Tracked {
-                conn: id,
-                snd_max: None,
-            },
-        );
+        self.by_tuple.insert((local, remote), Tracked::new(id));
         Ok(id)
     }
 
@@ -567,13 +561,7 @@ impl Stack {
             aborted: false,
             from_accept_any: false,
         }));
-        self.by_tuple.insert(
-            (local, remote),
-            Tracked {
-                conn: id,
-                snd_max: None,
-            },
-        );
+        self.by_tuple.insert((local, remote), Tracked::new(id));
         id
     }
 

@@ -528,3 +528,20 @@ fn connection_limits_refuse_cleanly_and_free_up_on_close() {
     let (c, _) = net.connect(addr("198.51.100.7:3000"));
     assert_eq!(net.stack(CLIENT).tcp_write(c, b"ping"), Ok(4));
 }
+
+#[test]
+fn loss_recovery_holds_whatever_the_seed_at_two_percent_loss() {
+    // Seed 111 once hung for good: a probe's duplicate ACKs made smoltcp
+    // "fast retransmit" with only a FIN outstanding, which sends nothing
+    // and cancels the FIN's retransmission timer (see recovery.rs).
+    let link = Link {
+        delay: Duration::from_millis(2),
+        jitter: Duration::from_millis(2),
+        loss: 0.02,
+        duplicate: 0.0,
+    };
+    for seed in 100..112 {
+        let mut net = Net::new(seed, link);
+        bulk_both_ways(&mut net, 4 * MIB);
+    }
+}

@@ -268,7 +268,7 @@ impl Engine {
             if let Ok(Received::Packet { packet, .. }) =
                 self.node.handle_datagram(now, RELAY_LABEL, &mut frame)
             {
-                self.stack.receive(packet);
+                self.stack.receive(now, packet);
             }
         }
         if self.node.poll_timeout().is_some_and(|t| t <= now) {

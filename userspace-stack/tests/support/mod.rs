@@ -269,7 +269,7 @@ impl Net {
                         u16::from_be_bytes([t[14], t[15]])
                     );
                 }
-                host.stack.receive(packet);
+                host.stack.receive(self.now, packet);
             }
             batches[f.to] = true;
         }
