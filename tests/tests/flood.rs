@@ -87,7 +87,7 @@ fn a_handshake_flood_leaves_the_real_peer_served() {
     for _ in 0..5 {
         hello();
     }
-    pair.download_checked(&server, 4 * 1024 * 1024, 10, &[]);
+    pair.download_checked(&server, 2 * 1024 * 1024, 10, &[]);
     // ...and so does a new handshake: the client restarts mid-flood.
     pair.client.terminate();
     let config = pair.client_config.to_str().unwrap().to_string();

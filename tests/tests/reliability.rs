@@ -141,14 +141,20 @@ fn a_download_survives_the_rekey_after_two_minutes() {
     let started = Instant::now();
     pair.download_checked(&server, len, 61, &["--limit-rate", "200k"]);
     let took = started.elapsed();
-    assert!(took > Duration::from_secs(125), "finished before the rekey: {took:?}");
+    assert!(
+        took > Duration::from_secs(125),
+        "finished before the rekey: {took:?}"
+    );
     let handshakes = |log: &str| log.matches("handshake completed").count();
     let (client, gateway) = (pair.client.log(), pair.gateway.log());
     assert!(
         handshakes(&client) >= 2,
         "the client never rekeyed in {took:?}:\n{client}"
     );
-    assert!(handshakes(&gateway) >= 2, "the gateway saw no rekey:\n{gateway}");
+    assert!(
+        handshakes(&gateway) >= 2,
+        "the gateway saw no rekey:\n{gateway}"
+    );
     eprintln!(
         "{len} bytes intact in {took:?}; handshakes: client {}, gateway {}",
         handshakes(&client),

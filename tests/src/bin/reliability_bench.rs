@@ -25,14 +25,24 @@ use underpass_tests::*;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("loss") => {
+        Some(mode @ ("loss" | "loss-only")) => {
             let mib = args.get(1).map_or(64, |a| a.parse().expect("MIB"));
             let rates: Vec<f64> = if args.len() > 2 {
                 args[2..].iter().map(|r| r.parse().expect("RATE")).collect()
             } else {
                 vec![0.0, 0.01, 0.05, 0.1]
             };
-            loss(mib, &rates);
+            // `loss`: with duplication, reordering and delay; `loss-only`:
+            // drops alone, which shows recovery without the relay's delay.
+            let impairment = if mode == "loss" {
+                Impairment::lossy
+            } else {
+                |rate| Impairment {
+                    loss: rate,
+                    ..Impairment::default()
+                }
+            };
+            loss(mib, &rates, impairment);
         }
         Some("conns") => conns(args.get(1).map_or(2000, |a| a.parse().expect("COUNT"))),
         Some("churn") => churn(args.get(1).map_or(10, |a| a.parse().expect("MINUTES"))),
@@ -63,7 +73,7 @@ fn timed_curl(args: &[&str]) -> (Duration, String) {
     )
 }
 
-fn loss(mib: u64, rates: &[f64]) {
+fn loss(mib: u64, rates: &[f64], impairment: fn(f64) -> Impairment) {
     let server = HttpServer::start();
     let len = mib << 20;
     println!("| loss each way | download {mib} MiB | upload {mib} MiB | intact | datagrams dropped (down/up) |");
@@ -72,7 +82,7 @@ fn loss(mib: u64, rates: &[f64]) {
         let pair = Pair::start(
             "bench-loss",
             PairOptions {
-                impair: Some((Impairment::lossy(rate), i as u64 + 1)),
+                impair: Some((impairment(rate), i as u64 + 1)),
                 gateway_cpu: Some(0),
                 client_cpu: Some(1),
                 ..Default::default()
