@@ -86,14 +86,34 @@ fn policy(cfg: &ProxyConfig, defaults: Defaults) -> underpass_stack::Policy {
         .map(|n| n.addr())
         .collect();
     let allowed = cfg.gateway.allowed_destinations.clone();
-    Box::new(move |_proto: Protocol, dst: SocketAddr| {
+    // Refusals are logged, but at most once a second (with how many more
+    // there were): a client retrying must not flood the log.
+    let mut last_logged: Option<std::time::Instant> = None;
+    let mut unlogged = 0u64;
+    Box::new(move |proto: Protocol, dst: SocketAddr| {
         if own.contains(&dst.ip()) {
             return false; // the gateway's own tunnel address serves only DNS
         }
-        match &allowed {
+        let ok = match &allowed {
             Some(nets) => nets.iter().any(|n| n.contains(&dst.ip())),
             None => defaults == Defaults::Everything || !private_to_host(dst.ip()),
+        };
+        if !ok {
+            let now = std::time::Instant::now();
+            if last_logged.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                let why = if allowed.is_some() {
+                    "outside [Gateway] AllowedDestinations"
+                } else {
+                    "the gateway host's own loopback or link-local (set [Gateway] AllowedDestinations to allow it)"
+                };
+                tracing::info!(?proto, %dst, more_since_last = unlogged, "refused a flow: {why}");
+                last_logged = Some(now);
+                unlogged = 0;
+            } else {
+                unlogged += 1;
+            }
         }
+        ok
     })
 }
 

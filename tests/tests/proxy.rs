@@ -603,6 +603,13 @@ fn the_default_gateway_keeps_its_own_loopback_private() {
         "refused: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // And the gateway says why.
+    gateway.wait_for_log("refused a flow", Duration::from_secs(5));
+    assert!(
+        gateway.log().contains(&server.addr.to_string()),
+        "the refusal names the destination:\n{}",
+        gateway.log()
+    );
 }
 
 #[test]
