@@ -79,12 +79,15 @@ fn init_logging(default: &str) {
 /// pages data touched should cost memory. glibc raises its mmap threshold
 /// after the first large free, and then serves such buffers from the heap
 /// with calloc zeroing them all: fixing the threshold keeps them lazily
-/// mapped (see BENCHMARKS.md, userspace-stack memory).
+/// mapped (see BENCHMARKS.md, userspace-stack memory). At 64 KiB it also
+/// covers the two copy buffers of each proxied connection, which from
+/// the heap were zeroed whole and, freed, stayed with the process
+/// (RELIABILITY.md, connections and memory).
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: called first thing in main, before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
     }
 }
 
