@@ -105,9 +105,12 @@ fn a_tcp_connection_survives_the_clients_source_port_changing() {
     let relay = pair.relay.as_ref().unwrap();
     let old_port = relay.source_port();
     // A transfer slow enough to still be running when the NAT rebinds.
+    // curl's rate limit holds back its reads, not the sender: the kernel
+    // socket buffer in front of curl takes up to 6 MiB at once, so the
+    // file must be well larger than that to still cross the tunnel later.
     std::thread::scope(|s| {
         let transfer = s.spawn(|| {
-            pair.download_checked(&server, 6 * 1024 * 1024, 9, &["--limit-rate", "2M"]);
+            pair.download_checked(&server, 24 * 1024 * 1024, 9, &["--limit-rate", "4M"]);
         });
         std::thread::sleep(Duration::from_millis(1000));
         let before = relay.down.received.load(Ordering::Relaxed);
@@ -117,7 +120,12 @@ fn a_tcp_connection_survives_the_clients_source_port_changing() {
             .join()
             .expect("the transfer survived the rebinding");
         // The gateway followed: it sent to the new port.
-        assert!(relay.down.received.load(Ordering::Relaxed) > before + 100);
+        let after = relay.down.received.load(Ordering::Relaxed);
+        assert!(
+            after > before + 100,
+            "only {} datagrams came back after the rebinding: the transfer was over before it",
+            after - before
+        );
     });
     let log = pair.gateway.log();
     assert!(
