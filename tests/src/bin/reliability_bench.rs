@@ -4,6 +4,8 @@
 //!     cargo build --release -p underpass
 //!     UNDERPASS_BIN=target/release/underpass \
 //!       cargo run --release -p underpass-tests --bin reliability_bench -- loss [MIB] [RATE...]
+//!     ... -- loss-reorder [MIB] [RATE...]   the same without the base delay
+//!     ... -- loss-only [MIB] [RATE...]      drops alone
 //!     ... -- conns [COUNT]     COUNT SOCKS connections held open at once
 //!     ... -- churn [MINUTES]   connections opening, moving data, closing
 //!
@@ -25,22 +27,27 @@ use underpass_tests::*;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some(mode @ ("loss" | "loss-only")) => {
+        Some(mode @ ("loss" | "loss-only" | "loss-reorder")) => {
             let mib = args.get(1).map_or(64, |a| a.parse().expect("MIB"));
             let rates: Vec<f64> = if args.len() > 2 {
                 args[2..].iter().map(|r| r.parse().expect("RATE")).collect()
             } else {
                 vec![0.0, 0.01, 0.05, 0.1]
             };
-            // `loss`: with duplication, reordering and delay; `loss-only`:
-            // drops alone, which shows recovery without the relay's delay.
-            let impairment = if mode == "loss" {
-                Impairment::lossy
-            } else {
-                |rate| Impairment {
+            // `loss`: with duplication, reordering and delay; `loss-reorder`:
+            // the same without the base delay and jitter (which bind the
+            // relay); `loss-only`: drops alone.
+            let impairment: fn(f64) -> Impairment = match mode {
+                "loss" => Impairment::lossy,
+                "loss-reorder" => |rate| Impairment {
+                    delay: Duration::ZERO,
+                    jitter: Duration::ZERO,
+                    ..Impairment::lossy(rate)
+                },
+                _ => |rate| Impairment {
                     loss: rate,
                     ..Impairment::default()
-                }
+                },
             };
             loss(mib, &rates, impairment);
         }
@@ -48,7 +55,7 @@ fn main() {
         Some("churn") => churn(args.get(1).map_or(10, |a| a.parse().expect("MINUTES"))),
         _ => {
             eprintln!(
-                "usage: reliability_bench loss [MIB] [RATE...] | conns [COUNT] | churn [MINUTES]"
+                "usage: reliability_bench loss|loss-reorder|loss-only [MIB] [RATE...] | conns [COUNT] | churn [MINUTES]"
             );
             std::process::exit(2);
         }
