@@ -349,6 +349,19 @@ pub fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
 /// Writes `len` bytes of stream `seed` to a file; returns its checksum.
 pub fn write_content(path: &Path, seed: u64, len: u64) -> u64 {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let value = stream_content(seed, len, |chunk| f.write_all(chunk).unwrap());
+    f.flush().unwrap();
+    value
+}
+
+/// The checksum of `len` bytes of stream `seed`, without keeping them.
+pub fn content_checksum(seed: u64, len: u64) -> u64 {
+    stream_content(seed, len, |_| {})
+}
+
+/// Hands `len` bytes of stream `seed` to `sink` a MiB at a time; returns
+/// their checksum.
+fn stream_content(seed: u64, len: u64, mut sink: impl FnMut(&[u8])) -> u64 {
     let mut c = Checksum::default();
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0;
@@ -356,7 +369,7 @@ pub fn write_content(path: &Path, seed: u64, len: u64) -> u64 {
         let n = (len - off).min(buf.len() as u64) as usize;
         fill(seed, off, &mut buf[..n]);
         c.update(&buf[..n]);
-        f.write_all(&buf[..n]).unwrap();
+        sink(&buf[..n]);
         off += n as u64;
     }
     c.value()
@@ -476,8 +489,24 @@ impl Pair {
         args.extend_from_slice(extra);
         args.push(&url);
         curl_text(&curl(&args));
-        let expected = Checksum::of(&content(seed, len as usize));
+        let expected = content_checksum(seed, len);
         assert_eq!(Checksum::of_file(&file), (expected, len), "download {seed}");
+        std::fs::remove_file(&file).unwrap();
+    }
+
+    /// Uploads `len` bytes of stream `seed` to `server` through the SOCKS
+    /// proxy; the server's checksum of what it got must match.
+    pub fn upload_checked(&self, server: &http_server::HttpServer, len: u64, seed: u64) {
+        let file = self.scratch.path(&format!("up-{seed}.bin"));
+        let expected = write_content(&file, seed, len);
+        let out = curl_text(&curl(&[
+            "--socks5",
+            &self.socks.to_string(),
+            "-T",
+            file.to_str().unwrap(),
+            &server.url("/sink"),
+        ]));
+        assert_eq!(out, format!("{len} {expected}\n"), "upload {seed}");
         std::fs::remove_file(&file).unwrap();
     }
 

@@ -45,6 +45,18 @@ fn socks_request(command: u8, target: SocketAddr) -> Vec<u8> {
     r
 }
 
+/// A SOCKS5 CONNECT without authentication; the stream and the reply code.
+fn socks_connect(socks: SocketAddr, target: SocketAddr) -> (TcpStream, u8) {
+    let mut s = connect(socks);
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut r = [0u8; 2];
+    s.read_exact(&mut r).unwrap();
+    s.write_all(&socks_request(1, target)).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    (s, reply[1])
+}
+
 fn user_pass(user: &str, password: &str) -> Vec<u8> {
     let mut m = vec![1, user.len() as u8];
     m.extend_from_slice(user.as_bytes());
@@ -179,16 +191,7 @@ fn at_the_connection_limit_socks_and_http_refuse_cleanly_and_recover() {
         },
     );
     // Two tunnel connections held open through SOCKS.
-    let hold = |pair: &Pair| {
-        let mut s = connect(pair.socks);
-        s.write_all(&[5, 1, 0]).unwrap();
-        let mut r = [0u8; 2];
-        s.read_exact(&mut r).unwrap();
-        s.write_all(&socks_request(1, server.addr)).unwrap();
-        let mut reply = [0u8; 10];
-        s.read_exact(&mut reply).unwrap();
-        (s, reply[1])
-    };
+    let hold = |pair: &Pair| socks_connect(pair.socks, server.addr);
     let (first, ok1) = hold(&pair);
     let (_second, ok2) = hold(&pair);
     assert_eq!((ok1, ok2), (0, 0), "the first two connect");
@@ -241,16 +244,7 @@ fn a_gateway_refuses_connections_past_its_per_client_limit() {
             ..Default::default()
         },
     );
-    let open = |pair: &Pair| {
-        let mut s = connect(pair.socks);
-        s.write_all(&[5, 1, 0]).unwrap();
-        let mut r = [0u8; 2];
-        s.read_exact(&mut r).unwrap();
-        s.write_all(&socks_request(1, server.addr)).unwrap();
-        let mut reply = [0u8; 10];
-        s.read_exact(&mut reply).unwrap();
-        (s, reply[1])
-    };
+    let open = |pair: &Pair| socks_connect(pair.socks, server.addr);
     let (_held, ok) = open(&pair);
     assert_eq!(ok, 0);
     let (_, refused) = open(&pair);

@@ -136,29 +136,9 @@ fn two_hundred_fifty_six_mib_each_way_arrive_intact() {
     let server = HttpServer::start();
     let pair = Pair::start("bulk", PairOptions::default());
     let len: u64 = 256 * 1024 * 1024;
-    // Download.
-    let file = pair.scratch.path("down.bin");
-    let url = server.url(&format!("/bytes/{len}?seed=99"));
-    curl_text(&curl(&[
-        "--socks5",
-        &pair.socks.to_string(),
-        "-o",
-        file.to_str().unwrap(),
-        &url,
-    ]));
-    let expected = write_content(&pair.scratch.path("expected.bin"), 99, len);
-    assert_eq!(Checksum::of_file(&file), (expected, len));
-    std::fs::remove_file(&file).unwrap();
+    pair.download_checked(&server, len, 99, &[]);
     // Upload, the server checks what it got.
-    let up = pair.scratch.path("expected.bin");
-    let out = curl_text(&curl(&[
-        "--socks5",
-        &pair.socks.to_string(),
-        "-T",
-        up.to_str().unwrap(),
-        &server.url("/sink"),
-    ]));
-    assert_eq!(out, format!("{len} {expected}\n"));
+    pair.upload_checked(&server, len, 99);
 }
 
 #[test]

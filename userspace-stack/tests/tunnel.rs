@@ -246,18 +246,8 @@ fn a_refused_destination_is_reported_as_refused() {
         .stack(CLIENT)
         .tcp_connect(addr("198.51.100.7:9"))
         .unwrap();
-    let w = waker();
-    let mut result = None;
-    net.run_until(Duration::from_secs(5), "the refusal", |net| {
-        if let Poll::Ready(r) = net
-            .stack(CLIENT)
-            .poll_connected(&mut Context::from_waker(&w), c)
-        {
-            result = Some(r);
-        }
-        result.is_some()
-    });
-    assert_eq!(result, Some(Err(TcpError::Refused)));
+    let result = net.connect_outcome(c, Duration::from_secs(5), "the refusal");
+    assert_eq!(result, Err(TcpError::Refused));
     assert_eq!(net.stack(GATEWAY).stats().refused_by_policy, 1);
 }
 
@@ -278,18 +268,8 @@ fn the_gateway_can_refuse_an_accepted_connection() {
             _ => false,
         }
     });
-    let w = waker();
-    let mut result = None;
-    net.run_until(Duration::from_secs(5), "the refusal", |net| {
-        if let Poll::Ready(r) = net
-            .stack(CLIENT)
-            .poll_connected(&mut Context::from_waker(&w), c)
-        {
-            result = Some(r);
-        }
-        result.is_some()
-    });
-    assert_eq!(result, Some(Err(TcpError::Refused)));
+    let result = net.connect_outcome(c, Duration::from_secs(5), "the refusal");
+    assert_eq!(result, Err(TcpError::Refused));
 }
 
 #[test]
@@ -300,19 +280,9 @@ fn an_unanswered_connect_times_out() {
         .stack(CLIENT)
         .tcp_connect(addr("198.51.100.7:80"))
         .unwrap();
-    let w = waker();
-    let mut result = None;
     let start = net.now;
-    net.run_until(Duration::from_secs(60), "the connect timeout", |net| {
-        if let Poll::Ready(r) = net
-            .stack(CLIENT)
-            .poll_connected(&mut Context::from_waker(&w), c)
-        {
-            result = Some(r);
-        }
-        result.is_some()
-    });
-    assert_eq!(result, Some(Err(TcpError::TimedOut)));
+    let result = net.connect_outcome(c, Duration::from_secs(60), "the connect timeout");
+    assert_eq!(result, Err(TcpError::TimedOut));
     let took = net.now - start;
     assert!(
         took >= Duration::from_secs(10) && took < Duration::from_secs(12),
@@ -501,19 +471,8 @@ fn connection_limits_refuse_cleanly_and_free_up_on_close() {
         .stack(CLIENT)
         .tcp_connect(addr("198.51.100.7:2000"))
         .unwrap();
-    let w = waker();
-    let mut result = None;
-    net.run_until(Duration::from_secs(5), "the refusal", |net| {
-        while net.stack(GATEWAY).poll_accepted().is_some() {}
-        if let Poll::Ready(r) = net
-            .stack(CLIENT)
-            .poll_connected(&mut Context::from_waker(&w), c)
-        {
-            result = Some(r);
-        }
-        result.is_some()
-    });
-    assert_eq!(result, Some(Err(TcpError::Refused)));
+    let result = net.connect_outcome(c, Duration::from_secs(5), "the refusal");
+    assert_eq!(result, Err(TcpError::Refused));
     assert_eq!(net.stack(GATEWAY).stats().refused_by_limit, 1);
     // The client's own limit: the refused handle still counts until closed.
     assert_eq!(

@@ -314,6 +314,28 @@ impl Net {
         });
     }
 
+    /// Steps until the client's connection `c` is established or has
+    /// failed, within `limit`; returns which.
+    pub fn connect_outcome(
+        &mut self,
+        c: ConnId,
+        limit: Duration,
+        what: &str,
+    ) -> Result<(), TcpError> {
+        let w = waker();
+        let mut result = None;
+        self.run_until(limit, what, |net| {
+            if let Poll::Ready(r) = net
+                .stack(CLIENT)
+                .poll_connected(&mut Context::from_waker(&w), c)
+            {
+                result = Some(r);
+            }
+            result.is_some()
+        });
+        result.expect("run_until returns once it is set")
+    }
+
     /// Connects from the client to `dst` and accepts on the gateway; returns
     /// both ends.
     pub fn connect(&mut self, dst: SocketAddr) -> (ConnId, ConnId) {
