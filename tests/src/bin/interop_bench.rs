@@ -11,6 +11,16 @@
 //! Run by hand, as root (not in CI):
 //!
 //!     cargo run --release -p underpass-tests --bin interop_bench
+//!     cargo run --release -p underpass-tests --bin interop_bench -- --only gateway,plain
+//!     cargo run --release -p underpass-tests --bin interop_bench -- --ttfb-server python
+//!     UNDERPASS_BIN=/tmp/underpass-old cargo run --release ... # another build
+//!
+//! Rows: `underpass`, `reference`, `onetun`, `gateway`, `plain`.
+//!
+//! Time to first byte is measured against the tests' Rust HTTP server (this
+//! binary started with `--origin ADDR`, in the namespace and on the host),
+//! one thread per connection: Python's `http.server`, which earlier runs
+//! used, takes ~1 ms per request itself and hid the tunnels' differences.
 //!
 //! Pinning: the peer side (wireguard-go peer, its servers, the underpass
 //! gateway, the host's iperf3 server) on CPU 0; the client side (the tunnel
@@ -260,7 +270,87 @@ fn onetun() -> PathBuf {
     bin
 }
 
+/// What to run, from the command line.
+struct Options {
+    only: Option<Vec<String>>,
+    python_ttfb: bool,
+}
+
+impl Options {
+    fn parse() -> Options {
+        let mut o = Options {
+            only: None,
+            python_ttfb: false,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--origin" => {
+                    let addr: SocketAddr = args
+                        .next()
+                        .and_then(|a| a.parse().ok())
+                        .expect("--origin IP:PORT");
+                    let _server = underpass_tests::http_server::HttpServer::start_on(addr);
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                "--only" => {
+                    o.only = Some(
+                        args.next()
+                            .expect("--only ROW,ROW")
+                            .split(',')
+                            .map(str::to_string)
+                            .collect(),
+                    )
+                }
+                "--ttfb-server" => {
+                    o.python_ttfb = match args.next().as_deref() {
+                        Some("python") => true,
+                        Some("rust") => false,
+                        _ => panic!("--ttfb-server python|rust"),
+                    }
+                }
+                other => panic!(
+                    "unknown argument {other}; use --only underpass,reference,onetun,gateway,plain and --ttfb-server python|rust"
+                ),
+            }
+        }
+        o
+    }
+
+    fn runs(&self, row: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|r| r == row))
+    }
+}
+
+/// Starts this program as an HTTP origin on `addr`, on CPU 0, inside the
+/// namespace `netns` if given.
+fn origin(netns: Option<&str>, addr: &str) -> Kill {
+    let exe = std::env::current_exe().unwrap();
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "taskset", "-c", "0"]);
+            c
+        }
+        None => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0"]);
+            c
+        }
+    };
+    c.arg(exe)
+        .args(["--origin", addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Kill(c.spawn().expect("origin"))
+}
+
 fn main() {
+    let options = Options::parse();
     if let Some(why) = interop::unavailable() {
         eprintln!("cannot run: {why}");
         std::process::exit(1);
@@ -269,18 +359,24 @@ fn main() {
         sh("command -v iperf3").status.success(),
         "install iperf3 (apt-get install iperf3)"
     );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "underpass"])
-        .status()
-        .expect("cargo");
-    assert!(status.success());
-    let underpass = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("underpass");
-    std::env::set_var("UNDERPASS_BIN", &underpass);
-    let onetun = onetun();
+    // UNDERPASS_BIN set: that binary (A/B comparisons); else a fresh build.
+    let underpass = match std::env::var_os("UNDERPASS_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => {
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--release", "--quiet", "-p", "underpass"])
+                .status()
+                .expect("cargo");
+            assert!(status.success());
+            let bin = std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("underpass");
+            std::env::set_var("UNDERPASS_BIN", &bin);
+            bin
+        }
+    };
 
     let (reference, onetun_key) = (keys(), keys());
     let Some(peer) = Peer::start_with(
@@ -303,171 +399,190 @@ fn main() {
     let host_iperf = sh("taskset -c 0 iperf3 -s -D -B 127.0.0.1 -p 5202");
     assert!(host_iperf.status.success());
     let host_http_port = free_port();
-    let host_http = Kill(
-        Command::new("taskset")
-            .args([
-                "-c",
-                "0",
-                "python3",
-                "-m",
-                "http.server",
-                &host_http_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(peer.dir.path("www"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_tcp(
-        SocketAddr::from(([127, 0, 0, 1], host_http_port)),
-        Duration::from_secs(5),
-    );
+    let host_origin = format!("127.0.0.1:{host_http_port}");
+    let host_http = if options.python_ttfb {
+        Kill(
+            Command::new("taskset")
+                .args([
+                    "-c",
+                    "0",
+                    "python3",
+                    "-m",
+                    "http.server",
+                    &host_http_port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                ])
+                .current_dir(peer.dir.path("www"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    } else {
+        origin(None, &host_origin)
+    };
+    wait_tcp(host_origin.parse().unwrap(), Duration::from_secs(5));
+    // Behind wireguard-go: its Python server on 8000, or the Rust origin.
+    let (peer_origin, path) = if options.python_ttfb {
+        (format!("{server_ip}:8000"), "/small.txt")
+    } else {
+        (format!("{server_ip}:8080"), "/hello")
+    };
+    let _peer_http =
+        (!options.python_ttfb).then(|| origin(Some(&format!("underpass-{id}")), &peer_origin));
     std::thread::sleep(Duration::from_millis(500));
 
-    println!("interop benchmark: peer side pinned to CPU 0, client side to CPU 1; iperf3 {SECONDS} s per figure; ttfb = curl time to first byte, {LATENCY_RUNS} runs");
+    println!("interop benchmark: peer side pinned to CPU 0, client side to CPU 1; iperf3 {SECONDS} s per figure; ttfb = curl time to first byte, {LATENCY_RUNS} runs, {} server",
+        if options.python_ttfb { "Python http.server" } else { "Rust (thread per connection)" });
     println!("CPU s/GiB and RSS are those of the client-side tunnel process (the reference's kernel TCP time is not in its figure)");
     print_header();
-    let small = format!("http://{server_ip}:8000/small.txt");
+    let small = format!("http://{peer_origin}{path}");
+    let host_small = format!("http://{host_origin}{path}");
 
     // 1. underpass client -> wireguard-go.
-    let (fwd, socks) = (free_port(), free_port());
-    let cfg = peer.dir.write(
-        "underpass.conf",
-        &peer.client_config("", &format!("[Socks5]\nBindAddress = 127.0.0.1:{socks}\n\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{fwd}\nTarget = {server_ip}:5201\n")),
-    );
-    let client = spawn_on_cpu1(
-        &underpass,
-        &["--config", cfg.to_str().unwrap()],
-        &peer.dir.path("underpass.log"),
-    );
-    wait_tcp(
-        SocketAddr::from(([127, 0, 0, 1], socks)),
-        Duration::from_secs(10),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let ours = measure(
-        "underpass -> wireguard-go",
-        ("127.0.0.1", fwd),
-        &["--socks5", &format!("127.0.0.1:{socks}"), &small],
-        Some(client.0.id()),
-    );
-    drop(client);
+    let ours = options.runs("underpass").then(|| {
+        let (fwd, socks) = (free_port(), free_port());
+        let cfg = peer.dir.write(
+            "underpass.conf",
+            &peer.client_config("", &format!("[Socks5]\nBindAddress = 127.0.0.1:{socks}\n\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{fwd}\nTarget = {server_ip}:5201\n")),
+        );
+        let client = spawn_on_cpu1(
+            &underpass,
+            &["--config", cfg.to_str().unwrap()],
+            &peer.dir.path("underpass.log"),
+        );
+        wait_tcp(
+            SocketAddr::from(([127, 0, 0, 1], socks)),
+            Duration::from_secs(10),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        measure(
+            "underpass -> wireguard-go",
+            ("127.0.0.1", fwd),
+            &["--socks5", &format!("127.0.0.1:{socks}"), &small],
+            Some(client.0.id()),
+        )
+    });
 
     // 2. wireguard-go reference client (kernel TCP) -> wireguard-go.
-    let wgr = format!("wgr{id}");
-    std::fs::write(peer.dir.path("ref.key"), &reference.private).unwrap();
-    let setup = format!(
-        "taskset -c 1 wireguard-go {wgr} && wg set {wgr} private-key {} peer {} endpoint {} allowed-ips {server_ip}/32 && \
-         ip addr add 10.202.{id}.3/32 dev {wgr} && ip link set {wgr} mtu 1420 up && ip route replace {server_ip}/32 dev {wgr}",
-        peer.dir.path("ref.key").display(),
-        peer.public,
-        peer.endpoint()
-    );
-    assert!(sh(&setup).status.success(), "reference wireguard-go");
-    std::thread::sleep(Duration::from_millis(500));
-    let ref_pid = sh(&format!("pgrep -f 'wireguard-go {wgr}$'")).stdout;
-    let ref_pid = String::from_utf8_lossy(&ref_pid)
-        .trim()
-        .lines()
-        .next()
-        .and_then(|p| p.parse().ok());
-    let reference_row = measure(
-        "wireguard-go client (kernel TCP) -> wireguard-go",
-        (&server_ip, 5201),
-        &[&small],
-        ref_pid,
-    );
-    let _ = sh(&format!(
-        "pkill -f 'wireguard-go {wgr}$'; ip link del {wgr} 2>/dev/null"
-    ));
+    let reference_row = options.runs("reference").then(|| {
+        let wgr = format!("wgr{id}");
+        std::fs::write(peer.dir.path("ref.key"), &reference.private).unwrap();
+        let setup = format!(
+            "taskset -c 1 wireguard-go {wgr} && wg set {wgr} private-key {} peer {} endpoint {} allowed-ips {server_ip}/32 && \
+             ip addr add 10.202.{id}.3/32 dev {wgr} && ip link set {wgr} mtu 1420 up && ip route replace {server_ip}/32 dev {wgr}",
+            peer.dir.path("ref.key").display(),
+            peer.public,
+            peer.endpoint()
+        );
+        assert!(sh(&setup).status.success(), "reference wireguard-go");
+        std::thread::sleep(Duration::from_millis(500));
+        let ref_pid = sh(&format!("pgrep -f 'wireguard-go {wgr}$'")).stdout;
+        let ref_pid = String::from_utf8_lossy(&ref_pid)
+            .trim()
+            .lines()
+            .next()
+            .and_then(|p| p.parse().ok());
+        let row = measure(
+            "wireguard-go client (kernel TCP) -> wireguard-go",
+            (&server_ip, 5201),
+            &[&small],
+            ref_pid,
+        );
+        let _ = sh(&format!(
+            "pkill -f 'wireguard-go {wgr}$'; ip link del {wgr} 2>/dev/null"
+        ));
+        row
+    });
 
     // 3. onetun -> wireguard-go.
-    let (ofwd, ohttp) = (free_port(), free_port());
-    let onetun_proc = spawn_on_cpu1(
-        &onetun,
-        &[
-            &format!("127.0.0.1:{ofwd}:{server_ip}:5201"),
-            &format!("127.0.0.1:{ohttp}:{server_ip}:8000"),
-            "--endpoint-addr",
-            &peer.endpoint().to_string(),
-            "--endpoint-public-key",
-            &peer.public,
-            "--private-key",
-            &onetun_key.private,
-            "--source-peer-ip",
-            &format!("10.202.{id}.4"),
-            "--keep-alive",
-            "10",
-        ],
-        &peer.dir.path("onetun.log"),
-    );
-    wait_tcp(
-        SocketAddr::from(([127, 0, 0, 1], ofwd)),
-        Duration::from_secs(10),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let onetun_row = measure(
-        "onetun -> wireguard-go",
-        ("127.0.0.1", ofwd),
-        &[&format!("http://127.0.0.1:{ohttp}/small.txt")],
-        Some(onetun_proc.0.id()),
-    );
-    drop(onetun_proc);
+    let onetun_row = options.runs("onetun").then(|| {
+        let onetun = onetun();
+        let (ofwd, ohttp) = (free_port(), free_port());
+        let onetun_proc = spawn_on_cpu1(
+            &onetun,
+            &[
+                &format!("127.0.0.1:{ofwd}:{server_ip}:5201"),
+                &format!("127.0.0.1:{ohttp}:{peer_origin}"),
+                "--endpoint-addr",
+                &peer.endpoint().to_string(),
+                "--endpoint-public-key",
+                &peer.public,
+                "--private-key",
+                &onetun_key.private,
+                "--source-peer-ip",
+                &format!("10.202.{id}.4"),
+                "--keep-alive",
+                "10",
+            ],
+            &peer.dir.path("onetun.log"),
+        );
+        wait_tcp(
+            SocketAddr::from(([127, 0, 0, 1], ofwd)),
+            Duration::from_secs(10),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        measure(
+            "onetun -> wireguard-go",
+            ("127.0.0.1", ofwd),
+            &[&format!("http://127.0.0.1:{ohttp}{path}")],
+            Some(onetun_proc.0.id()),
+        )
+    });
 
     // 4. underpass client -> underpass gateway.
-    let pair = Pair::start(
-        "bench-pair",
-        PairOptions {
-            gateway_cpu: Some(0),
-            client_cpu: Some(1),
-            extra_client: {
-                let p = free_port();
-                format!("\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{p}\nTarget = 127.0.0.1:5202\n# port {p}\n")
+    if options.runs("gateway") {
+        let pair = Pair::start(
+            "bench-pair",
+            PairOptions {
+                gateway_cpu: Some(0),
+                client_cpu: Some(1),
+                extra_client: {
+                    let p = free_port();
+                    format!("\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{p}\nTarget = 127.0.0.1:5202\n# port {p}\n")
+                },
+                ..Default::default()
             },
-            ..Default::default()
-        },
-    );
-    let fwd_port: u16 = std::fs::read_to_string(&pair.client_config)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("# port "))
-        .and_then(|p| p.parse().ok())
-        .unwrap();
-    let pid = sh("pgrep -f 'underpass --config .*bench-pair.*client.conf'").stdout;
-    let pid = String::from_utf8_lossy(&pid)
-        .trim()
-        .lines()
-        .next()
-        .and_then(|p| p.parse().ok());
-    let pair_row = measure(
-        "underpass -> underpass gateway",
-        ("127.0.0.1", fwd_port),
-        &[
-            "--socks5",
-            &pair.socks.to_string(),
-            &format!("http://127.0.0.1:{host_http_port}/small.txt"),
-        ],
-        pid,
-    );
-    drop(pair);
+        );
+        let fwd_port: u16 = std::fs::read_to_string(&pair.client_config)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("# port "))
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        let pid = sh("pgrep -f 'underpass --config .*bench-pair.*client.conf'").stdout;
+        let pid = String::from_utf8_lossy(&pid)
+            .trim()
+            .lines()
+            .next()
+            .and_then(|p| p.parse().ok());
+        measure(
+            "underpass -> underpass gateway",
+            ("127.0.0.1", fwd_port),
+            &["--socks5", &pair.socks.to_string(), &host_small],
+            pid,
+        );
+    }
 
     // 5. No tunnel.
-    let plain = measure(
-        "no tunnel (loopback)",
-        ("127.0.0.1", 5202),
-        &[&format!("http://127.0.0.1:{host_http_port}/small.txt")],
-        None,
-    );
-    let _ = plain;
+    if options.runs("plain") {
+        measure(
+            "no tunnel (loopback)",
+            ("127.0.0.1", 5202),
+            &[&host_small],
+            None,
+        );
+    }
 
     println!();
     println!("ratios (latency ratios below 1 are better)");
-    print_ratio("underpass / wireguard-go reference", &ours, &reference_row);
-    print_ratio("underpass / onetun", &ours, &onetun_row);
-    let _ = pair_row;
+    if let (Some(ours), Some(reference)) = (&ours, &reference_row) {
+        print_ratio("underpass / wireguard-go reference", ours, reference);
+    }
+    if let (Some(ours), Some(onetun)) = (&ours, &onetun_row) {
+        print_ratio("underpass / onetun", ours, onetun);
+    }
     drop(host_http);
     let _ = sh("pkill -f 'iperf3 -s -D -B 127.0.0.1 -p 5202'");
 }
