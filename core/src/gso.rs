@@ -75,8 +75,10 @@ pub struct GsoQueue {
     batches: VecDeque<Batch>,
     /// Sequence number of `batches[0]`; numbers survive pops from the front.
     front_seq: u64,
-    /// Each pair's newest batch, by sequence number.
-    newest: HashMap<Pair, u64>,
+    /// Each pair's newest batch, by sequence number. Looked up for every
+    /// datagram, so not SipHash; the keys are endpoints of peers that
+    /// authenticated, so an unseeded hash is safe here.
+    newest: HashMap<Pair, u64, foldhash::fast::FixedState>,
     max_segments: usize,
     bytes: usize,
     datagrams: usize,
@@ -107,7 +109,7 @@ impl GsoQueue {
         GsoQueue {
             batches: VecDeque::new(),
             front_seq: 0,
-            newest: HashMap::new(),
+            newest: HashMap::default(),
             max_segments: max_segments.clamp(1, MAX_SEGMENTS),
             bytes: 0,
             datagrams: 0,

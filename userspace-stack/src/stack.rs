@@ -6,9 +6,11 @@
 //! through handles (see the `tcp`, `udp` and `dns` modules), with wakers for
 //! readiness so tokio and a browser can both wait on them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use foldhash::fast::FixedState;
 
 use ipnet::IpNet;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -135,14 +137,27 @@ pub enum Accepted {
     },
 }
 
+/// Maps keyed by addresses and ports; the connection ones are looked up
+/// for every packet, where SipHash cost a few percent of the loop.
+/// Seeded from the stack's random seed, because a gateway's peers choose
+/// keys that get stored (their source ports) and must not be able to
+/// aim them at one bucket.
+pub(crate) type AddrMap<K, V> = HashMap<K, V, FixedState>;
+pub(crate) type AddrSet<K> = HashSet<K, FixedState>;
+
+fn addr_hasher(seed: u64) -> FixedState {
+    // Not the seed itself: smoltcp and the port picker see that one.
+    FixedState::with_seed(seed.rotate_left(17) ^ 0x5851_f42d_4c95_7f2d)
+}
+
 pub(crate) struct AcceptAny {
     pub policy: Policy,
     /// Listening sockets made for SYNs, by the destination they listen on.
-    pub listening: HashMap<SocketAddr, Vec<SocketHandle>>,
+    pub listening: AddrMap<SocketAddr, Vec<SocketHandle>>,
     /// SYNs seen since the last poll, as (source, destination).
-    pub syns: std::collections::HashSet<(SocketAddr, SocketAddr)>,
+    pub syns: AddrSet<(SocketAddr, SocketAddr)>,
     /// Accepted connections still open, by source address.
-    pub per_source: HashMap<IpAddr, usize>,
+    pub per_source: AddrMap<IpAddr, usize>,
 }
 
 impl AcceptAny {
@@ -181,9 +196,9 @@ pub struct Stack {
     pub(crate) conns: Slots<Conn>,
     /// (local, remote) of every TCP socket we track, for RST detection and
     /// to tell a retransmitted SYN from a new one.
-    pub(crate) by_tuple: HashMap<(SocketAddr, SocketAddr), Tracked>,
+    pub(crate) by_tuple: AddrMap<(SocketAddr, SocketAddr), Tracked>,
     /// Connections with data sent and not yet acknowledged (loss probes).
-    pub(crate) waiting: std::collections::HashSet<(SocketAddr, SocketAddr)>,
+    pub(crate) waiting: AddrSet<(SocketAddr, SocketAddr)>,
     /// Sockets whose handle was closed, draining their FIN or RST.
     pub(crate) closing: Vec<(SocketHandle, SocketAddr, SocketAddr, Option<u16>)>,
     /// Sockets to close once they leave SYN-RECEIVED.
@@ -193,7 +208,7 @@ pub struct Stack {
     pub(crate) accepted: VecDeque<Accepted>,
     pub(crate) udp: Slots<UdpEntry>,
     /// Accept-any UDP sockets by the endpoint they are bound to.
-    pub(crate) udp_any: HashMap<SocketAddr, crate::udp::UdpId>,
+    pub(crate) udp_any: AddrMap<SocketAddr, crate::udp::UdpId>,
     pub(crate) dns: Resolver,
     pub(crate) stats: StackStats,
 }
@@ -261,6 +276,7 @@ impl Stack {
             }
         });
         let dns = Resolver::new(options.dns_servers.clone(), options.seed);
+        let hasher = addr_hasher(options.seed);
         let mut stack = Stack {
             iface,
             device,
@@ -269,15 +285,15 @@ impl Stack {
             options,
             now,
             conns: Slots::default(),
-            by_tuple: HashMap::new(),
-            waiting: Default::default(),
+            by_tuple: AddrMap::with_hasher(hasher.clone()),
+            waiting: AddrSet::with_hasher(hasher.clone()),
             closing: Vec::new(),
             deferred_close: Vec::new(),
             listeners: Slots::default(),
             accept_any: None,
             accepted: VecDeque::new(),
             udp: Slots::default(),
-            udp_any: HashMap::new(),
+            udp_any: AddrMap::with_hasher(hasher.clone()),
             dns,
             stats: StackStats::default(),
         };
@@ -297,11 +313,12 @@ impl Stack {
                 IpAddr::V6(a) => self.iface.routes_mut().add_default_ipv6_route(a),
             };
         }
+        let hasher = addr_hasher(self.options.seed);
         self.accept_any = Some(AcceptAny {
             policy,
-            listening: HashMap::new(),
-            syns: Default::default(),
-            per_source: HashMap::new(),
+            listening: AddrMap::with_hasher(hasher.clone()),
+            syns: AddrSet::with_hasher(hasher.clone()),
+            per_source: AddrMap::with_hasher(hasher.clone()),
         });
     }
 
