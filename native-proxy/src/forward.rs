@@ -15,7 +15,7 @@ use underpass_stack::ListenerId;
 
 use crate::accept::{accept, Listening};
 use crate::config::{ProxyConfig, Target};
-use crate::splice::splice;
+use crate::splice::splice_host;
 use crate::tunnel::Tunnel;
 use crate::Failure;
 
@@ -113,7 +113,7 @@ async fn tcp_client(listener: TcpListener, tunnel: Tunnel, target: Target) {
         tokio::task::spawn_local(async move {
             match tunnel.connect_host(&target.host, target.port).await {
                 Ok(mut remote) => {
-                    let _ = splice(&mut local, &mut remote).await;
+                    let _ = splice_host(&mut local, &mut remote, &[]).await;
                 }
                 Err(e) => {
                     tracing::info!(%peer, %target, error = %e, "forward: cannot reach the target")
@@ -141,7 +141,7 @@ async fn tcp_server(id: ListenerId, tunnel: Tunnel, target: Target) {
             match TcpStream::connect((target.host.as_str(), target.port)).await {
                 Ok(mut local) => {
                     let _ = local.set_nodelay(true);
-                    let _ = splice(&mut inner, &mut local).await;
+                    let _ = splice_host(&mut local, &mut inner, &[]).await;
                 }
                 Err(e) => {
                     tracing::info!(%remote, %target, error = %e, "server tunnel: local target refused")

@@ -16,7 +16,7 @@ use crate::cli::{Common, GatewayArgs};
 use crate::config::ProxyConfig;
 use crate::config_source::ConfigSource;
 use crate::setup::{self, Role};
-use crate::splice::splice;
+use crate::splice::splice_host;
 use crate::tunnel::{Tunnel, TunnelUdp};
 use crate::Failure;
 
@@ -171,7 +171,7 @@ async fn tcp_flow(tunnel: Tunnel, conn: ConnId, dst: SocketAddr, src: SocketAddr
     tunnel.wake();
     let mut inner = tunnel.stream(conn);
     tracing::debug!(%src, %dst, "gateway TCP flow");
-    let _ = splice(&mut inner, &mut host).await;
+    let _ = splice_host(&mut host, &mut inner, &[]).await;
 }
 
 /// One stack socket per destination; a host socket per client behind it.

@@ -99,6 +99,43 @@ fn credentials_are_required_when_configured() {
 }
 
 #[test]
+fn a_socks_client_that_sends_before_the_replies_loses_nothing() {
+    // Greeting, CONNECT and the HTTP request in one write, as clients that
+    // skip the round trips do: the request must reach the server.
+    let server = HttpServer::start();
+    let pair = Pair::start("socks-early", PairOptions::default());
+    let len = 200_000u64;
+    let port = server.addr.port().to_be_bytes();
+    let mut bytes = vec![5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, port[0], port[1]];
+    bytes.extend_from_slice(
+        format!("GET /bytes/{len}?seed=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    let mut s = TcpStream::connect(pair.socks).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&bytes).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply)
+        .expect("the whole answer within 20 s");
+    assert_eq!(&reply[..2], &[5, 0], "method reply");
+    assert_eq!(&reply[2..4], &[5, 0], "CONNECT reply");
+    let http = &reply[12..];
+    let head_end = http
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head")
+        + 4;
+    assert!(
+        http.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&http[..head_end])
+    );
+    let body = &http[head_end..];
+    assert_eq!(body.len() as u64, len);
+    assert_eq!(Checksum::of(body), content_checksum(3, len));
+}
+
+#[test]
 fn two_hundred_parallel_transfers_all_arrive_intact() {
     let server = HttpServer::start();
     let pair = Pair::start("parallel", PairOptions::default());

@@ -285,9 +285,40 @@ impl Stack {
 
     /// Writes as much of `buf` as fits in the send buffer.
     pub fn tcp_write(&mut self, id: ConnId, buf: &[u8]) -> Result<usize, TcpError> {
+        if buf.is_empty() {
+            return match self.tcp_write_with(id, |_| 0) {
+                Err(TcpError::WouldBlock) => Ok(0),
+                other => other,
+            };
+        }
+        self.tcp_write_with(id, |room| {
+            let n = room.len().min(buf.len());
+            room[..n].copy_from_slice(&buf[..n]);
+            n
+        })
+    }
+
+    /// Writes in place: `f` gets free room at the end of the send buffer
+    /// (one contiguous piece, never empty) and says how much it filled, so
+    /// a host socket can be read straight into it without a copy buffer.
+    /// `Err(WouldBlock)` when there is no room (`f` is not called then).
+    pub fn tcp_write_with(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize, TcpError> {
         let (conn, socket) = self.socket(id)?;
-        match socket.send_slice(buf) {
-            Ok(0) if !buf.is_empty() => Err(TcpError::WouldBlock),
+        let mut called = false;
+        let result = socket.send(|room| {
+            if room.is_empty() {
+                return (0, 0);
+            }
+            called = true;
+            let n = f(room).min(room.len());
+            (n, n)
+        });
+        match result {
+            Ok(0) if !called => Err(TcpError::WouldBlock),
             Ok(n) => Ok(n),
             Err(tcp::SendError::InvalidState) => match socket.state() {
                 State::Listen | State::SynSent | State::SynReceived => Err(TcpError::WouldBlock),

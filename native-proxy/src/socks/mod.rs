@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::accept::accept;
 use crate::config::Credentials;
-use crate::splice::splice;
+use crate::splice::splice_host;
 use crate::tunnel::{ConnectError, Tunnel, TunnelUdp};
 use proto::{Address, Command, ProtoError, Reply};
 
@@ -96,7 +96,9 @@ async fn handle(
         return Ok(());
     };
     match request.command {
-        Command::Connect => connect(stream, tunnel, request.address).await,
+        // Bytes a client sent after its request without waiting for our
+        // reply go through once the connection is up.
+        Command::Connect => connect(stream, tunnel, request.address, &buf).await,
         Command::UdpAssociate => associate(stream, tunnel, request.address).await,
         Command::Bind => {
             reply(&mut stream, Reply::CommandNotSupported, unspecified()).await?;
@@ -178,7 +180,12 @@ fn connect_reply(e: &ConnectError) -> Reply {
     }
 }
 
-async fn connect(mut stream: TcpStream, tunnel: &Tunnel, address: Address) -> io::Result<()> {
+async fn connect(
+    mut stream: TcpStream,
+    tunnel: &Tunnel,
+    address: Address,
+    early: &[u8],
+) -> io::Result<()> {
     let target = match &address {
         Address::Ip(addr) => tunnel.connect(*addr).await.map_err(ConnectError::Io),
         Address::Domain(host, port) => tunnel.connect_host(host, *port).await,
@@ -198,7 +205,9 @@ async fn connect(mut stream: TcpStream, tunnel: &Tunnel, address: Address) -> io
         .unwrap_or_else(|_| unspecified());
     reply(&mut stream, Reply::Succeeded, bound).await?;
     tracing::debug!(%address, "SOCKS5 CONNECT");
-    splice(&mut stream, &mut remote).await.map(|_| ())
+    splice_host(&mut stream, &mut remote, early)
+        .await
+        .map(|_| ())
 }
 
 /// UDP ASSOCIATE: a relay socket on the listener's address, answering only

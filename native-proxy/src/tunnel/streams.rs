@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use underpass_stack::{ConnId, UdpError, UdpId};
+use underpass_stack::{ConnId, TcpError, UdpError, UdpId};
 
 use super::{io_error, Tunnel};
 
@@ -89,6 +89,65 @@ impl TunnelStream {
     pub fn id(&self) -> ConnId {
         self.conn
     }
+
+    /// Fills free room in the send buffer with `fill` (a host socket's
+    /// `try_read`), which says how many bytes it put there: bytes move from
+    /// the kernel into the stack with no copy buffer in between. Pending
+    /// while the send buffer is full.
+    pub fn poll_fill(
+        &self,
+        cx: &mut Context<'_>,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Poll<io::Result<usize>> {
+        let mut e = self.tunnel.0.borrow_mut();
+        match e.stack.tcp_write_with(self.conn, fill) {
+            Ok(n) => {
+                if n > 0 {
+                    e.wake();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Err(TcpError::WouldBlock) => {
+                e.stack.register_write_waker(cx, self.conn);
+                Poll::Pending
+            }
+            Err(err) => Poll::Ready(Err(io_error(err))),
+        }
+    }
+
+    /// Hands the bytes at the front of the receive buffer to `drain` (a host
+    /// socket's `try_write`), which says how many it took. `Ready(Ok(0))` is
+    /// the end of the stream. Pending while there is nothing to read, and
+    /// also when `drain` took nothing (the caller knows why).
+    pub fn poll_drain(
+        &self,
+        cx: &mut Context<'_>,
+        drain: impl FnOnce(&[u8]) -> usize,
+    ) -> Poll<io::Result<usize>> {
+        let mut e = self.tunnel.0.borrow_mut();
+        match e.stack.tcp_read_with(self.conn, drain) {
+            Ok(n) => {
+                if n > 0 {
+                    // The window opened: the stack may owe the peer an update.
+                    e.wake();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Err(TcpError::WouldBlock) => {
+                e.stack.register_read_waker(cx, self.conn);
+                Poll::Pending
+            }
+            Err(err) => Poll::Ready(Err(io_error(err))),
+        }
+    }
+
+    /// Half-close: a FIN follows the bytes already written.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        let mut e = self.tunnel.0.borrow_mut();
+        let result = e.stack.tcp_shutdown(self.conn).map_err(io_error);
+        e.wake();
+        result
+    }
 }
 
 impl AsyncRead for TunnelStream {
@@ -136,10 +195,7 @@ impl AsyncWrite for TunnelStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut e = self.tunnel.0.borrow_mut();
-        let result = e.stack.tcp_shutdown(self.conn).map_err(io_error);
-        e.wake();
-        Poll::Ready(result)
+        Poll::Ready(self.shutdown_write())
     }
 }
 
