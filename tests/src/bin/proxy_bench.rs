@@ -3,6 +3,7 @@
 //! processes. Run by hand (not in CI):
 //!
 //!     cargo run --release -p underpass-tests --bin proxy_bench
+//!     UNDERPASS_BIN=/tmp/old/underpass cargo run ...   # another build
 //!
 //! It builds the release binary, starts a local HTTP server, and drives
 //! curl. Separate processes are pinned: gateway (and the HTTP server) on
@@ -89,14 +90,17 @@ fn measure(name: &str, socks: SocketAddr, server: &HttpServer, upload: &std::pat
 }
 
 fn main() {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "underpass"])
-        .status()
-        .expect("cargo");
-    assert!(status.success());
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().join("underpass");
-    std::env::set_var("UNDERPASS_BIN", &bin);
+    // UNDERPASS_BIN set: that binary (A/B comparisons); else a fresh build.
+    if std::env::var_os("UNDERPASS_BIN").is_none() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet", "-p", "underpass"])
+            .status()
+            .expect("cargo");
+        assert!(status.success());
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe.parent().unwrap().join("underpass");
+        std::env::set_var("UNDERPASS_BIN", &bin);
+    }
 
     let server = HttpServer::start();
     let scratch = Scratch::new("bench");
