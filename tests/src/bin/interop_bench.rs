@@ -120,6 +120,10 @@ fn ttfb(args: &[&str]) -> (f64, f64) {
                 .args(args)
                 .output()
                 .expect("curl");
+            if !out.status.success() {
+                // Timed out or refused: no figure (shown as "-").
+                return f64::NAN;
+            }
             String::from_utf8_lossy(&out.stdout)
                 .trim()
                 .parse::<f64>()
@@ -199,30 +203,40 @@ fn print_row(r: &Row) {
     let opt = |v: Option<f64>, w: usize, p: usize| {
         v.map_or(format!("{:>w$}", "-"), |v| format!("{v:>w$.p$}"))
     };
+    let ms = |v: f64| opt(Some(v).filter(|v| v.is_finite()), 8, 2);
     println!(
-        "{:<44} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.2} {:>8.2} {} {}",
+        "{:<44} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {} {} {} {}",
         r.name,
         r.down1,
         r.up1,
         r.down8,
         r.up8,
-        r.ttfb50,
-        r.ttfb90,
+        ms(r.ttfb50),
+        ms(r.ttfb90),
         opt(r.cpu_per_gib, 9, 2),
         opt(r.rss_mib, 8, 1)
     );
 }
 
 fn print_ratio(name: &str, a: &Row, b: &Row) {
+    // A side that moved nothing or never answered has no ratio.
+    let r = |x: f64, y: f64| {
+        let v = x / y;
+        if v.is_finite() && y > 0.0 {
+            format!("{v:>8.2}")
+        } else {
+            format!("{:>8}", "-")
+        }
+    };
     println!(
-        "{:<44} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+        "{:<44} {} {} {} {} {} {}",
         name,
-        a.down1 / b.down1,
-        a.up1 / b.up1,
-        a.down8 / b.down8,
-        a.up8 / b.up8,
-        a.ttfb50 / b.ttfb50,
-        a.ttfb90 / b.ttfb90
+        r(a.down1, b.down1),
+        r(a.up1, b.up1),
+        r(a.down8, b.down8),
+        r(a.up8, b.up8),
+        r(a.ttfb50, b.ttfb50),
+        r(a.ttfb90, b.ttfb90)
     );
 }
 
