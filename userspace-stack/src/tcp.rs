@@ -13,7 +13,10 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
 
 use crate::slots::Key;
-use crate::stack::{from_endpoint, to_endpoint, Accepted, Protocol, Stack, Tracked};
+use crate::stack::{to_endpoint, Stack, Tracked};
+
+mod accept_any;
+mod listen;
 
 /// A TCP connection of the stack. Stale ids are refused, never aliased.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,17 +93,7 @@ pub(crate) struct Listener {
     pub waker: Option<std::task::Waker>,
 }
 
-/// Listening sockets kept per listener.
-const LISTEN_SOCKETS: usize = 4;
-/// Accepted connections waiting for `tcp_accept_from` per listener.
-const BACKLOG: usize = 128;
-/// Listening sockets the gateway keeps per destination with no SYN.
-const SPARE_LISTENERS: usize = 2;
-/// Connections the gateway sets up at once, at most (a SYN flood from a
-/// peer costs a socket each).
-const MAX_PENDING_ACCEPTS: usize = 1024;
-
-fn duration(d: std::time::Duration) -> smoltcp::time::Duration {
+pub(super) fn duration(d: std::time::Duration) -> smoltcp::time::Duration {
     smoltcp::time::Duration::from_micros(d.as_micros() as u64)
 }
 
@@ -455,127 +448,9 @@ impl Stack {
         self.closing.len()
     }
 
-    // ---- listeners on a tunnel port -------------------------------------
-
-    /// Listens on `port` of every tunnel address (reverse forwards).
-    pub fn tcp_listen(&mut self, port: u16) -> Result<ListenerId, TcpError> {
-        if port == 0 {
-            return Err(TcpError::Unaddressable);
-        }
-        if !self.ports.claim(port) {
-            return Err(TcpError::InUse);
-        }
-        let mut listener = Listener {
-            port,
-            sockets: Vec::new(),
-            backlog: Default::default(),
-            waker: None,
-        };
-        for _ in 0..LISTEN_SOCKETS {
-            listener.sockets.push(self.listening_socket(port));
-        }
-        Ok(ListenerId(self.listeners.insert(listener)))
-    }
-
-    fn listening_socket(&mut self, port: u16) -> SocketHandle {
-        let mut socket = self.new_tcp_socket();
-        socket
-            .listen(port)
-            .expect("listening on a non-zero port of a fresh socket cannot fail");
-        self.sockets.add(socket)
-    }
-
-    /// The next accepted connection and its remote address.
-    pub fn tcp_accept_from(&mut self, id: ListenerId) -> Result<(ConnId, SocketAddr), TcpError> {
-        let listener = self
-            .listeners
-            .get_mut(id.0)
-            .ok_or(TcpError::InvalidHandle)?;
-        listener.backlog.pop_front().ok_or(TcpError::WouldBlock)
-    }
-
-    pub fn poll_accept_from(
-        &mut self,
-        cx: &mut Context<'_>,
-        id: ListenerId,
-    ) -> Poll<Result<(ConnId, SocketAddr), TcpError>> {
-        match self.tcp_accept_from(id) {
-            Err(TcpError::WouldBlock) => {
-                if let Some(l) = self.listeners.get_mut(id.0) {
-                    l.waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-            other => Poll::Ready(other),
-        }
-    }
-
-    pub fn tcp_unlisten(&mut self, id: ListenerId) {
-        if let Some(listener) = self.listeners.remove(id.0) {
-            for handle in listener.sockets {
-                self.sockets.remove(handle);
-            }
-            for (conn, _) in listener.backlog {
-                self.tcp_abort(conn);
-            }
-            self.ports.release(listener.port);
-        }
-    }
-
-    /// Moves listening sockets that got a connection into the backlog and
-    /// puts fresh ones in their place.
-    pub(crate) fn collect_listeners(&mut self) {
-        let ids: Vec<Key> = self.listeners.iter().map(|(k, _)| k).collect();
-        for key in ids {
-            let (port, taken) = {
-                let listener = self.listeners.get_mut(key).expect("listed");
-                let sockets = &self.sockets;
-                let (taken, still): (Vec<SocketHandle>, Vec<SocketHandle>) = listener
-                    .sockets
-                    .iter()
-                    .partition(|h| sockets.get::<tcp::Socket>(**h).state() != State::Listen);
-                listener.sockets = still;
-                (listener.port, taken)
-            };
-            if taken.is_empty() {
-                continue;
-            }
-            let mut accepted = Vec::new();
-            for handle in taken {
-                let socket = self.sockets.get::<tcp::Socket>(handle);
-                let (Some(local), Some(remote)) =
-                    (socket.local_endpoint(), socket.remote_endpoint())
-                else {
-                    self.sockets.remove(handle);
-                    continue;
-                };
-                let (local, remote) = (from_endpoint(local), from_endpoint(remote));
-                let id = self.track(handle, local, remote, None);
-                accepted.push((id, remote));
-            }
-            let fresh: Vec<SocketHandle> = (0..accepted.len())
-                .map(|_| self.listening_socket(port))
-                .collect();
-            let listener = self.listeners.get_mut(key).expect("listed");
-            listener.sockets.extend(fresh);
-            let mut refused = Vec::new();
-            for (id, remote) in accepted {
-                if listener.backlog.len() < BACKLOG {
-                    listener.backlog.push_back((id, remote));
-                } else {
-                    refused.push(id);
-                }
-            }
-            if let Some(w) = listener.waker.take() {
-                w.wake();
-            }
-            for id in refused {
-                self.tcp_abort(id);
-            }
-        }
-    }
-
-    fn track(
+    /// Gives a socket a handle and indexes its tuple for the per-packet
+    /// lookups (RSTs, loss recovery).
+    pub(super) fn track(
         &mut self,
         handle: SocketHandle,
         local: SocketAddr,
@@ -594,132 +469,5 @@ impl Stack {
         }));
         self.by_tuple.insert((local, remote), Tracked::new(id));
         id
-    }
-
-    // ---- accept-any (gateway) -------------------------------------------
-
-    /// A SYN to `dst` with no connection yet: make sure a listening socket
-    /// waits there, if the policy allows.
-    pub(crate) fn accept_syn(&mut self, src: SocketAddr, dst: SocketAddr) {
-        if self.by_tuple.contains_key(&(dst, src)) || self.is_local_port(dst) {
-            // A retransmitted SYN of a connection we have, or a port of our
-            // own address that a listener serves.
-            return;
-        }
-        let any = self.accept_any.as_mut().expect("checked by caller");
-        if !any.syns.insert((src, dst)) {
-            return; // the same SYN twice in one batch
-        }
-        // Every SYN of a batch needs its own listener: smoltcp hands each
-        // listening socket one SYN, and answers the rest with RST.
-        let wanted = any.syns.iter().filter(|(_, d)| *d == dst).count();
-        let sockets = &self.sockets;
-        let listening = any.listening.get(&dst).map_or(0, |hs| {
-            hs.iter()
-                .filter(|h| sockets.get::<tcp::Socket>(**h).state() == State::Listen)
-                .count()
-        });
-        if listening >= wanted {
-            return;
-        }
-        if !(any.policy)(Protocol::Tcp, dst) {
-            self.stats.refused_by_policy += 1;
-            tracing::debug!(%src, %dst, "accept-any: destination not allowed");
-            return; // smoltcp answers the SYN with RST
-        }
-        let limits = &self.options.tcp;
-        if self.conns.len() >= limits.max_connections
-            || any.per_source.get(&src.ip()).copied().unwrap_or(0)
-                >= limits.max_connections_per_source
-        {
-            self.stats.refused_by_limit += 1;
-            tracing::debug!(%src, %dst, "accept-any: connection limit reached");
-            return; // smoltcp answers the SYN with RST
-        }
-        let pending: usize = any.listening.values().map(Vec::len).sum();
-        if pending >= MAX_PENDING_ACCEPTS {
-            tracing::debug!(%src, %dst, "accept-any: too many connections being set up");
-            return;
-        }
-        let mut socket = self.new_tcp_socket();
-        socket.pause_synack(true);
-        if socket.listen(to_endpoint(dst)).is_err() {
-            return;
-        }
-        socket.set_timeout(Some(duration(self.options.tcp.connect_timeout)));
-        let handle = self.sockets.add(socket);
-        self.accept_any
-            .as_mut()
-            .expect("checked")
-            .listening
-            .entry(dst)
-            .or_default()
-            .push(handle);
-    }
-
-    /// Turns gateway listeners that got their SYN into [`Accepted`] flows,
-    /// and drops idle ones beyond a few per destination.
-    pub(crate) fn collect_accepted(&mut self) {
-        let Some(any) = self.accept_any.as_mut() else {
-            return;
-        };
-        any.syns.clear();
-        let mut got = Vec::new();
-        any.listening.retain(|_, handles| {
-            let mut listening = 0;
-            handles.retain(|h| {
-                let socket = self.sockets.get::<tcp::Socket>(*h);
-                match socket.state() {
-                    State::Listen => {
-                        listening += 1;
-                        listening <= SPARE_LISTENERS
-                    }
-                    _ => {
-                        got.push(*h);
-                        false
-                    }
-                }
-            });
-            !handles.is_empty()
-        });
-        for handle in got {
-            let socket = self.sockets.get::<tcp::Socket>(handle);
-            let (Some(local), Some(remote)) = (socket.local_endpoint(), socket.remote_endpoint())
-            else {
-                self.sockets.remove(handle);
-                continue;
-            };
-            let (local, remote) = (from_endpoint(local), from_endpoint(remote));
-            if self.by_tuple.contains_key(&(local, remote)) {
-                // Two listeners caught SYNs of one connection; keep the first.
-                self.sockets.get_mut::<tcp::Socket>(handle).abort();
-                self.closing.push((handle, local, remote, None));
-                continue;
-            }
-            let conn = self.track(handle, local, remote, None);
-            if let (Some(any), Some(c)) = (self.accept_any.as_mut(), self.conns.get_mut(conn.0)) {
-                c.from_accept_any = true;
-                *any.per_source.entry(remote.ip()).or_default() += 1;
-            }
-            self.accepted.push_back(Accepted::Tcp {
-                conn,
-                local,
-                remote,
-            });
-        }
-    }
-
-    /// Completes an accept-any connection: its SYN-ACK goes out.
-    pub fn tcp_accept(&mut self, id: ConnId) -> Result<(), TcpError> {
-        let idle = duration(self.options.tcp.idle_timeout);
-        let (_, socket) = self.socket(id)?;
-        socket.pause_synack(false);
-        socket.set_timeout(Some(idle));
-        Ok(())
-    }
-
-    /// The next flow accept-any took in.
-    pub fn poll_accepted(&mut self) -> Option<Accepted> {
-        self.accepted.pop_front()
     }
 }
