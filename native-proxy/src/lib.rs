@@ -80,9 +80,9 @@ fn init_logging(default: &str) {
 /// after the first large free, and then serves such buffers from the heap
 /// with calloc zeroing them all: fixing the threshold keeps them lazily
 /// mapped (see BENCHMARKS.md, userspace-stack memory). At 64 KiB it also
-/// covers the two copy buffers of each proxied connection, which from
-/// the heap were zeroed whole and, freed, stayed with the process
-/// (RELIABILITY.md, connections and memory).
+/// covers the copy buffers of HTTP CONNECT tunnels, which from the heap
+/// were zeroed whole and, freed, stayed with the process (RELIABILITY.md,
+/// connections and memory).
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: called first thing in main, before any other thread exists.
