@@ -179,7 +179,7 @@ fn main() {
         // What the underpass binary does at start: socket buffers come
         // from fresh mmap'd pages, so untouched parts cost no memory.
         // SAFETY: called before any other thread exists.
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024) };
     }
     let len = 1024 * 1024 * 1024;
     println!("in-memory client+gateway (stack + core at both ends), one thread, zero-delay link");
@@ -233,12 +233,12 @@ fn main() {
                 Box::new(|o: &mut StackOptions| o.tcp.nagle = true),
             ),
             (
-                "outbound queue 64".into(),
-                Box::new(|o: &mut StackOptions| o.max_outbound_packets = 64),
+                "outbound queue 1024".into(),
+                Box::new(|o: &mut StackOptions| o.max_outbound_packets = 1024),
             ),
             (
-                "outbound queue 4096".into(),
-                Box::new(|o: &mut StackOptions| o.max_outbound_packets = 4096),
+                "outbound queue 256".into(),
+                Box::new(|o: &mut StackOptions| o.max_outbound_packets = 256),
             ),
         ];
         for (name, tune) in &settings {

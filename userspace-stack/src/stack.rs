@@ -89,6 +89,10 @@ pub struct StackOptions {
     /// DNS servers reached through the tunnel (the config's `DNS`).
     pub dns_servers: Vec<IpAddr>,
     /// Outbound packets held before smoltcp is made to wait for a drain.
+    /// Small, so the packets smoltcp writes are still in the CPU's cache
+    /// when they are encrypted: 1,024 (1.5 MB of packets) spilled a 512 KiB
+    /// L2 and cost a quarter of the gateway pair's throughput; 32-128 were
+    /// equally fast, 256 already slower (BENCHMARKS.md).
     pub max_outbound_packets: usize,
     /// Randomness for TCP sequence numbers, ports and DNS ids; different
     /// every run.
@@ -102,7 +106,7 @@ impl StackOptions {
             mtu: 1420,
             tcp: TcpOptions::default(),
             dns_servers: Vec::new(),
-            max_outbound_packets: 1024,
+            max_outbound_packets: 64,
             seed,
         }
     }
