@@ -6,6 +6,7 @@
 pub mod http_server;
 pub mod impair;
 pub mod interop;
+pub mod socks;
 pub mod unprivileged;
 
 use std::hash::Hasher;

@@ -8,16 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use underpass_tests::http_server::HttpServer;
+use underpass_tests::socks::{self, dial};
 use underpass_tests::{curl, curl_text, free_port, wait_tcp, Pair, PairOptions};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct-horse-7f3a";
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(45))).unwrap();
-    s
-}
 
 /// Everything the server sends until it closes (bounded by the timeout).
 fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
@@ -31,30 +26,6 @@ fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
             Err(e) => panic!("the server neither answered nor closed: {e} (got {got:?})"),
         }
     }
-}
-
-/// A SOCKS5 request for `command` (1 CONNECT, 2 BIND, 3 UDP ASSOCIATE) to
-/// `target`.
-fn socks_request(command: u8, target: SocketAddr) -> Vec<u8> {
-    let SocketAddr::V4(v4) = target else {
-        panic!("IPv4 targets only")
-    };
-    let mut r = vec![5, command, 0, 1];
-    r.extend_from_slice(&v4.ip().octets());
-    r.extend_from_slice(&v4.port().to_be_bytes());
-    r
-}
-
-/// A SOCKS5 CONNECT without authentication; the stream and the reply code.
-fn socks_connect(socks: SocketAddr, target: SocketAddr) -> (TcpStream, u8) {
-    let mut s = connect(socks);
-    s.write_all(&[5, 1, 0]).unwrap();
-    let mut r = [0u8; 2];
-    s.read_exact(&mut r).unwrap();
-    s.write_all(&socks_request(1, target)).unwrap();
-    let mut reply = [0u8; 10];
-    s.read_exact(&mut reply).unwrap();
-    (s, reply[1])
 }
 
 fn user_pass(user: &str, password: &str) -> Vec<u8> {
@@ -96,9 +67,9 @@ fn with_credentials_no_socks_method_or_http_path_passes_without_them() {
 
     for command in [1u8, 2, 3] {
         // Offering only "no authentication": no acceptable method, closed.
-        let mut s = connect(socks);
+        let mut s = dial(socks);
         s.write_all(&[5, 1, 0]).unwrap();
-        let _ = s.write_all(&socks_request(command, target));
+        let _ = s.write_all(&socks::request(command, target));
         assert_eq!(
             read_to_close(&mut s),
             [5, 0xff],
@@ -107,13 +78,13 @@ fn with_credentials_no_socks_method_or_http_path_passes_without_them() {
 
         // Wrong password, then the request anyway: a failure status and
         // nothing else, whatever follows.
-        let mut s = connect(socks);
+        let mut s = dial(socks);
         s.write_all(&[5, 1, 2]).unwrap();
         let mut reply = [0u8; 2];
         s.read_exact(&mut reply).unwrap();
         assert_eq!(reply, [5, 2], "user/password chosen");
         let mut message = user_pass(USER, "wrong");
-        message.extend_from_slice(&socks_request(command, target));
+        message.extend_from_slice(&socks::request(command, target));
         let _ = s.write_all(&message);
         let got = read_to_close(&mut s);
         assert_eq!(got.len(), 2, "command {command}: {got:?}");
@@ -121,7 +92,7 @@ fn with_credentials_no_socks_method_or_http_path_passes_without_them() {
         assert_ne!(got[1], 0, "command {command}: wrong password accepted");
 
         // Empty user and password.
-        let mut s = connect(socks);
+        let mut s = dial(socks);
         s.write_all(&[5, 1, 2]).unwrap();
         s.read_exact(&mut reply).unwrap();
         let _ = s.write_all(&[1, 0, 0]);
@@ -158,7 +129,7 @@ fn with_credentials_no_socks_method_or_http_path_passes_without_them() {
             if head.contains("Content-Length") {
                 request.push_str("abc");
             }
-            let mut s = connect(http);
+            let mut s = dial(http);
             s.write_all(request.as_bytes()).unwrap();
             let got = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
             let first = head.lines().next().unwrap();
@@ -191,7 +162,7 @@ fn at_the_connection_limit_socks_and_http_refuse_cleanly_and_recover() {
         },
     );
     // Two tunnel connections held open through SOCKS.
-    let hold = |pair: &Pair| socks_connect(pair.socks, server.addr);
+    let hold = |pair: &Pair| socks::connect(pair.socks, server.addr);
     let (first, ok1) = hold(&pair);
     let (_second, ok2) = hold(&pair);
     assert_eq!((ok1, ok2), (0, 0), "the first two connect");
@@ -244,7 +215,7 @@ fn a_gateway_refuses_connections_past_its_per_client_limit() {
             ..Default::default()
         },
     );
-    let open = |pair: &Pair| socks_connect(pair.socks, server.addr);
+    let open = |pair: &Pair| socks::connect(pair.socks, server.addr);
     let (_held, ok) = open(&pair);
     assert_eq!(ok, 0);
     let (_, refused) = open(&pair);
@@ -260,12 +231,12 @@ fn clients_that_stall_are_dropped_after_the_handshake_timeouts() {
     let pair = Pair::start("stall", PairOptions::default());
     let started = Instant::now();
     // A partial SOCKS greeting; a partial HTTP head; nothing at all.
-    let mut socks = connect(pair.socks);
+    let mut socks = dial(pair.socks);
     socks.write_all(&[5]).unwrap();
-    let mut http = connect(pair.http);
+    let mut http = dial(pair.http);
     http.write_all(b"GET http://example.com/ HTTP/1.1\r\nHost: exa")
         .unwrap();
-    let mut silent = connect(pair.http);
+    let mut silent = dial(pair.http);
 
     // Meanwhile everyone else is served.
     let url = server.url("/hello");

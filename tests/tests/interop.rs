@@ -143,6 +143,51 @@ fn a_tcp_client_tunnel_reaches_the_echo_behind_wireguard_go() {
 }
 
 #[test]
+fn a_large_upload_through_wireguard_go_arrives_intact() {
+    let Some(peer) = Peer::start("wg-upload") else {
+        return;
+    };
+    let c = client(&peer, "", "");
+    let echo = SocketAddr::new(peer.tunnel_ip().parse().unwrap(), 7);
+    let (mut s, code) = underpass_tests::socks::connect(c.socks, echo);
+    assert_eq!(code, 0, "SOCKS5 CONNECT to the echo succeeded");
+    // Write and read at once: the echo sends back as it receives, so a
+    // writer that never reads would stall on full windows.
+    const LEN: u64 = 16 << 20;
+    let mut writer = s.try_clone().unwrap();
+    let upload = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut off = 0;
+        while off < LEN {
+            let n = (LEN - off).min(buf.len() as u64) as usize;
+            fill(9, off, &mut buf[..n]);
+            writer.write_all(&buf[..n]).unwrap();
+            off += n as u64;
+        }
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut back = Checksum::default();
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = s.read(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "reading the echo after {got} bytes: {e}\n{}",
+                c.process.log()
+            )
+        });
+        if n == 0 {
+            break;
+        }
+        back.update(&buf[..n]);
+        got += n as u64;
+    }
+    upload.join().unwrap();
+    assert_eq!(got, LEN, "every byte came back");
+    assert_eq!(back.value(), content_checksum(9, LEN), "and intact");
+}
+
+#[test]
 fn traffic_resumes_after_wireguard_go_restarts() {
     let Some(peer) = Peer::start("wg-restart") else {
         return;
@@ -259,6 +304,31 @@ fn wireguard_go_dials_the_underpass_gateway_and_reaches_the_host() {
     assert_eq!(
         Checksum::of(&out.stdout),
         Checksum::of(&content(4, 1_000_000))
+    );
+    // And the other way: wireguard-go's side uploads to the host.
+    const UP: u64 = 4 << 20;
+    let file = peer.dir.path("up.bin");
+    let sum = write_content(&file, 5, UP);
+    let out = peer.exec(&[
+        "curl",
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "30",
+        "-T",
+        file.to_str().unwrap(),
+        &format!("http://{}/sink", server.addr),
+    ]);
+    assert!(
+        out.status.success(),
+        "upload from the namespace: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{UP} {sum}"),
+        "the server received the upload intact"
     );
     assert!(gw.log().contains("handshake completed"));
 }
