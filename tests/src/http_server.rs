@@ -69,7 +69,10 @@ impl Drop for HttpServer {
 
 fn serve(stream: TcpStream) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
+    // A response leaves in as few segments as it fits, as real servers
+    // send it: written piece by piece, `write!` made three segments of a
+    // head, and Nagle held the later ones for a round trip.
+    let mut out = std::io::BufWriter::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {

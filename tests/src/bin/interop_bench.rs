@@ -13,6 +13,7 @@
 //!     cargo run --release -p underpass-tests --bin interop_bench
 //!     cargo run --release -p underpass-tests --bin interop_bench -- --only gateway,plain
 //!     cargo run --release -p underpass-tests --bin interop_bench -- --ttfb-server python
+//!     cargo run --release -p underpass-tests --bin interop_bench -- --only underpass --steps
 //!     UNDERPASS_BIN=/tmp/underpass-old cargo run --release ... # another build
 //!
 //! Rows: `underpass`, `reference`, `onetun`, `gateway`, `plain`.
@@ -21,6 +22,10 @@
 //! binary started with `--origin ADDR`, in the namespace and on the host),
 //! one thread per connection: Python's `http.server`, which earlier runs
 //! used, takes ~1 ms per request itself and hid the tunnels' differences.
+//!
+//! The table's latency goes through SOCKS5; a second table gives it
+//! through underpass's HTTP proxy and a TCPClientTunnel as well (the
+//! reference and onetun are entered directly, as a forward is).
 //!
 //! Pinning: the peer side (wireguard-go peer, its servers, the underpass
 //! gateway, the host's iperf3 server) on CPU 0; the client side (the tunnel
@@ -162,9 +167,22 @@ fn peak_rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-/// Runs the four iperf3 measurements and the latency one; `pid` is the
-/// client-side tunnel process (CPU and memory are its own).
+/// Runs the latency measurement, then the four iperf3 ones (latency first:
+/// onetun wedges for good under the upload, and would have no figure);
+/// `pid` is the client-side tunnel process (CPU and memory are its own).
 fn measure(name: &str, iperf_to: (&str, u16), curl_args: &[&str], pid: Option<u32>) -> Row {
+    let latency = ttfb(curl_args);
+    throughput_row(name, iperf_to, pid, latency)
+}
+
+/// The four iperf3 measurements, printed as a row with `(ttfb50, ttfb90)`
+/// taken before.
+fn throughput_row(
+    name: &str,
+    iperf_to: (&str, u16),
+    pid: Option<u32>,
+    (ttfb50, ttfb90): (f64, f64),
+) -> Row {
     let cpu0 = pid.map(cpu_seconds);
     let (down1, b1) = iperf(iperf_to.0, iperf_to.1, true, 1);
     let (up1, b2) = iperf(iperf_to.0, iperf_to.1, false, 1);
@@ -172,7 +190,6 @@ fn measure(name: &str, iperf_to: (&str, u16), curl_args: &[&str], pid: Option<u3
     let (up8, b4) = iperf(iperf_to.0, iperf_to.1, false, 8);
     let gib = (b1 + b2 + b3 + b4) / f64::from(1u32 << 30);
     let cpu_per_gib = pid.zip(cpu0).map(|(p, c0)| (cpu_seconds(p) - c0) / gib);
-    let (ttfb50, ttfb90) = ttfb(curl_args);
     let row = Row {
         name: name.into(),
         down1,
@@ -190,11 +207,11 @@ fn measure(name: &str, iperf_to: (&str, u16), curl_args: &[&str], pid: Option<u3
 
 fn print_header() {
     println!(
-        "{:<44} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "{:<50} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8}",
         "", "down 1", "up 1", "down 8", "up 8", "ttfb p50", "p90", "CPU s/GiB", "RSS MiB"
     );
     println!(
-        "{:<44} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:<50} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "", "Mbit/s", "Mbit/s", "Mbit/s", "Mbit/s", "ms", "ms"
     );
 }
@@ -205,7 +222,7 @@ fn print_row(r: &Row) {
     };
     let ms = |v: f64| opt(Some(v).filter(|v| v.is_finite()), 8, 2);
     println!(
-        "{:<44} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {} {} {} {}",
+        "{:<50} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {} {} {} {}",
         r.name,
         r.down1,
         r.up1,
@@ -229,7 +246,7 @@ fn print_ratio(name: &str, a: &Row, b: &Row) {
         }
     };
     println!(
-        "{:<44} {} {} {} {} {} {}",
+        "{:<50} {} {} {} {} {} {}",
         name,
         r(a.down1, b.down1),
         r(a.up1, b.up1),
@@ -238,6 +255,50 @@ fn print_ratio(name: &str, a: &Row, b: &Row) {
         r(a.ttfb50, b.ttfb50),
         r(a.ttfb90, b.ttfb90)
     );
+}
+
+/// Time to first byte through each of underpass's entry points: SOCKS5
+/// (the table's), the HTTP proxy (an absolute-form GET: the request is
+/// in hand before the tunnel connection opens, so it can leave as soon as
+/// the connection is up) and a TCPClientTunnel (curl talks to the origin
+/// as if directly, no proxy negotiation).
+struct Entries {
+    name: String,
+    socks: (f64, f64),
+    http: (f64, f64),
+    forward: (f64, f64),
+}
+
+impl Entries {
+    /// The HTTP proxy's and the forward's figures, taken just before the
+    /// row's own (SOCKS5) ones.
+    fn measure(url: &str, http_port: u16, forward_url: &str) -> Entries {
+        Entries {
+            name: String::new(),
+            socks: (f64::NAN, f64::NAN),
+            http: ttfb(&["-x", &format!("http://127.0.0.1:{http_port}"), url]),
+            forward: ttfb(&[forward_url]),
+        }
+    }
+
+    fn with_socks(self, row: &Row) -> Entries {
+        Entries {
+            name: row.name.clone(),
+            socks: (row.ttfb50, row.ttfb90),
+            ..self
+        }
+    }
+
+    fn print(&self) {
+        let f = |(a, b): (f64, f64)| format!("{:>15}", format!("{a:.2} / {b:.2}"));
+        println!(
+            "{:<50} {} {} {}",
+            self.name,
+            f(self.socks),
+            f(self.http),
+            f(self.forward)
+        );
+    }
 }
 
 struct Kill(Child);
@@ -259,6 +320,41 @@ fn spawn_on_cpu1(program: &Path, args: &[&str], log: &Path) -> Kill {
             .spawn()
             .expect("spawn"),
     )
+}
+
+/// Time to first byte through the SOCKS5 port `socks`, step by step: 50
+/// requests captured on loopback and on the WireGuard port, and the
+/// report of tests/interop/ttfb_steps.py.
+fn ttfb_steps(socks: u16, url: &str, dir: &Scratch) -> String {
+    let cap = dir.path("steps.pcap");
+    let mut dump = Command::new("tcpdump")
+        .args(["-i", "any", "-n", "-U", "-w"])
+        .arg(&cap)
+        .arg(format!("udp port 51820 or tcp port {socks}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump (apt-get install tcpdump)");
+    // It says "listening on" once it captures.
+    let mut err = std::io::BufReader::new(dump.stderr.take().unwrap());
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut err, &mut line).unwrap_or(0) > 0
+        && !line.contains("listening on")
+    {
+        line.clear();
+    }
+    ttfb(&["--socks5", &format!("127.0.0.1:{socks}"), url]);
+    let _ = Command::new("kill")
+        .args(["-INT", &dump.id().to_string()])
+        .status();
+    let _ = dump.wait();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/ttfb_steps.py");
+    let out = sh(&format!(
+        "tcpdump -r {} -n -tt 2>/dev/null | python3 {} {socks}",
+        cap.display(),
+        script.display()
+    ));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn onetun() -> PathBuf {
@@ -288,6 +384,9 @@ fn onetun() -> PathBuf {
 struct Options {
     only: Option<Vec<String>>,
     python_ttfb: bool,
+    /// Capture 50 more SOCKS5 requests of the underpass row and say where
+    /// their time goes (tests/interop/ttfb_steps.py).
+    steps: bool,
 }
 
 impl Options {
@@ -295,6 +394,7 @@ impl Options {
         let mut o = Options {
             only: None,
             python_ttfb: false,
+            steps: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -309,6 +409,7 @@ impl Options {
                         std::thread::park();
                     }
                 }
+                "--steps" => o.steps = true,
                 "--only" => {
                     o.only = Some(
                         args.next()
@@ -326,7 +427,7 @@ impl Options {
                     }
                 }
                 other => panic!(
-                    "unknown argument {other}; use --only underpass,reference,onetun,gateway,plain and --ttfb-server python|rust"
+                    "unknown argument {other}; use --only underpass,reference,onetun,gateway,plain, --steps and --ttfb-server python|rust"
                 ),
             }
         }
@@ -451,15 +552,19 @@ fn main() {
         if options.python_ttfb { "Python http.server" } else { "Rust (thread per connection)" });
     println!("CPU s/GiB and RSS are those of the client-side tunnel process (the reference's kernel TCP time is not in its figure)");
     print_header();
+    let mut entries = Vec::new();
+    let mut steps = None;
     let small = format!("http://{peer_origin}{path}");
     let host_small = format!("http://{host_origin}{path}");
 
     // 1. underpass client -> wireguard-go.
     let ours = options.runs("underpass").then(|| {
-        let (fwd, socks) = (free_port(), free_port());
+        let (fwd, socks, http, web) = (free_port(), free_port(), free_port(), free_port());
         let cfg = peer.dir.write(
             "underpass.conf",
-            &peer.client_config("", &format!("[Socks5]\nBindAddress = 127.0.0.1:{socks}\n\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{fwd}\nTarget = {server_ip}:5201\n")),
+            &peer.client_config("", &format!("[Socks5]\nBindAddress = 127.0.0.1:{socks}\n\n[http]\nBindAddress = 127.0.0.1:{http}\n\n\
+                 [TCPClientTunnel]\nBindAddress = 127.0.0.1:{fwd}\nTarget = {server_ip}:5201\n\n\
+                 [TCPClientTunnel]\nBindAddress = 127.0.0.1:{web}\nTarget = {peer_origin}\n")),
         );
         let client = spawn_on_cpu1(
             &underpass,
@@ -471,12 +576,18 @@ fn main() {
             Duration::from_secs(10),
         );
         std::thread::sleep(Duration::from_millis(500));
-        measure(
+        if options.steps {
+            steps = Some(ttfb_steps(socks, &small, &peer.dir));
+        }
+        let other = Entries::measure(&small, http, &format!("http://127.0.0.1:{web}{path}"));
+        let row = measure(
             "underpass -> wireguard-go",
             ("127.0.0.1", fwd),
             &["--socks5", &format!("127.0.0.1:{socks}"), &small],
             Some(client.0.id()),
-        )
+        );
+        entries.push(other.with_socks(&row));
+        row
     });
 
     // 2. wireguard-go reference client (kernel TCP) -> wireguard-go.
@@ -514,34 +625,45 @@ fn main() {
     let onetun_row = options.runs("onetun").then(|| {
         let onetun = onetun();
         let (ofwd, ohttp) = (free_port(), free_port());
-        let onetun_proc = spawn_on_cpu1(
-            &onetun,
-            &[
-                &format!("127.0.0.1:{ofwd}:{server_ip}:5201"),
-                &format!("127.0.0.1:{ohttp}:{peer_origin}"),
-                "--endpoint-addr",
-                &peer.endpoint().to_string(),
-                "--endpoint-public-key",
-                &peer.public,
-                "--private-key",
-                &onetun_key.private,
-                "--source-peer-ip",
-                &format!("10.202.{id}.4"),
-                "--keep-alive",
-                "10",
-            ],
-            &peer.dir.path("onetun.log"),
-        );
-        wait_tcp(
-            SocketAddr::from(([127, 0, 0, 1], ofwd)),
-            Duration::from_secs(10),
-        );
-        std::thread::sleep(Duration::from_millis(500));
-        measure(
-            "onetun -> wireguard-go",
+        let start = || {
+            let p = spawn_on_cpu1(
+                &onetun,
+                &[
+                    &format!("127.0.0.1:{ofwd}:{server_ip}:5201"),
+                    &format!("127.0.0.1:{ohttp}:{peer_origin}"),
+                    "--endpoint-addr",
+                    &peer.endpoint().to_string(),
+                    "--endpoint-public-key",
+                    &peer.public,
+                    "--private-key",
+                    &onetun_key.private,
+                    "--source-peer-ip",
+                    &format!("10.202.{id}.4"),
+                    "--keep-alive",
+                    "10",
+                ],
+                &peer.dir.path("onetun.log"),
+            );
+            wait_tcp(
+                SocketAddr::from(([127, 0, 0, 1], ofwd)),
+                Duration::from_secs(10),
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            p
+        };
+        // A fresh onetun for each half: after the 50 latency connections
+        // its download falls from ~160 to 10-90 Mbit/s (and after the
+        // upload it moves nothing), which says more about onetun than a
+        // figure would.
+        let first = start();
+        let latency = ttfb(&[&format!("http://127.0.0.1:{ohttp}{path}")]);
+        drop(first);
+        let second = start();
+        throughput_row(
+            "onetun -> wireguard-go (fresh per half)",
             ("127.0.0.1", ofwd),
-            &[&format!("http://127.0.0.1:{ohttp}{path}")],
-            Some(onetun_proc.0.id()),
+            Some(second.0.id()),
+            latency,
         )
     });
 
@@ -553,8 +675,9 @@ fn main() {
                 gateway_cpu: Some(0),
                 client_cpu: Some(1),
                 extra_client: {
-                    let p = free_port();
-                    format!("\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{p}\nTarget = 127.0.0.1:5202\n# port {p}\n")
+                    let (p, w) = (free_port(), free_port());
+                    format!("\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{p}\nTarget = 127.0.0.1:5202\n# port {p}\n\n\
+                             [TCPClientTunnel]\nBindAddress = 127.0.0.1:{w}\nTarget = {host_origin}\n# web {w}\n")
                 },
                 ..Default::default()
             },
@@ -571,12 +694,24 @@ fn main() {
             .lines()
             .next()
             .and_then(|p| p.parse().ok());
-        measure(
+        let web_port: u16 = std::fs::read_to_string(&pair.client_config)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("# web "))
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        let other = Entries::measure(
+            &host_small,
+            pair.http.port(),
+            &format!("http://127.0.0.1:{web_port}{path}"),
+        );
+        let row = measure(
             "underpass -> underpass gateway",
             ("127.0.0.1", fwd_port),
             &["--socks5", &pair.socks.to_string(), &host_small],
             pid,
         );
+        entries.push(other.with_socks(&row));
     }
 
     // 5. No tunnel.
@@ -596,6 +731,22 @@ fn main() {
     }
     if let (Some(ours), Some(onetun)) = (&ours, &onetun_row) {
         print_ratio("underpass / onetun", ours, onetun);
+    }
+    if !entries.is_empty() {
+        println!();
+        println!("time to first byte by entry point, ms p50 / p90 (the table's figure is SOCKS5)");
+        println!(
+            "{:<50} {:>15} {:>15} {:>15}",
+            "", "SOCKS5", "HTTP proxy", "TCPClientTunnel"
+        );
+        for e in &entries {
+            e.print();
+        }
+    }
+    if let Some(steps) = steps {
+        println!();
+        println!("underpass -> wireguard-go, one SOCKS5 request step by step (--steps):");
+        print!("{steps}");
     }
     drop(host_http);
     let _ = sh("pkill -f 'iperf3 -s -D -B 127.0.0.1 -p 5202'");
