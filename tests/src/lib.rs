@@ -362,7 +362,7 @@ pub fn content_checksum(seed: u64, len: u64) -> u64 {
 
 /// Hands `len` bytes of stream `seed` to `sink` a MiB at a time; returns
 /// their checksum.
-fn stream_content(seed: u64, len: u64, mut sink: impl FnMut(&[u8])) -> u64 {
+pub fn stream_content(seed: u64, len: u64, mut sink: impl FnMut(&[u8])) -> u64 {
     let mut c = Checksum::default();
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0;

@@ -156,14 +156,7 @@ fn a_large_upload_through_wireguard_go_arrives_intact() {
     const LEN: u64 = 16 << 20;
     let mut writer = s.try_clone().unwrap();
     let upload = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 1 << 16];
-        let mut off = 0;
-        while off < LEN {
-            let n = (LEN - off).min(buf.len() as u64) as usize;
-            fill(9, off, &mut buf[..n]);
-            writer.write_all(&buf[..n]).unwrap();
-            off += n as u64;
-        }
+        stream_content(9, LEN, |chunk| writer.write_all(chunk).unwrap());
         writer.shutdown(std::net::Shutdown::Write).unwrap();
     });
     let mut back = Checksum::default();

@@ -269,23 +269,22 @@ struct Entries {
     forward: (f64, f64),
 }
 
-impl Entries {
-    /// The HTTP proxy's and the forward's figures, taken just before the
-    /// row's own (SOCKS5) ones.
-    fn measure(url: &str, http_port: u16, forward_url: &str) -> Entries {
-        Entries {
-            name: String::new(),
-            socks: (f64::NAN, f64::NAN),
-            http: ttfb(&["-x", &format!("http://127.0.0.1:{http_port}"), url]),
-            forward: ttfb(&[forward_url]),
-        }
-    }
+/// The HTTP proxy's and the forward's figures `(http, forward)`, taken
+/// just before the row's own (SOCKS5) ones.
+fn other_entries(url: &str, http_port: u16, forward_url: &str) -> ((f64, f64), (f64, f64)) {
+    (
+        ttfb(&["-x", &format!("http://127.0.0.1:{http_port}"), url]),
+        ttfb(&[forward_url]),
+    )
+}
 
-    fn with_socks(self, row: &Row) -> Entries {
+impl Entries {
+    fn new(row: &Row, (http, forward): ((f64, f64), (f64, f64))) -> Entries {
         Entries {
             name: row.name.clone(),
             socks: (row.ttfb50, row.ttfb90),
-            ..self
+            http,
+            forward,
         }
     }
 
@@ -579,14 +578,14 @@ fn main() {
         if options.steps {
             steps = Some(ttfb_steps(socks, &small, &peer.dir));
         }
-        let other = Entries::measure(&small, http, &format!("http://127.0.0.1:{web}{path}"));
+        let other = other_entries(&small, http, &format!("http://127.0.0.1:{web}{path}"));
         let row = measure(
             "underpass -> wireguard-go",
             ("127.0.0.1", fwd),
             &["--socks5", &format!("127.0.0.1:{socks}"), &small],
             Some(client.0.id()),
         );
-        entries.push(other.with_socks(&row));
+        entries.push(Entries::new(&row, other));
         row
     });
 
@@ -669,38 +668,24 @@ fn main() {
 
     // 4. underpass client -> underpass gateway.
     if options.runs("gateway") {
+        let (fwd_port, web_port) = (free_port(), free_port());
         let pair = Pair::start(
             "bench-pair",
             PairOptions {
                 gateway_cpu: Some(0),
                 client_cpu: Some(1),
-                extra_client: {
-                    let (p, w) = (free_port(), free_port());
-                    format!("\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{p}\nTarget = 127.0.0.1:5202\n# port {p}\n\n\
-                             [TCPClientTunnel]\nBindAddress = 127.0.0.1:{w}\nTarget = {host_origin}\n# web {w}\n")
-                },
+                extra_client: format!("\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{fwd_port}\nTarget = 127.0.0.1:5202\n\n\
+                     [TCPClientTunnel]\nBindAddress = 127.0.0.1:{web_port}\nTarget = {host_origin}\n"),
                 ..Default::default()
             },
         );
-        let fwd_port: u16 = std::fs::read_to_string(&pair.client_config)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("# port "))
-            .and_then(|p| p.parse().ok())
-            .unwrap();
         let pid = sh("pgrep -f 'underpass --config .*bench-pair.*client.conf'").stdout;
         let pid = String::from_utf8_lossy(&pid)
             .trim()
             .lines()
             .next()
             .and_then(|p| p.parse().ok());
-        let web_port: u16 = std::fs::read_to_string(&pair.client_config)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("# web "))
-            .and_then(|p| p.parse().ok())
-            .unwrap();
-        let other = Entries::measure(
+        let other = other_entries(
             &host_small,
             pair.http.port(),
             &format!("http://127.0.0.1:{web_port}{path}"),
@@ -711,7 +696,7 @@ fn main() {
             &["--socks5", &pair.socks.to_string(), &host_small],
             pid,
         );
-        entries.push(other.with_socks(&row));
+        entries.push(Entries::new(&row, other));
     }
 
     // 5. No tunnel.
