@@ -468,7 +468,7 @@ fn gateway_row(b: &Bench) -> Entries {
             ..Default::default()
         },
     );
-    let pid = pgrep("underpass --config .*bench-pair.*client.conf");
+    let pid = pgrep("--config .*bench-pair.*/client.conf");
     let http = ttfb(&[
         "-x",
         &format!("http://127.0.0.1:{}", pair.http.port()),

@@ -35,9 +35,14 @@ pub fn spawn_on_cpu1(program: &Path, args: &[&str], log: &Path) -> Kill {
     )
 }
 
-/// The first pid whose command line matches `pattern` (pgrep -f).
+/// The first pid whose command line matches `pattern` (pgrep -f; not
+/// through a shell, whose own command line would match too).
 pub fn pgrep(pattern: &str) -> Option<u32> {
-    let out = sh(&format!("pgrep -f '{pattern}'")).stdout;
+    let out = Command::new("pgrep")
+        .args(["-f", "--", pattern])
+        .output()
+        .expect("pgrep")
+        .stdout;
     String::from_utf8_lossy(&out)
         .lines()
         .next()
