@@ -128,16 +128,16 @@ impl Engine {
     }
 
     /// Reads every datagram that is ready (up to a budget) into the node and
-    /// the stack.
-    fn receive(&mut self, batch: &mut RecvBatch) -> io::Result<()> {
+    /// the stack; true if the budget ran out with more waiting.
+    fn receive(&mut self, batch: &mut RecvBatch) -> bool {
         for _ in 0..RECV_BATCHES_PER_TURN {
             let n = match self.udp.try_recv(batch) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
                     // ICMP errors surface here on some kernels; they are not fatal.
                     tracing::debug!(error = %e, "UDP receive error");
-                    return Ok(());
+                    return false;
                 }
             };
             let now = self.now();
@@ -163,9 +163,7 @@ impl Engine {
                 }
             });
         }
-        // Budget spent with more waiting: come back at once.
-        self.dirty = true;
-        Ok(())
+        true
     }
 
     /// One turn of the state machines: timers, stack, encryption.
@@ -356,12 +354,24 @@ impl Tunnel {
                 }
             })
             .await;
+            let more = {
+                let mut e = self.0.borrow_mut();
+                e.loop_waker = None;
+                let more = e.receive(&mut batch);
+                let now = e.now();
+                e.stack.poll_ingress(now);
+                more
+            };
+            // Let the tasks what arrived woke (and any other ready task)
+            // run before anything is sent: their replies leave with the
+            // ACKs, in one batch, and their bytes reach the local sockets
+            // before the loop spends a send on the tunnel.
+            tokio::task::yield_now().await;
             let (accepted, reresolve) = {
                 let mut e = self.0.borrow_mut();
-                e.dirty = false;
-                if let Err(err) = e.receive(&mut batch) {
-                    tracing::warn!(error = %err, "UDP receive failed");
-                }
+                // The turn takes in everything the tasks did; come back at
+                // once only if datagrams are still waiting.
+                e.dirty = more;
                 e.turn();
                 let mut accepted = Vec::new();
                 if e.on_accept.is_some() {
@@ -392,9 +402,6 @@ impl Tunnel {
             for (peer, host, port) in reresolve {
                 tokio::task::spawn_local(self.clone().reresolve(peer, host, port));
             }
-            // Let the tasks the turn woke run before the next turn, so
-            // their writes join one batch.
-            tokio::task::yield_now().await;
         }
         if let Some(p) = self.0.borrow_mut().pcap.as_mut() {
             p.flush();

@@ -21,8 +21,9 @@ STEPS = [
     ("method reply -> CONNECT", "curl", "c"),
     ("CONNECT -> SYN sent", "underpass", "U>"),
     ("SYN -> SYN-ACK", "peer", "U<"),
-    ("SYN-ACK -> ACK sent", "underpass", "U>"),
-    ("ACK -> SOCKS reply", "underpass", "p"),
+    # The bare ACK of the SYN-ACK is no step of its own: curl waits for
+    # the SOCKS reply, not for it, and underpass sends it after the reply.
+    ("SYN-ACK -> SOCKS reply", "underpass", "p"),
     ("SOCKS reply -> request", "curl", "c"),
     ("request -> sent", "underpass", "U>"),
     ("sent -> response", "peer", "U<data"),

@@ -429,6 +429,23 @@ impl Stack {
         }
     }
 
+    /// Runs smoltcp over everything received since the last poll, without
+    /// letting any socket send. The tasks the arrivals woke can then read
+    /// and write before [`Stack::poll`] sends: a reply leaves with the ACK
+    /// of what it answers (one packet, not a bare ACK and then the data),
+    /// and the application gets its bytes a send sooner.
+    pub fn poll_ingress(&mut self, now: Instant) {
+        self.now = now;
+        let t = smol_time(now);
+        self.iface.poll_maintenance(t);
+        while !matches!(
+            self.iface
+                .poll_ingress_single(t, &mut self.device, &mut self.sockets),
+            smoltcp::iface::PollIngressSingleResult::None
+        ) {}
+        self.after_poll(now);
+    }
+
     /// Runs smoltcp over everything received since the last poll and lets
     /// every socket send. Call once per batch.
     pub fn poll(&mut self, now: Instant) {

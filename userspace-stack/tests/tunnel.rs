@@ -223,6 +223,52 @@ fn half_close_sends_eof_and_the_other_way_keeps_working() {
 }
 
 #[test]
+fn a_reply_written_between_ingress_and_poll_leaves_with_the_ack() {
+    const ACK: u8 = 0x10;
+    let mut net = Net::new(21, Link::CLEAN);
+    let (c, g) = net.connect(addr("198.51.100.7:80"));
+    // (ingress first, what the gateway sends after reading and replying)
+    for (ingress_first, want) in [(true, 1), (false, 2)] {
+        for _ in 0..10 {
+            net.step(Duration::from_millis(50));
+        }
+        let now = net.now;
+        net.stack(CLIENT).tcp_write(c, b"ping").unwrap();
+        net.stack(CLIENT).poll(now);
+        assert_eq!(net.carry(CLIENT), vec![(ACK | 0x08, 4)], "the request");
+        if ingress_first {
+            net.stack(GATEWAY).poll_ingress(now);
+        } else {
+            net.stack(GATEWAY).poll(now);
+        }
+        let mut buf = [0u8; 16];
+        assert_eq!(net.stack(GATEWAY).tcp_read(g, &mut buf), Ok(4));
+        net.stack(GATEWAY).tcp_write(g, b"pong!").unwrap();
+        net.stack(GATEWAY).poll(now);
+        let sent = net.carry(GATEWAY);
+        assert_eq!(
+            sent.len(),
+            want,
+            "ingress first {ingress_first}: segments {sent:?}"
+        );
+        assert!(sent.iter().all(|&(flags, _)| flags & ACK != 0));
+        assert_eq!(sent.last().unwrap().1, 5, "the reply comes last");
+        if !ingress_first {
+            assert_eq!(sent[0].1, 0, "a bare ACK first");
+        }
+    }
+    let mut got = Vec::new();
+    net.run_until(Duration::from_secs(1), "both replies", |net| {
+        let mut buf = [0u8; 16];
+        if let Ok(n) = net.stack(CLIENT).tcp_read(c, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() >= 10
+    });
+    assert_eq!(got, b"pong!pong!");
+}
+
+#[test]
 fn a_reset_is_reported_as_reset() {
     let mut net = Net::new(5, Link::CLEAN);
     let (c, g) = net.connect(addr("198.51.100.7:80"));

@@ -299,6 +299,39 @@ impl Net {
         }
     }
 
+    /// Sends what host `h`'s stack has queued, without polling it, through
+    /// its node and straight into the other host's stack (not polled
+    /// either), past the link; returns the TCP segments that went as
+    /// (flags, payload length).
+    pub fn carry(&mut self, h: usize) -> Vec<(u8, usize)> {
+        let now = self.now;
+        let from = self.hosts[h].addr;
+        let mut segments = Vec::new();
+        let host = &mut self.hosts[h];
+        let node = &mut host.node;
+        host.stack.drain_outbound(|p| {
+            if p[9] == 6 {
+                let tcp = &p[20..];
+                let header = usize::from(tcp[12] >> 4) * 4;
+                segments.push((tcp[13], tcp.len() - header));
+            }
+            let _ = node.handle_ip_packet(now, p);
+        });
+        let mut datagrams = Vec::new();
+        while let Some(t) = host.node.poll_transmit(64) {
+            datagrams.extend(t.contents.chunks(t.segment_size).map(<[u8]>::to_vec));
+            host.node.advance_transmit(t.segments());
+        }
+        let to = &mut self.hosts[1 - h];
+        for mut d in datagrams {
+            if let Ok(Received::Packet { packet, .. }) = to.node.handle_datagram(now, from, &mut d)
+            {
+                to.stack.receive(now, packet);
+            }
+        }
+        segments
+    }
+
     /// Brings the WireGuard session up from the client's side, so the
     /// gateway knows where the client is.
     pub fn handshake(&mut self) {
