@@ -113,10 +113,16 @@ impl Peer {
     /// A client config for underpass against this peer: `peer_extra` goes
     /// into its [Peer] section, `extra` after it.
     pub fn client_config(&self, peer_extra: &str, extra: &str) -> String {
+        self.client_config_as(&self.client, 2, peer_extra, extra)
+    }
+
+    /// [`Peer::client_config`] for another of the peer's clients: `keys`,
+    /// address 10.202.ID.`host` (as given to [`Peer::start_with`]).
+    pub fn client_config_as(&self, keys: &Keys, host: u8, peer_extra: &str, extra: &str) -> String {
         format!(
-            "[Interface]\nPrivateKey = {}\nAddress = 10.202.{id}.2/32\nDNS = 10.202.{id}.1\n\n\
+            "[Interface]\nPrivateKey = {}\nAddress = 10.202.{id}.{host}/32\nDNS = 10.202.{id}.1\n\n\
              [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 10.202.{id}.0/24\n{peer_extra}\n{extra}",
-            self.client.private,
+            keys.private,
             self.public,
             self.endpoint(),
             id = self.id

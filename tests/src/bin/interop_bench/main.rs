@@ -16,6 +16,7 @@
 //!     target/release/interop_bench --ttfb-server python
 //!     target/release/interop_bench --only underpass --steps
 //!     UNDERPASS_BIN=/tmp/underpass-old target/release/interop_bench   # another build
+//!     target/release/interop_bench --only underpass,reference --against /tmp/underpass-old
 //!
 //! Time to first byte is measured against the tests' Rust HTTP server (this
 //! binary started with `--origin ADDR`, in the namespace and on the host),
@@ -28,14 +29,16 @@
 //! the underpass and the reference rows, a third table measures all four
 //! ways in interleaved rounds while both clients are up (before either
 //! row), so that the machine's noise falls on each alike and their ratio
-//! means something on a busy machine.
+//! means something on a busy machine. `--against OLD` adds a second
+//! underpass client, another build, to those rounds: an A/B of two builds
+//! that the machine's noise cannot decide.
 //!
 //! Pinning: the peer side (wireguard-go peer, its servers, the underpass
 //! gateway, the host's iperf3 server) on CPU 0; the client side (the tunnel
 //! client under test, iperf3 and curl clients) on CPU 1.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -49,7 +52,7 @@ mod report;
 
 use measure::{measure, throughput_row, ttfb, ttfb_rounds, Row, LATENCY_RUNS, SECONDS};
 use procs::{cargo, onetun, origin, pgrep, python_origin, sh, spawn_on_cpu1, ttfb_steps, Kill};
-use report::{print_entries, print_header, print_ratio, print_rounds, Entries};
+use report::{print_entries, print_header, print_ratio, print_rounds, Entries, Round};
 
 /// Benchmarks underpass against wireguard-go's own client and onetun,
 /// through one wireguard-go peer in a network namespace (run as root).
@@ -69,6 +72,12 @@ struct Options {
     /// Rounds of the interleaved time-to-first-byte comparison.
     #[arg(long, default_value_t = 100)]
     rounds: usize,
+    /// Another underpass binary (an older build, for an A/B) to run beside
+    /// ours as a second client of the peer: the interleaved rounds then
+    /// take its three entry points too, and give each of ours as a paired
+    /// ratio to its.
+    #[arg(long, value_name = "BINARY")]
+    against: Option<PathBuf>,
     /// Serve as the benchmark's HTTP origin on IP:PORT and nothing else
     /// (the benchmark starts itself this way).
     #[arg(long, value_name = "IP:PORT", hide = true)]
@@ -116,11 +125,15 @@ struct UnderpassClient {
 }
 
 impl UnderpassClient {
-    fn start(b: &Bench) -> UnderpassClient {
+    /// `binary` as the peer's client `keys` at 10.202.ID.`host`; `name`
+    /// names its config and log.
+    fn start(b: &Bench, binary: &Path, keys: &Keys, host: u8, name: &str) -> UnderpassClient {
         let (iperf, socks, http, web) = (free_port(), free_port(), free_port(), free_port());
         let cfg = b.peer.dir.write(
-            "underpass.conf",
-            &b.peer.client_config(
+            &format!("{name}.conf"),
+            &b.peer.client_config_as(
+                keys,
+                host,
                 "",
                 &format!(
                     "[Socks5]\nBindAddress = 127.0.0.1:{socks}\n\n[http]\nBindAddress = 127.0.0.1:{http}\n\n\
@@ -131,9 +144,9 @@ impl UnderpassClient {
             ),
         );
         let process = spawn_on_cpu1(
-            &b.underpass,
+            binary,
             &["--config", cfg.to_str().unwrap()],
-            &b.peer.dir.path("underpass.log"),
+            &b.peer.dir.path(&format!("{name}.log")),
         );
         wait_tcp(
             SocketAddr::from(([127, 0, 0, 1], socks)),
@@ -240,12 +253,13 @@ fn main() {
         }
     };
 
-    let (reference_keys, onetun_keys) = (keys(), keys());
+    let (reference_keys, onetun_keys, against_keys) = (keys(), keys(), keys());
     let Some(peer) = Peer::start_with(
         "bench",
         &[
             (reference_keys.public.clone(), 3),
             (onetun_keys.public.clone(), 4),
+            (against_keys.public.clone(), 5),
         ],
         Some(0),
     ) else {
@@ -300,7 +314,12 @@ fn main() {
     // each client's own row.
     let ours = options
         .runs("underpass")
-        .then(|| UnderpassClient::start(&b));
+        .then(|| UnderpassClient::start(&b, &b.underpass, &b.peer.client, 2, "underpass"));
+    let against = options
+        .against
+        .as_ref()
+        .filter(|_| ours.is_some())
+        .map(|bin| UnderpassClient::start(&b, bin, &against_keys, 5, "against"));
     let reference = options
         .runs("reference")
         .then(|| ReferenceClient::start(&b, &reference_keys));
@@ -312,7 +331,7 @@ fn main() {
     let rounds = ours
         .as_ref()
         .zip(reference.as_ref())
-        .map(|(c, _)| interleaved(&b, c, options.rounds));
+        .map(|(c, _)| interleaved(&b, c, against.as_ref(), options.rounds));
 
     // 1. underpass client -> wireguard-go.
     let ours_row = ours.as_ref().map(|c| {
@@ -342,7 +361,7 @@ fn main() {
             r.pid,
         )
     });
-    drop((ours, reference));
+    drop((ours, against, reference));
 
     // 3. onetun -> wireguard-go.
     let onetun_row = options.runs("onetun").then(|| onetun_row(&b, &onetun_keys));
@@ -386,26 +405,41 @@ fn str_args(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
-/// The reference and underpass's three entry points to the same origin,
-/// one request each per round; ratios are to the reference.
+/// The reference and underpass's three entry points to the same origin
+/// (and the `--against` build's), one request each per round.
 fn interleaved(
     b: &Bench,
-    c: &UnderpassClient,
+    ours: &UnderpassClient,
+    against: Option<&UnderpassClient>,
     rounds: usize,
-) -> Vec<(&'static str, (measure::Percentiles, f64))> {
-    let ways = [
-        (
-            "wireguard-go client (kernel TCP), direct",
-            vec![b.small.clone()],
-        ),
-        ("underpass SOCKS5", c.socks_args(&b.small)),
-        ("underpass HTTP proxy", c.http_args(&b.small)),
-        ("underpass TCPClientTunnel", vec![c.forward_url(b.path)]),
-    ];
+) -> Vec<Round> {
+    let entries = |c: &UnderpassClient| {
+        [
+            ("SOCKS5", c.socks_args(&b.small)),
+            ("HTTP proxy", c.http_args(&b.small)),
+            ("TCPClientTunnel", vec![c.forward_url(b.path)]),
+        ]
+    };
+    let mut ways = vec![(
+        "wireguard-go client (kernel TCP), direct".to_string(),
+        vec![b.small.clone()],
+    )];
+    ways.extend(entries(ours).map(|(n, a)| (format!("underpass {n}"), a)));
+    if let Some(c) = against {
+        ways.extend(entries(c).map(|(n, a)| (format!("--against {n}"), a)));
+    }
     let args: Vec<Vec<String>> = ways.iter().map(|(_, a)| a.clone()).collect();
-    ways.iter()
-        .map(|(name, _)| *name)
-        .zip(ttfb_rounds(&args, rounds))
+    let samples = ttfb_rounds(&args, rounds);
+    ways.into_iter()
+        .enumerate()
+        .map(|(i, (name, _))| Round {
+            name,
+            ttfb: measure::percentiles(samples[i].clone()),
+            to_reference: measure::paired_ratio(&samples[i], &samples[0]),
+            // Ours (ways 1-3) against theirs (4-6).
+            to_against: (against.is_some() && (1..=3).contains(&i))
+                .then(|| measure::paired_ratio(&samples[i], &samples[i + 3])),
+        })
         .collect()
 }
 

@@ -71,9 +71,15 @@ fn ttfb_once(args: &[String]) -> f64 {
 }
 
 /// Median and p90 of samples; NaNs (failures) sort last.
-fn percentiles(mut t: Vec<f64>) -> Percentiles {
+pub fn percentiles(mut t: Vec<f64>) -> Percentiles {
     t.sort_by(f64::total_cmp);
     (t[t.len() / 2], t[t.len() * 9 / 10])
+}
+
+/// The median over rounds of `a`'s sample divided by `b`'s of the same
+/// round (see [`ttfb_rounds`]).
+pub fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    percentiles(a.iter().zip(b).map(|(a, b)| a / b).collect()).0
 }
 
 /// curl's time to first byte over [`LATENCY_RUNS`] fresh connections.
@@ -84,10 +90,9 @@ pub fn ttfb(args: &[&str]) -> Percentiles {
 
 /// Several ways in measured in the same moments: each round takes one
 /// sample of every way, in a fresh random order, so a noisy second of the
-/// machine lands on all of them alike. Per way: its percentiles, and the
-/// median over rounds of its sample divided by the first way's sample of
-/// the same round (a paired ratio).
-pub fn ttfb_rounds(ways: &[Vec<String>], rounds: usize) -> Vec<(Percentiles, f64)> {
+/// machine lands on all of them alike. Returns each way's samples, in
+/// round order (compare them with [`paired_ratio`]).
+pub fn ttfb_rounds(ways: &[Vec<String>], rounds: usize) -> Vec<Vec<f64>> {
     let mut samples = vec![Vec::with_capacity(rounds); ways.len()];
     let mut order: Vec<usize> = (0..ways.len()).collect();
     let mut rng = rand::thread_rng();
@@ -97,14 +102,7 @@ pub fn ttfb_rounds(ways: &[Vec<String>], rounds: usize) -> Vec<(Percentiles, f64
             samples[w].push(ttfb_once(&ways[w]));
         }
     }
-    let base = samples[0].clone();
     samples
-        .into_iter()
-        .map(|s| {
-            let ratios = s.iter().zip(&base).map(|(a, b)| a / b).collect();
-            (percentiles(s), percentiles(ratios).0)
-        })
-        .collect()
 }
 
 /// CPU seconds (user + system) a process has used so far.

@@ -90,19 +90,36 @@ pub fn print_entries(entries: &[Entries]) {
     }
 }
 
-/// The interleaved comparison: `(way, (p50, p90), paired ratio to the
-/// first way)` per line.
-pub fn print_rounds(rounds: usize, lines: &[(&str, (Percentiles, f64))]) {
+/// One way in of the interleaved comparison: its percentiles, its paired
+/// ratio to the reference, and to the `--against` build's same way in.
+pub struct Round {
+    pub name: String,
+    pub ttfb: Percentiles,
+    pub to_reference: f64,
+    pub to_against: Option<f64>,
+}
+
+pub fn print_rounds(rounds: usize, lines: &[Round]) {
     println!();
     println!(
         "time to first byte, interleaved: {rounds} rounds, each taking one request of every way in a random order"
     );
-    println!(
-        "{:<NAME$} {:>15} {:>15}",
-        "", "ms p50 / p90", "paired ratio"
-    );
-    for (name, (p, ratio)) in lines {
-        println!("{:<NAME$} {} {:>15.2}", name, pair(*p), ratio);
+    let against = lines.iter().any(|l| l.to_against.is_some());
+    print!("{:<NAME$} {:>15} {:>15}", "", "ms p50 / p90", "/ reference");
+    println!("{}", if against { "   / --against" } else { "" });
+    for l in lines {
+        print!(
+            "{:<NAME$} {} {:>15.3}",
+            l.name,
+            pair(l.ttfb),
+            l.to_reference
+        );
+        match l.to_against {
+            Some(r) => println!(" {r:>14.3}"),
+            None => println!(),
+        }
     }
-    println!("(paired ratio: the median over rounds of this way's time / the first way's time in the same round)");
+    println!(
+        "(a ratio is the median over rounds of this way's time / the other's in the same round)"
+    );
 }
