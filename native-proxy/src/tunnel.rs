@@ -5,8 +5,10 @@
 //! Everything runs on one thread (a current-thread runtime and a LocalSet):
 //! the state machines are single-owner, so tasks share them through an
 //! `Rc<RefCell<..>>` and never hold the borrow across an await. A task that
-//! moves data wakes the loop; the loop drains every ready input, polls the
-//! stack once, encrypts everything and sends it in GSO batches.
+//! moves data wakes the loop. A turn of the loop reads every ready
+//! datagram into the stack, lets the tasks that woke read and write, then
+//! polls the stack, encrypts everything and sends it in GSO batches, so a
+//! reply leaves with the ACK of what it answers.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
