@@ -162,25 +162,55 @@ impl UnderpassClient {
         }
     }
 
-    fn socks_args(&self, url: &str) -> Vec<String> {
-        vec![
-            "--socks5".into(),
-            format!("127.0.0.1:{}", self.socks),
-            url.into(),
-        ]
+    /// curl's arguments to the peer's origin through each entry point.
+    fn ways_in(&self, b: &Bench) -> WaysIn {
+        ways_in(
+            self.socks,
+            self.http,
+            &b.small,
+            format!("http://127.0.0.1:{}{}", self.web, b.path),
+        )
     }
+}
 
-    fn http_args(&self, url: &str) -> Vec<String> {
-        vec![
-            "-x".into(),
-            format!("http://127.0.0.1:{}", self.http),
-            url.into(),
-        ]
-    }
+/// curl's arguments to one origin through each of underpass's entry
+/// points, named: SOCKS5, the HTTP proxy, a TCPClientTunnel to it.
+type WaysIn = [(&'static str, Vec<String>); 3];
 
-    fn forward_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.web)
-    }
+/// [`WaysIn`] for the proxies on loopback ports `socks` and `http` to
+/// `url`, and the forward's `forward_url` to the same origin.
+fn ways_in(socks: u16, http: u16, url: &str, forward_url: String) -> WaysIn {
+    [
+        (
+            "SOCKS5",
+            vec!["--socks5".into(), format!("127.0.0.1:{socks}"), url.into()],
+        ),
+        (
+            "HTTP proxy",
+            vec!["-x".into(), format!("http://127.0.0.1:{http}"), url.into()],
+        ),
+        ("TCPClientTunnel", vec![forward_url]),
+    ]
+}
+
+/// An underpass row: time to first byte through the HTTP proxy and the
+/// forward, then the row itself (SOCKS5 latency, throughput).
+fn underpass_row(
+    name: &str,
+    iperf_to: (&str, u16),
+    [(_, socks), (_, http), (_, forward)]: &WaysIn,
+    pid: Option<u32>,
+) -> (Row, Entries) {
+    let http = ttfb(http);
+    let forward = ttfb(forward);
+    let row = measure(name, iperf_to, socks, pid);
+    let entries = Entries {
+        name: row.name.clone(),
+        socks: (row.ttfb50, row.ttfb90),
+        http,
+        forward,
+    };
+    (row, entries)
 }
 
 /// wireguard-go on a TUN in the host namespace, as the peer's client
@@ -335,20 +365,13 @@ fn main() {
 
     // 1. underpass client -> wireguard-go.
     let ours_row = ours.as_ref().map(|c| {
-        let http = ttfb(&str_args(&c.http_args(&b.small)));
-        let forward = ttfb(&[&c.forward_url(b.path)]);
-        let row = measure(
+        let (row, e) = underpass_row(
             "underpass -> wireguard-go",
             ("127.0.0.1", c.iperf),
-            &str_args(&c.socks_args(&b.small)),
+            &c.ways_in(&b),
             Some(c.process.0.id()),
         );
-        entries.push(Entries {
-            name: row.name.clone(),
-            socks: (row.ttfb50, row.ttfb90),
-            http,
-            forward,
-        });
+        entries.push(e);
         row
     });
 
@@ -401,10 +424,6 @@ fn main() {
     let _ = sh("pkill -f 'iperf3 -s -D -B 127.0.0.1 -p 5202'");
 }
 
-fn str_args(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
-
 /// The reference and underpass's three entry points to the same origin
 /// (and the `--against` build's), one request each per round.
 fn interleaved(
@@ -413,20 +432,13 @@ fn interleaved(
     against: Option<&UnderpassClient>,
     rounds: usize,
 ) -> Vec<Round> {
-    let entries = |c: &UnderpassClient| {
-        [
-            ("SOCKS5", c.socks_args(&b.small)),
-            ("HTTP proxy", c.http_args(&b.small)),
-            ("TCPClientTunnel", vec![c.forward_url(b.path)]),
-        ]
-    };
     let mut ways = vec![(
         "wireguard-go client (kernel TCP), direct".to_string(),
         vec![b.small.clone()],
     )];
-    ways.extend(entries(ours).map(|(n, a)| (format!("underpass {n}"), a)));
+    ways.extend(ours.ways_in(b).map(|(n, a)| (format!("underpass {n}"), a)));
     if let Some(c) = against {
-        ways.extend(entries(c).map(|(n, a)| (format!("--against {n}"), a)));
+        ways.extend(c.ways_in(b).map(|(n, a)| (format!("--against {n}"), a)));
     }
     let args: Vec<Vec<String>> = ways.iter().map(|(_, a)| a.clone()).collect();
     let samples = ttfb_rounds(&args, rounds);
@@ -502,23 +514,18 @@ fn gateway_row(b: &Bench) -> Entries {
             ..Default::default()
         },
     );
-    let pid = pgrep("--config .*bench-pair.*/client.conf");
-    let http = ttfb(&[
-        "-x",
-        &format!("http://127.0.0.1:{}", pair.http.port()),
+    let ways = ways_in(
+        pair.socks.port(),
+        pair.http.port(),
         &b.host_small,
-    ]);
-    let forward = ttfb(&[&format!("http://127.0.0.1:{web_port}{}", b.path)]);
-    let row = measure(
+        format!("http://127.0.0.1:{web_port}{}", b.path),
+    );
+    let pid = pgrep("--config .*bench-pair.*/client.conf");
+    underpass_row(
         "underpass -> underpass gateway",
         ("127.0.0.1", fwd_port),
-        &["--socks5", &pair.socks.to_string(), &b.host_small],
+        &ways,
         pid,
-    );
-    Entries {
-        name: row.name,
-        socks: (row.ttfb50, row.ttfb90),
-        http,
-        forward,
-    }
+    )
+    .1
 }

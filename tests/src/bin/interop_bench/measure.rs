@@ -1,6 +1,7 @@
 //! The figures: iperf3 throughput, curl's time to first byte, a process's
 //! CPU time and peak RSS.
 
+use std::ffi::OsStr;
 use std::process::Command;
 
 use rand::seq::SliceRandom;
@@ -54,7 +55,7 @@ pub fn iperf(host: &str, port: u16, reverse: bool, streams: u32) -> (f64, f64) {
 
 /// One fresh connection's time to first byte from CPU 1, in ms; NaN when
 /// curl timed out or was refused (shown as "-").
-fn ttfb_once(args: &[String]) -> f64 {
+fn ttfb_once(args: &[impl AsRef<OsStr>]) -> f64 {
     let out = Command::new("taskset")
         .args(["-c", "1", "curl", "--silent", "--max-time", "10", "-o"])
         .args(["/dev/null", "-w", "%{time_starttransfer}"])
@@ -83,9 +84,8 @@ pub fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// curl's time to first byte over [`LATENCY_RUNS`] fresh connections.
-pub fn ttfb(args: &[&str]) -> Percentiles {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    percentiles((0..LATENCY_RUNS).map(|_| ttfb_once(&args)).collect())
+pub fn ttfb(args: &[impl AsRef<OsStr>]) -> Percentiles {
+    percentiles((0..LATENCY_RUNS).map(|_| ttfb_once(args)).collect())
 }
 
 /// Several ways in measured in the same moments: each round takes one
@@ -134,7 +134,12 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
 /// Runs the latency measurement, then the four iperf3 ones (latency first:
 /// onetun wedges for good under the upload, and would have no figure);
 /// `pid` is the client-side tunnel process (CPU and memory are its own).
-pub fn measure(name: &str, iperf_to: (&str, u16), curl_args: &[&str], pid: Option<u32>) -> Row {
+pub fn measure(
+    name: &str,
+    iperf_to: (&str, u16),
+    curl_args: &[impl AsRef<OsStr>],
+    pid: Option<u32>,
+) -> Row {
     let latency = ttfb(curl_args);
     throughput_row(name, iperf_to, pid, latency)
 }
