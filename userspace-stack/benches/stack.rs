@@ -6,6 +6,7 @@
 //!     taskset -c 1 cargo bench -p underpass-stack --bench stack
 //!     taskset -c 1 cargo bench -p underpass-stack --bench stack -- --sweep   # buffer sizes, congestion control, ACK delay
 //!     taskset -c 1 cargo bench -p underpass-stack --bench stack -- --glibc-default   # without the binary's mallopt
+//!     cargo bench -p underpass-stack --bench stack -- --wan   # long paths, simulated time (see `wan`)
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -60,6 +61,7 @@ const PERFECT: Link = Link {
     jitter: Duration::ZERO,
     loss: 0.0,
     duplicate: 0.0,
+    bottleneck: None,
 };
 
 /// Moves `len` bytes one way; returns wall time.
@@ -105,6 +107,7 @@ fn lossy(tune: &dyn Fn(&mut StackOptions), len: usize) -> Duration {
         jitter: Duration::from_millis(1),
         loss: 0.01,
         duplicate: 0.0,
+        bottleneck: None,
     };
     let mut net = Net::with(3, link, |o| tune(o), |o| tune(o));
     let (c, g) = net.connect("198.51.100.7:5001".parse().unwrap());
@@ -173,8 +176,82 @@ fn open_many(n: usize, tune: &dyn Fn(&mut StackOptions)) -> (Duration, Net, Vec<
 
 fn default_tune(_: &mut StackOptions) {}
 
+/// One connection over simulated long paths (both ends our stack): what a
+/// user 10-200 ms from the gateway would get, in simulated time, so the
+/// figures do not depend on this machine's speed or load. 12 s per cell
+/// (or 64 MiB), as the WAN benchmark's iperf3 runs.
+fn wan() {
+    let seconds = Duration::from_secs(12);
+    let len = 1 << 40;
+    println!("one connection, 12 s, simulated time; Mbit/s of payload (up / down)");
+    println!(
+        "{:>8} {:>10} {:>8} {:>18} {:>16}",
+        "RTT ms", "bottleneck", "loss %", "Mbit/s up / down", "queue drops"
+    );
+    let arg = |name: &str| {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| {
+                v.split(',')
+                    .map(|x| x.parse::<f64>().unwrap())
+                    .collect::<Vec<f64>>()
+            })
+    };
+    let rates = arg("--rate").unwrap_or(vec![300.0, 1000.0]);
+    let rtts = arg("--rtt").unwrap_or(vec![2.0, 10.0, 50.0, 100.0, 200.0]);
+    let losses = arg("--loss").unwrap_or(vec![0.0, 0.001, 0.01]);
+    if let Some(from) = arg("--trace-packets-from") {
+        support::TRACE_FROM.store(from[0] as u64, Ordering::Relaxed);
+    }
+    if std::env::args().any(|a| a == "--trace") {
+        TRACE_SENDER.store(true, Ordering::Relaxed);
+    }
+    for &rate in &rates {
+        let rate = rate as u64;
+        for &rtt in &rtts {
+            let rtt = rtt as u64;
+            for &loss in &losses {
+                let link = Link::wan(Duration::from_millis(rtt), rate, loss);
+                let mut figures = Vec::new();
+                let mut drops = 0;
+                let dirs: &[bool] = if std::env::args().any(|a| a == "--up") {
+                    &[true]
+                } else if std::env::args().any(|a| a == "--down") {
+                    &[false]
+                } else {
+                    &[true, false]
+                };
+                let congestion = if std::env::args().any(|a| a == "--bbr") {
+                    Congestion::Bbr
+                } else {
+                    Congestion::Cubic
+                };
+                for &upload in dirs {
+                    let tune = |o: &mut StackOptions| o.tcp.congestion = congestion;
+                    let mut net = Net::with(rtt ^ rate, link, tune, tune);
+                    let (got, took) = transfer(&mut net, len, upload, seconds);
+                    figures.push(got as f64 * 8.0 / took.as_secs_f64() / 1e6);
+                    drops += net.queue_drops;
+                }
+                println!(
+                    "{rtt:>8} {:>10} {:>8.1} {:>8.0} / {:<8.0} {drops:>16}",
+                    format!("{rate} Mbit/s"),
+                    loss * 100.0,
+                    figures[0],
+                    figures.get(1).copied().unwrap_or(f64::NAN)
+                );
+            }
+        }
+    }
+}
+
 fn main() {
     let sweep = std::env::args().any(|a| a == "--sweep");
+    if std::env::args().any(|a| a == "--wan") {
+        return wan();
+    }
     if !std::env::args().any(|a| a == "--glibc-default") {
         // What the underpass binary does at start: socket buffers come
         // from fresh mmap'd pages, so untouched parts cost no memory.
@@ -221,8 +298,8 @@ fn main() {
                 }),
             ),
             (
-                "congestion reno".into(),
-                Box::new(|o: &mut StackOptions| o.tcp.congestion = Congestion::Reno),
+                "no congestion control".into(),
+                Box::new(|o: &mut StackOptions| o.tcp.congestion = Congestion::None),
             ),
             (
                 "ack delay 10 ms (smoltcp default)".into(),

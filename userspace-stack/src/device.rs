@@ -6,8 +6,9 @@ use std::collections::VecDeque;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-/// Spare buffers kept per direction.
-const SPARE: usize = 512;
+/// Spare buffers kept per direction (the senders hand back theirs in
+/// bursts, as a round trip's worth is acknowledged).
+const SPARE: usize = 1024;
 /// Room for the largest IP + TCP header (40 + 60 bytes), rounded up.
 const HEADER_ROOM: usize = 128;
 
@@ -36,20 +37,45 @@ impl Queues {
 
     /// Queues a copy of an inbound packet.
     pub fn push_rx(&mut self, packet: &[u8]) {
-        let mut buf = self.rx_spare.pop().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(packet);
+        let buf = self.copy_rx(packet);
         self.rx.push_back(buf);
     }
 
+    /// A copy of an inbound packet in a recycled buffer.
+    pub fn copy_rx(&mut self, packet: &[u8]) -> Vec<u8> {
+        let mut buf = self.rx_spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(packet);
+        buf
+    }
+
+    /// Queues an inbound packet for smoltcp.
+    pub fn push_rx_owned(&mut self, packet: Vec<u8>) {
+        self.rx.push_back(packet);
+    }
+
+    pub fn recycle_rx(&mut self, buf: Vec<u8>) {
+        recycle(&mut self.rx_spare, buf);
+    }
+
+    /// A recycled buffer for an outbound packet we make ourselves.
+    pub fn tx_buffer(&mut self) -> Vec<u8> {
+        self.tx_spare.pop().unwrap_or_default()
+    }
+
     pub fn recycle_tx(&mut self, buf: Vec<u8>) {
-        if self.tx_spare.len() < SPARE {
-            self.tx_spare.push(buf);
-        }
+        recycle(&mut self.tx_spare, buf);
     }
 
     pub fn tx_full(&self) -> bool {
         self.tx.len() >= self.max_tx
+    }
+}
+
+/// Keeps `buf` for reuse if there is room.
+pub(crate) fn recycle(spare: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if spare.len() < SPARE {
+        spare.push(buf);
     }
 }
 

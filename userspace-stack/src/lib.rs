@@ -13,15 +13,19 @@
 mod ack_seq;
 mod device;
 mod dns;
+mod flow;
 mod ports;
-mod recovery;
+mod reassembly;
+mod receiver;
 mod segment;
+mod sender;
 mod slots;
 mod stack;
 mod tcp;
 mod udp;
 
 pub use dns::{DnsError, QueryId};
+pub use sender::SenderInfo;
 pub use stack::{
     Accepted, Congestion, Policy, Protocol, Stack, StackError, StackOptions, StackStats, TcpOptions,
 };

@@ -20,19 +20,26 @@ use underpass_core::{Instant, IpHeader};
 
 use crate::device::Queues;
 use crate::dns::Resolver;
+use crate::flow::{Flow, Limits};
 use crate::ports::Ports;
 use crate::slots::Slots;
 use crate::tcp::{Conn, ConnId, Listener};
+
+use crate::sender::Outbound;
 use crate::udp::UdpEntry;
 
 /// How TCP sockets are set up. The defaults were chosen by measurement;
 /// see BENCHMARKS.md.
 #[derive(Debug, Clone)]
 pub struct TcpOptions {
-    /// Receive buffer per connection; it is also the largest window we
-    /// advertise (scaled beyond 64 KiB).
+    /// Receive buffer per connection: the largest window a connection may
+    /// grow to. Memory is used only as data waits in it.
     pub rx_buffer: usize,
-    /// Send buffer per connection.
+    /// The receive window a connection starts with; it grows with what
+    /// the application reads per round trip, up to `rx_buffer`.
+    pub initial_window: usize,
+    /// Send buffer per connection: the most a connection may have written
+    /// and not yet acknowledged.
     pub tx_buffer: usize,
     pub congestion: Congestion,
     pub nagle: bool,
@@ -56,16 +63,24 @@ pub struct TcpOptions {
 /// Congestion control for our side's sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Congestion {
+    /// None at all: only the peer's window limits what is sent (tests and
+    /// comparisons).
     None,
-    Reno,
+    /// CUBIC with HyStart++ (RFC 9438, 9406), as Linux by default: backs
+    /// off at every loss, so random loss on a long path costs it most of
+    /// its rate.
     Cubic,
+    /// BBR (v1, as Linux's `bbr`): paced at the measured bottleneck rate,
+    /// barely slowed by random loss.
+    Bbr,
 }
 
 impl Default for TcpOptions {
     fn default() -> Self {
         TcpOptions {
-            rx_buffer: 512 * 1024,
-            tx_buffer: 512 * 1024,
+            rx_buffer: 16 << 20,
+            initial_window: 256 * 1024,
+            tx_buffer: 16 << 20,
             congestion: Congestion::Cubic,
             nagle: false,
             ack_delay: None,
@@ -198,11 +213,15 @@ pub struct Stack {
     pub(crate) now: Instant,
     pub(crate) ports: Ports,
     pub(crate) conns: Slots<Conn>,
-    /// (local, remote) of every TCP socket we track, for RST detection and
-    /// to tell a retransmitted SYN from a new one.
-    pub(crate) by_tuple: AddrMap<(SocketAddr, SocketAddr), Tracked>,
-    /// Connections with data sent and not yet acknowledged (loss probes).
-    pub(crate) waiting: AddrSet<(SocketAddr, SocketAddr)>,
+    /// (local, remote) of every TCP socket we track: its [`Flow`] (our
+    /// sending and receiving around smoltcp, RST detection).
+    pub(crate) by_tuple: AddrMap<(SocketAddr, SocketAddr), Flow>,
+    /// Flows with data held, in flight or timed (the ones
+    /// [`Stack::poll_timeout`] and [`Stack::drain_outbound`] look at).
+    pub(crate) sending: AddrSet<(SocketAddr, SocketAddr)>,
+    /// SYNs seen for connections smoltcp has not made yet (its listeners
+    /// and accept-any), by (their end, our end): their options.
+    pub(crate) syns: crate::flow::SynStash,
     /// Sockets whose handle was closed, draining their FIN or RST.
     pub(crate) closing: Vec<(SocketHandle, SocketAddr, SocketAddr, Option<u16>)>,
     /// Sockets to close once they leave SYN-RECEIVED.
@@ -215,23 +234,6 @@ pub struct Stack {
     pub(crate) udp_any: AddrMap<SocketAddr, crate::udp::UdpId>,
     pub(crate) dns: Resolver,
     pub(crate) stats: StackStats,
-}
-
-/// What the stack keeps per TCP 4-tuple, beside smoltcp's socket.
-pub(crate) struct Tracked {
-    pub conn: ConnId,
-    pub snd_max: crate::ack_seq::SndMax,
-    pub recovery: crate::recovery::Recovery,
-}
-
-impl Tracked {
-    pub fn new(conn: ConnId) -> Tracked {
-        Tracked {
-            conn,
-            snd_max: None,
-            recovery: Default::default(),
-        }
-    }
 }
 
 pub(crate) fn smol_time(now: Instant) -> smoltcp::time::Instant {
@@ -290,7 +292,8 @@ impl Stack {
             now,
             conns: Slots::default(),
             by_tuple: AddrMap::with_hasher(hasher.clone()),
-            waiting: AddrSet::with_hasher(hasher.clone()),
+            sending: AddrSet::with_hasher(hasher.clone()),
+            syns: crate::flow::SynStash::new(hasher.clone()),
             closing: Vec::new(),
             deferred_close: Vec::new(),
             listeners: Slots::default(),
@@ -358,43 +361,58 @@ impl Stack {
     /// batch of them.
     pub fn receive(&mut self, now: Instant, packet: &[u8]) {
         self.stats.packets_in += 1;
-        let duplicates = self.inspect(now, packet);
-        self.device.push_rx(packet);
-        for _ in 0..duplicates {
-            self.device.push_rx(packet);
+        let seg = crate::segment::Segment::parse(packet);
+        let tuple = seg.map(|s| (s.dst, s.src));
+        let tracked = tuple.is_some_and(|t| self.by_tuple.contains_key(&t));
+        if !tracked {
+            self.inspect_new(now, seg.as_ref(), packet);
         }
-    }
-
-    /// Looks at an inbound packet before smoltcp does: notes RSTs (so a
-    /// reset is told from a timeout), feeds loss recovery, and for a
-    /// gateway makes the socket a new flow needs. Returns how many
-    /// duplicates of the packet smoltcp should see after it.
-    fn inspect(&mut self, now: Instant, packet: &[u8]) -> usize {
-        if let Some(seg) = crate::segment::Segment::parse(packet) {
-            if let Some(t) = self.by_tuple.get_mut(&(seg.dst, seg.src)) {
-                let snd_max = t.snd_max;
-                return t.recovery.on_received(&seg, snd_max, now)
-                    + usize::from(self.note_rst(&seg));
+        let (Some(seg), Some(tuple), true) = (seg, tuple, tracked) else {
+            self.device.push_rx(packet);
+            return;
+        };
+        let limits = self.limits();
+        let flow = self.by_tuple.get_mut(&tuple).expect("looked up above");
+        if seg.has(crate::segment::RST) {
+            if let Some(c) = self.conns.get_mut(flow.conn.0) {
+                c.reset = true;
             }
         }
-        self.inspect_new(packet);
-        0
+        flow.on_inbound(&seg, packet, &limits, now, &mut self.device);
+        if flow.is_active() {
+            self.sending.insert(tuple);
+        }
     }
 
-    /// An RST for a tracked connection; returns 0 (no duplicates).
-    fn note_rst(&mut self, seg: &crate::segment::Segment) -> bool {
-        if seg.has(crate::segment::RST) {
-            if let Some(conn) = self.by_tuple.get(&(seg.dst, seg.src)).map(|t| t.conn) {
-                if let Some(c) = self.conns.get_mut(conn.0) {
-                    c.reset = true;
+    /// How connections are set up, for their flows.
+    pub(crate) fn limits(&self) -> Limits {
+        let tcp = &self.options.tcp;
+        Limits {
+            mtu: self.options.mtu,
+            initial_window: tcp.initial_window,
+            max_window: tcp.rx_buffer,
+            congestion: match tcp.congestion {
+                Congestion::None => None,
+                Congestion::Cubic => Some(crate::sender::Algorithm::Cubic),
+                Congestion::Bbr => Some(crate::sender::Algorithm::Bbr),
+            },
+        }
+    }
+
+    /// Flows the stack does not track yet: a gateway's new ones, and the
+    /// options of SYNs a listener or accept-any will take.
+    fn inspect_new(&mut self, now: Instant, seg: Option<&crate::segment::Segment>, packet: &[u8]) {
+        if let Some(seg) = seg {
+            let (syn, ack) = (seg.has(crate::segment::SYN), seg.has(crate::segment::ACK));
+            if syn && !ack && !seg.has(crate::segment::RST) {
+                self.syns
+                    .insert((seg.src, seg.dst), crate::flow::Syn::of(seg, now));
+                if self.accept_any.is_some() {
+                    self.accept_syn(seg.src, seg.dst);
                 }
             }
+            return;
         }
-        false
-    }
-
-    /// Flows the stack does not track yet: a gateway's new ones.
-    fn inspect_new(&mut self, packet: &[u8]) {
         let Some(ip) = IpHeader::parse(packet) else {
             return;
         };
@@ -405,27 +423,9 @@ impl Stack {
         let Some(l4) = packet.get(offset..ip.len) else {
             return;
         };
-        match proto {
-            6 if l4.len() >= 20 => {
-                let src = SocketAddr::new(ip.src, u16::from_be_bytes([l4[0], l4[1]]));
-                let dst = SocketAddr::new(ip.dst, u16::from_be_bytes([l4[2], l4[3]]));
-                let flags = l4[13];
-                let (syn, rst, ack) = (flags & 0x02 != 0, flags & 0x04 != 0, flags & 0x10 != 0);
-                if rst {
-                    if let Some(conn) = self.by_tuple.get(&(dst, src)).map(|t| t.conn) {
-                        if let Some(c) = self.conns.get_mut(conn.0) {
-                            c.reset = true;
-                        }
-                    }
-                } else if syn && !ack && self.accept_any.is_some() {
-                    self.accept_syn(src, dst);
-                }
-            }
-            17 if l4.len() >= 8 && self.accept_any.is_some() => {
-                let dst = SocketAddr::new(ip.dst, u16::from_be_bytes([l4[2], l4[3]]));
-                self.accept_udp(dst);
-            }
-            _ => {}
+        if proto == 17 && l4.len() >= 8 && self.accept_any.is_some() {
+            let dst = SocketAddr::new(ip.dst, u16::from_be_bytes([l4[2], l4[3]]));
+            self.accept_udp(dst);
         }
     }
 
@@ -450,7 +450,7 @@ impl Stack {
     /// every socket send. Call once per batch.
     pub fn poll(&mut self, now: Instant) {
         self.now = now;
-        self.loss_probes(now);
+        self.sender_timers(now);
         self.iface
             .poll(smol_time(now), &mut self.device, &mut self.sockets);
         self.after_poll(now);
@@ -465,28 +465,56 @@ impl Stack {
     }
 
     /// Hands every outbound IP packet to `f` (the node's
-    /// `handle_ip_packet`), oldest first. If the queue was full, poll again
-    /// afterwards: smoltcp held data back.
+    /// `handle_ip_packet`), oldest first: what the flows' senders have due
+    /// (retransmissions, paced segments), then what smoltcp wrote. If the
+    /// queue was full, poll again afterwards: smoltcp held data back.
     pub fn drain_outbound(&mut self, mut f: impl FnMut(&[u8])) {
         let now = self.now;
+        let mut out = |p: &[u8], stats: &mut StackStats| {
+            stats.packets_out += 1;
+            f(p);
+        };
         while let Some(mut packet) = self.device.tx.pop_front() {
-            self.stats.packets_out += 1;
-            if let Some(seg) = crate::segment::Segment::parse(&packet) {
-                let tuple = (seg.src, seg.dst);
-                if let Some(t) = self.by_tuple.get_mut(&tuple) {
-                    let retransmission = crate::ack_seq::fix(&mut packet, &seg, &mut t.snd_max);
-                    t.recovery.on_sent(&seg, retransmission, now);
-                    if retransmission {
-                        t.recovery.entered_recovery(t.snd_max);
-                    }
-                    if t.recovery.waiting(t.snd_max) {
-                        self.waiting.insert(tuple);
-                    }
+            let Some(seg) = crate::segment::Segment::parse(&packet) else {
+                out(&packet, &mut self.stats);
+                self.device.recycle_tx(packet);
+                continue;
+            };
+            let tuple = (seg.src, seg.dst);
+            let Some(flow) = self.by_tuple.get_mut(&tuple) else {
+                out(&packet, &mut self.stats);
+                self.device.recycle_tx(packet);
+                continue;
+            };
+            crate::ack_seq::fix(&mut packet, &seg, &mut flow.snd_max);
+            match flow.on_outbound(&seg, packet, now, usize::MAX) {
+                Outbound::Pass(packet) => {
+                    out(&packet, &mut self.stats);
+                    self.device.recycle_tx(packet);
+                }
+                Outbound::Drop(packet) => self.device.recycle_tx(packet),
+                Outbound::Kept => {
+                    self.sending.insert(tuple);
                 }
             }
-            f(&packet);
-            self.device.recycle_tx(packet);
         }
+        // Then what the flows have due: the segments smoltcp just wrote
+        // (as the pacer lets them go), repairs, and ACKs for held data.
+        let stats = &mut self.stats;
+        for tuple in &self.sending {
+            if let Some(flow) = self.by_tuple.get_mut(tuple) {
+                let queued = self.conns.get(flow.conn.0).map_or(0, |c| {
+                    let written = self.sockets.get::<tcp::Socket>(c.handle).send_queue();
+                    written.saturating_sub(flow.outstanding())
+                });
+                flow.transmit(now, *tuple, queued, &mut self.device, &mut |p| {
+                    out(p, stats)
+                });
+            }
+        }
+        let flows = &self.by_tuple;
+        self.sending
+            .retain(|t| flows.get(t).is_some_and(Flow::is_active));
     }
 
     /// Whether outbound packets are waiting for [`Stack::drain_outbound`].
@@ -499,52 +527,34 @@ impl Stack {
         self.device.tx_full()
     }
 
-    /// Hands smoltcp duplicates of the peer's last ACK for connections
-    /// whose data went unanswered too long (see recovery.rs).
-    fn loss_probes(&mut self, now: Instant) {
-        let by_tuple = &mut self.by_tuple;
-        let device = &mut self.device;
-        self.waiting.retain(|tuple| {
-            let Some(t) = by_tuple.get_mut(tuple) else {
-                return false;
-            };
-            if !t.recovery.waiting(t.snd_max) {
-                return false;
-            }
-            let snd_max = t.snd_max;
-            if let Some((seq, ack, window)) = t.recovery.take_probe(snd_max, now) {
-                // smoltcp fast-retransmits at exactly its third duplicate
-                // ACK; if an earlier fast retransmission was lost it has
-                // counted past three and never will again. An ACK with a
-                // window one unit smaller is not a duplicate and resets the
-                // count; three copies of it then are.
-                let (local, remote) = *tuple;
-                let window = if window > 1 { window - 1 } else { window + 1 };
-                let packet = crate::segment::pure_ack(remote, local, seq, ack, window);
-                for _ in 0..=crate::recovery::DUPLICATES {
-                    device.push_rx(&packet);
+    /// Runs the senders' timers that are due (their retransmissions go
+    /// with the next [`Stack::drain_outbound`]).
+    fn sender_timers(&mut self, now: Instant) {
+        for tuple in &self.sending {
+            if let Some(flow) = self.by_tuple.get_mut(tuple) {
+                if flow.poll_at().is_some_and(|t| t <= now) {
+                    flow.on_timeout(now);
                 }
             }
-            true
-        });
+        }
     }
 
-    fn probe_timeout(&self) -> Option<Instant> {
-        self.waiting
+    fn sender_timeout(&self) -> Option<Instant> {
+        self.sending
             .iter()
-            .filter_map(|tuple| self.by_tuple.get(tuple))
-            .filter_map(|t| t.recovery.probe_at())
+            .filter_map(|t| self.by_tuple.get(t))
+            .filter_map(Flow::poll_at)
             .min()
     }
 
-    /// When [`Stack::poll`] must next run (retransmissions, delayed ACKs,
-    /// DNS retries), if ever.
+    /// When [`Stack::poll`] must next run (retransmissions, pacing,
+    /// delayed ACKs, DNS retries), if ever.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let smol = self
             .iface
             .poll_at(smol_time(self.now), &self.sockets)
             .map(|t| Instant::from_duration(Duration::from_micros(t.total_micros().max(0) as u64)));
-        [smol, self.dns_timeout(), self.probe_timeout()]
+        [smol, self.dns_timeout(), self.sender_timeout()]
             .into_iter()
             .flatten()
             .min()
@@ -556,11 +566,9 @@ impl Stack {
             tcp::SocketBuffer::new(vec![0; o.rx_buffer]),
             tcp::SocketBuffer::new(vec![0; o.tx_buffer]),
         );
-        s.set_congestion_control(match o.congestion {
-            Congestion::None => tcp::CongestionControl::None,
-            Congestion::Reno => tcp::CongestionControl::Reno,
-            Congestion::Cubic => tcp::CongestionControl::Cubic,
-        });
+        // Ours runs around smoltcp (see the `sender` module); smoltcp's
+        // only where a connection's handshake could not be followed.
+        s.set_congestion_control(tcp::CongestionControl::None);
         s.set_nagle_enabled(o.nagle);
         s.set_ack_delay(
             o.ack_delay

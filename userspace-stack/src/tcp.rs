@@ -12,8 +12,9 @@ use std::task::{Context, Poll};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
 
+use crate::flow::Flow;
 use crate::slots::Key;
-use crate::stack::{to_endpoint, Stack, Tracked};
+use crate::stack::{to_endpoint, Stack};
 
 mod accept_any;
 mod listen;
@@ -168,7 +169,7 @@ impl Stack {
             aborted: false,
             from_accept_any: false,
         }));
-        self.by_tuple.insert((local, remote), Tracked::new(id));
+        self.by_tuple.insert((local, remote), Flow::new(id, None));
         Ok(id)
     }
 
@@ -229,6 +230,7 @@ impl Stack {
         f: impl FnOnce(&[u8]) -> usize,
     ) -> Result<usize, TcpError> {
         let (conn, socket) = self.socket(id)?;
+        let tuple = (conn.local, conn.remote);
         match socket.recv(|data| {
             let n = if data.is_empty() {
                 0
@@ -238,7 +240,12 @@ impl Stack {
             (n, n)
         }) {
             Ok(0) => Err(TcpError::WouldBlock),
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                if let Some(flow) = self.by_tuple.get_mut(&tuple) {
+                    flow.on_read(n);
+                }
+                Ok(n)
+            }
             Err(tcp::RecvError::Finished) => Ok(0),
             Err(tcp::RecvError::InvalidState) => match socket.state() {
                 State::Listen | State::SynSent | State::SynReceived => Err(TcpError::WouldBlock),
@@ -344,6 +351,17 @@ impl Stack {
         }
     }
 
+    /// How the connection's sending goes (congestion window, round trip,
+    /// retransmissions), once its handshake is done.
+    pub fn tcp_info(&self, id: ConnId) -> Result<Option<crate::SenderInfo>, TcpError> {
+        let conn = self.conn(id)?;
+        Ok(self
+            .by_tuple
+            .get(&(conn.local, conn.remote))
+            .and_then(|f| f.sender.as_ref())
+            .map(crate::sender::Sender::info))
+    }
+
     /// Bytes written but not yet acknowledged by the peer.
     pub fn tcp_unacked(&self, id: ConnId) -> Result<usize, TcpError> {
         let conn = self.conn(id)?;
@@ -432,7 +450,10 @@ impl Stack {
                 && !self.deferred_close.contains(&handle)
             {
                 self.sockets.remove(handle);
-                self.by_tuple.remove(&(local, remote));
+                if let Some(mut flow) = self.by_tuple.remove(&(local, remote)) {
+                    flow.drain(&mut self.device);
+                }
+                self.sending.remove(&(local, remote));
                 if let Some(port) = port {
                     self.ports.release(port);
                 }
@@ -467,7 +488,17 @@ impl Stack {
             aborted: false,
             from_accept_any: false,
         }));
-        self.by_tuple.insert((local, remote), Tracked::new(id));
+        let syn = self.syns.take(&(remote, local));
+        let mut flow = Flow::new(id, syn);
+        if syn.is_none() && self.options.tcp.congestion != crate::Congestion::None {
+            // The peer's SYN went by unseen (pushed out of the stash):
+            // smoltcp's own controller is better than none.
+            flow.unmanaged = true;
+            self.sockets
+                .get_mut::<tcp::Socket>(handle)
+                .set_congestion_control(tcp::CongestionControl::Cubic);
+        }
+        self.by_tuple.insert((local, remote), flow);
         id
     }
 }

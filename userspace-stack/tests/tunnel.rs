@@ -69,6 +69,7 @@ fn sixty_four_mib_each_way_arrive_intact_with_loss_and_reordering() {
         jitter: Duration::from_millis(2),
         loss: 0.01,
         duplicate: 0.0,
+        bottleneck: None,
     };
     let mut net = Net::new(2, link);
     bulk_both_ways(&mut net, 64 * MIB);
@@ -84,6 +85,7 @@ fn transfers_both_ways_survive_a_lossy_link_whatever_the_seed() {
         jitter: Duration::from_millis(2),
         loss: 0.01,
         duplicate: 0.0,
+        bottleneck: None,
     };
     for seed in [3, 13, 16, 17, 23, 25] {
         let mut net = Net::new(seed, link);
@@ -544,6 +546,7 @@ fn loss_recovery_holds_whatever_the_seed_at_two_percent_loss() {
         jitter: Duration::from_millis(2),
         loss: 0.02,
         duplicate: 0.0,
+        bottleneck: None,
     };
     for seed in 100..112 {
         let mut net = Net::new(seed, link);

@@ -15,15 +15,22 @@ use underpass_core::{Instant, Node, NodeOptions, PeerOptions, PrivateKey, Receiv
 use underpass_stack::{Accepted, ConnId, Stack, StackOptions, TcpError};
 
 pub static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Trace packets from this many milliseconds of simulated time on.
+pub static TRACE_FROM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
 pub const CLIENT: usize = 0;
 pub const GATEWAY: usize = 1;
 
+/// The path between the hosts, the same each way (each direction has
+/// its own bottleneck queue).
 #[derive(Debug, Clone, Copy)]
 pub struct Link {
+    /// One-way delay.
     pub delay: Duration,
     pub jitter: Duration,
     pub loss: f64,
     pub duplicate: f64,
+    /// A bottleneck: bits per second and a drop-tail queue in bytes.
+    pub bottleneck: Option<(u64, usize)>,
 }
 
 impl Link {
@@ -32,7 +39,22 @@ impl Link {
         jitter: Duration::ZERO,
         loss: 0.0,
         duplicate: 0.0,
+        bottleneck: None,
     };
+
+    /// A long path: `rtt` round trip, `mbit` Mbit/s at the bottleneck with
+    /// a queue of one bandwidth-delay product, `loss` at random.
+    pub fn wan(rtt: Duration, mbit: u64, loss: f64) -> Link {
+        let rate = mbit * 1_000_000;
+        let bdp = (rate as f64 / 8.0 * rtt.as_secs_f64()) as usize;
+        Link {
+            delay: rtt / 2,
+            jitter: Duration::ZERO,
+            loss,
+            duplicate: 0.0,
+            bottleneck: Some((rate, bdp.max(64 * 1024))),
+        }
+    }
 }
 
 pub struct Host {
@@ -76,6 +98,10 @@ pub struct Net {
     seq: u64,
     flights: BinaryHeap<Reverse<Flight>>,
     pub datagrams: u64,
+    /// When each host's bottleneck is next free.
+    busy_until: [Instant; 2],
+    /// Datagrams the bottleneck queues dropped.
+    pub queue_drops: u64,
 }
 
 pub fn waker() -> Waker {
@@ -169,6 +195,8 @@ impl Net {
             seq: 0,
             flights: BinaryHeap::new(),
             datagrams: 0,
+            busy_until: [Instant::ZERO; 2],
+            queue_drops: 0,
         }
     }
 
@@ -206,6 +234,18 @@ impl Net {
                     if self.rng.gen_bool(self.link.loss) || (h == CLIENT && self.blackhole) {
                         continue;
                     }
+                    let mut depart = self.now;
+                    if let Some((rate, queue)) = self.link.bottleneck {
+                        let busy = self.busy_until[h].max(self.now);
+                        let queued = (busy - self.now).as_secs_f64() * rate as f64 / 8.0;
+                        if queued as usize + bytes.len() > queue {
+                            self.queue_drops += 1;
+                            continue;
+                        }
+                        let wire = Duration::from_secs_f64(bytes.len() as f64 * 8.0 / rate as f64);
+                        depart = busy + wire;
+                        self.busy_until[h] = depart;
+                    }
                     let copies = if self.rng.gen_bool(self.link.duplicate) {
                         2
                     } else {
@@ -215,7 +255,7 @@ impl Net {
                         let jitter = self.link.jitter.mul_f64(self.rng.gen::<f64>());
                         self.seq += 1;
                         self.flights.push(Reverse(Flight {
-                            at: self.now + self.link.delay + jitter,
+                            at: depart + self.link.delay + jitter,
                             seq: self.seq,
                             to: 1 - h,
                             from,
@@ -255,18 +295,42 @@ impl Net {
             if let Ok(Received::Packet { packet, .. }) =
                 host.node.handle_datagram(self.now, f.from, &mut f.bytes)
             {
-                if TRACE.load(std::sync::atomic::Ordering::Relaxed) && packet[9] == 6 {
+                if (TRACE.load(std::sync::atomic::Ordering::Relaxed)
+                    || TRACE_FROM.load(std::sync::atomic::Ordering::Relaxed)
+                        < self.now.since_epoch().as_millis() as u64)
+                    && packet[9] == 6
+                {
                     let t = &packet[20..];
                     let hl = usize::from(t[12] >> 4) * 4;
+                    let mut sack = Vec::new();
+                    let mut o = 20;
+                    while o + 1 < hl {
+                        match t[o] {
+                            0 => break,
+                            1 => o += 1,
+                            kind => {
+                                let len = usize::from(t[o + 1]).max(2);
+                                if kind == 5 {
+                                    for b in t[o + 2..o + len].chunks(8) {
+                                        let l = u32::from_be_bytes(b[0..4].try_into().unwrap());
+                                        let r = u32::from_be_bytes(b[4..8].try_into().unwrap());
+                                        sack.push((l, r));
+                                    }
+                                }
+                                o += len;
+                            }
+                        }
+                    }
                     eprintln!(
-                        "{:?} to {} flags {:02x} seq {} ack {} len {} win {}",
+                        "{:?} to {} flags {:02x} seq {} ack {} len {} win {} sack {:?}",
                         self.now,
                         f.to,
                         t[13],
                         u32::from_be_bytes(t[4..8].try_into().unwrap()),
                         u32::from_be_bytes(t[8..12].try_into().unwrap()),
                         packet.len() - 20 - hl,
-                        u16::from_be_bytes([t[14], t[15]])
+                        u16::from_be_bytes([t[14], t[15]]),
+                        sack
                     );
                 }
                 host.stack.receive(self.now, packet);
@@ -475,3 +539,58 @@ pub fn drain_into(
         }
     }
 }
+
+/// One connection from the client to the gateway moving bytes one way for
+/// at most `limit` of simulated time (or until `len` arrived), reading as
+/// fast as they come; returns the bytes that arrived and the time it took
+/// from the connect.
+pub fn transfer(net: &mut Net, len: usize, upload: bool, limit: Duration) -> (usize, Duration) {
+    let start = net.now;
+    let (c, g) = net.connect("198.51.100.9:5201".parse().unwrap());
+    let (writer, reader, wc, rc) = if upload {
+        (CLIENT, GATEWAY, c, g)
+    } else {
+        (GATEWAY, CLIENT, g, c)
+    };
+    let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i * 7) as u8).collect();
+    let (mut sent, mut got) = (0, 0);
+    let deadline = start + limit;
+    let mut last_trace = u128::MAX;
+    while got < len && net.now < deadline {
+        while sent < len {
+            let n = (len - sent).min(chunk.len());
+            match net.stack(writer).tcp_write(wc, &chunk[..n]) {
+                Ok(n) => sent += n,
+                Err(TcpError::WouldBlock) => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        loop {
+            match net.stack(reader).tcp_read_with(rc, |d| d.len()) {
+                Ok(0) | Err(TcpError::WouldBlock) => break,
+                Ok(n) => got += n,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        net.step(Duration::from_millis(100));
+        if TRACE_SENDER.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = net.now - start;
+            if t.as_millis() / 100 != last_trace {
+                last_trace = t.as_millis() / 100;
+                if let Ok(Some(i)) = net.stack(writer).tcp_info(wc) {
+                    eprintln!(
+                        "{:>7.1} s got {:>10} cwnd {:>9} ssthresh {:>10} flight {:>9} srtt {:>6.1} ms min {:>6.1} retx {:>6} rto {} rec {} peer win {} pace {:.0} rate {:.0} Mbit/s",
+                        t.as_secs_f64(), got, i.cwnd, i.ssthresh.min(999_999_999), i.in_flight,
+                        i.srtt.as_secs_f64() * 1e3, i.min_rtt.as_secs_f64() * 1e3, i.retransmitted,
+                        i.timeouts, i.in_recovery, i.peer_window,
+                        i.pacing_rate as f64 * 8e-6, i.delivery_rate as f64 * 8e-6
+                    );
+                }
+            }
+        }
+    }
+    (got, net.now - start)
+}
+
+/// Prints the sender's state every 100 ms of [`transfer`].
+pub static TRACE_SENDER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -1,0 +1,280 @@
+//! Out-of-order data held in front of smoltcp.
+//!
+//! smoltcp keeps at most a few ranges of out-of-order data per socket (32
+//! with the feature we build with) and throws away what would make more.
+//! After a burst of losses on a long path (a bottleneck queue overflowing
+//! in slow start), a window holds thousands of holes: smoltcp discarded
+//! almost everything past the first ones, and the sender had to send the
+//! whole window again, one round trip per few holes. Linux keeps every
+//! out-of-order segment. So do we: a segment that does not continue the
+//! stream is held here, in sequence order, and handed to smoltcp once the
+//! hole before it is filled; smoltcp only ever sees data in order. What is
+//! held is reported to the peer in SACK blocks (see [`Reassembly::sack`]),
+//! on ACKs we send for it at once, as a Linux receiver does.
+
+use std::collections::BTreeMap;
+
+use crate::segment::{after, before, Segment, RST, SYN};
+
+/// A segment waiting for the hole before it.
+struct Held {
+    seq: u32,
+    end: u32,
+    packet: Vec<u8>,
+}
+
+pub(crate) struct Reassembly {
+    /// The next sequence number smoltcp needs (as far as it has been fed).
+    rcv_nxt: u32,
+    /// Held segments by their distance past `rcv_nxt` when they came...
+    /// kept as absolute stream positions so the order survives wrapping.
+    held: BTreeMap<u64, Held>,
+    /// The stream position of `rcv_nxt`.
+    pos: u64,
+    /// What is held, merged into ranges: start position to end position.
+    ranges: BTreeMap<u64, u64>,
+    pub held_bytes: usize,
+    /// The range (sequence numbers) of the segment held last: the first
+    /// SACK block names the block that holds it (RFC 2018).
+    last: Option<u32>,
+    /// An ACK should go now (something was held).
+    pub ack_due: bool,
+}
+
+/// What to do with an inbound segment.
+pub(crate) enum Verdict {
+    /// Hand it to smoltcp (then whatever `released` holds, in order).
+    Pass(Vec<u8>),
+    /// Held here until the hole before it is filled.
+    Held,
+}
+
+impl Reassembly {
+    /// Starts after the peer's SYN.
+    pub fn new(rcv_nxt: u32) -> Reassembly {
+        Reassembly {
+            rcv_nxt,
+            held: BTreeMap::new(),
+            pos: 0,
+            ranges: BTreeMap::new(),
+            held_bytes: 0,
+            last: None,
+            ack_due: false,
+        }
+    }
+
+    fn position(&self, seq: u32) -> u64 {
+        self.pos
+            .wrapping_add(seq.wrapping_sub(self.rcv_nxt) as i32 as i64 as u64)
+    }
+
+    fn advance(&mut self, to: u32) {
+        if after(to, self.rcv_nxt) {
+            self.pos = self.position(to);
+            self.rcv_nxt = to;
+        }
+    }
+
+    /// An inbound segment of the connection. `edge` is the right edge of
+    /// the window we advertised: nothing past it is held. Segments it
+    /// frees (the hole before them filled) go to `released`, in order,
+    /// after the verdict's own packet.
+    pub fn on_segment(
+        &mut self,
+        seg: &Segment,
+        packet: Vec<u8>,
+        edge: Option<u32>,
+        released: &mut impl FnMut(Vec<u8>),
+    ) -> Verdict {
+        let end = seg.end();
+        if seg.has(SYN) || seg.has(RST) || end == seg.seq {
+            return Verdict::Pass(packet);
+        }
+        if !after(seg.seq, self.rcv_nxt) {
+            // In order (or partly old): it goes, and what it joins to.
+            self.advance(end);
+            self.release(released);
+            return Verdict::Pass(packet);
+        }
+        if edge.is_some_and(|e| after(end, e)) {
+            // Past the window: smoltcp drops it and says where we are.
+            return Verdict::Pass(packet);
+        }
+        let key = self.position(seg.seq);
+        self.last = Some(seg.seq);
+        self.ack_due = true;
+        match self.held.get(&key) {
+            Some(h) if !before(h.end, end) => {} // a duplicate
+            _ => {
+                let len = end.wrapping_sub(seg.seq) as usize;
+                self.add_range(key, key + len as u64);
+                if let Some(old) = self.held.insert(
+                    key,
+                    Held {
+                        seq: seg.seq,
+                        end,
+                        packet,
+                    },
+                ) {
+                    self.held_bytes -= old.end.wrapping_sub(old.seq) as usize;
+                }
+                self.held_bytes += len;
+            }
+        }
+        Verdict::Held
+    }
+
+    fn add_range(&mut self, mut start: u64, mut end: u64) {
+        if let Some((&s, &e)) = self.ranges.range(..=start).next_back() {
+            if e >= start {
+                start = s;
+                end = end.max(e);
+            }
+        }
+        while let Some((&s, &e)) = self.ranges.range(start..).next() {
+            if s > end {
+                break;
+            }
+            end = end.max(e);
+            self.ranges.remove(&s);
+        }
+        self.ranges.insert(start, end);
+    }
+
+    /// Hands over the held segments the stream has reached.
+    fn release(&mut self, released: &mut impl FnMut(Vec<u8>)) {
+        while let Some(entry) = self.held.first_entry() {
+            let h = entry.get();
+            if after(h.seq, self.rcv_nxt) {
+                break;
+            }
+            let h = entry.remove();
+            self.held_bytes -= h.end.wrapping_sub(h.seq) as usize;
+            self.advance(h.end);
+            released(h.packet);
+        }
+        while let Some(entry) = self.ranges.first_entry() {
+            if *entry.get() > self.pos {
+                if *entry.key() < self.pos {
+                    let end = entry.remove();
+                    self.ranges.insert(self.pos, end);
+                }
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// smoltcp acknowledged `ack`: if it is behind what it was fed, it
+    /// dropped something (a full buffer), and the stream goes on from
+    /// where smoltcp is.
+    pub fn on_ack_sent(&mut self, ack: u32) {
+        if before(ack, self.rcv_nxt) && self.held.is_empty() {
+            self.pos = self.position(ack);
+            self.rcv_nxt = ack;
+        }
+    }
+
+    pub fn rcv_nxt(&self) -> u32 {
+        self.rcv_nxt
+    }
+
+    pub fn is_holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Up to three SACK blocks for what is held: first the one with the
+    /// segment that came last, then the others from the lowest.
+    pub fn sack(&self) -> [Option<(u32, u32)>; 3] {
+        let seq = |p: u64| self.rcv_nxt.wrapping_add(p.wrapping_sub(self.pos) as u32);
+        let mut out = [None; 3];
+        let mut n = 0;
+        let latest = self.last.and_then(|last| {
+            let at = self.position(last);
+            let (&s, &e) = self.ranges.range(..=at).next_back()?;
+            (e > at).then_some((s, e))
+        });
+        if let Some((s, e)) = latest {
+            out[0] = Some((seq(s), seq(e)));
+            n = 1;
+        }
+        for (&s, &e) in &self.ranges {
+            if n == out.len() {
+                break;
+            }
+            if latest.is_some_and(|(ls, _)| ls == s) {
+                continue;
+            }
+            out[n] = Some((seq(s), seq(e)));
+            n += 1;
+        }
+        out
+    }
+
+    /// Every held packet, for recycling.
+    pub fn drain(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.held_bytes = 0;
+        self.ranges.clear();
+        std::mem::take(&mut self.held)
+            .into_values()
+            .map(|h| h.packet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::tests::segment;
+    use smoltcp::wire::TcpControl;
+
+    /// Offers a segment of `len` bytes at `seq`: whether it passed, and the
+    /// held segments it released.
+    fn offer(r: &mut Reassembly, seq: u32, len: usize) -> (bool, Vec<u32>) {
+        let p = segment(seq as i32, 1, &vec![9; len], TcpControl::None, [None; 3]);
+        let s = Segment::parse(&p).unwrap();
+        let mut released = Vec::new();
+        let verdict = r.on_segment(&s, p, Some(100_000), &mut |p: Vec<u8>| {
+            released.push(Segment::parse(&p).unwrap().seq)
+        });
+        (matches!(verdict, Verdict::Pass(_)), released)
+    }
+
+    #[test]
+    fn segments_past_a_hole_wait_and_follow_it_in_order() {
+        let mut r = Reassembly::new(1000);
+        assert_eq!(offer(&mut r, 1000, 100), (true, vec![]), "in order");
+        assert_eq!(offer(&mut r, 1300, 100), (false, vec![]), "past a hole");
+        assert_eq!(offer(&mut r, 1200, 100), (false, vec![]));
+        assert_eq!(offer(&mut r, 1500, 100), (false, vec![]));
+        assert_eq!(offer(&mut r, 1500, 100), (false, vec![]), "a duplicate");
+        assert!(r.ack_due);
+        assert_eq!(r.held_bytes, 300);
+        assert_eq!(
+            r.sack(),
+            [Some((1500, 1600)), Some((1200, 1400)), None],
+            "the newest block first"
+        );
+        assert_eq!(
+            offer(&mut r, 1100, 100),
+            (true, vec![1200, 1300]),
+            "the hole filled"
+        );
+        assert_eq!(r.rcv_nxt(), 1400);
+        assert_eq!(r.sack(), [Some((1500, 1600)), None, None]);
+        assert_eq!(r.held_bytes, 100);
+        assert_eq!(offer(&mut r, 1400, 100), (true, vec![1500]));
+        assert!(!r.is_holding());
+        assert_eq!(r.sack(), [None; 3]);
+    }
+
+    #[test]
+    fn nothing_past_the_window_is_held_and_sequence_numbers_wrap() {
+        let mut r = Reassembly::new(u32::MAX - 50);
+        assert_eq!(offer(&mut r, 200_000, 100), (true, vec![]), "past the edge");
+        assert_eq!(offer(&mut r, 50, 100), (false, vec![]));
+        assert_eq!(offer(&mut r, u32::MAX - 50, 100), (true, vec![]));
+        assert_eq!(r.rcv_nxt(), 49, "across the wrap");
+        assert_eq!(offer(&mut r, 40, 20), (true, vec![50]), "partly old");
+        assert_eq!(r.rcv_nxt(), 150);
+    }
+}

@@ -1,0 +1,449 @@
+//! BBR congestion control (version 1, as Linux's `bbr` module runs it and
+//! draft-cardwell-iccrg-bbr-congestion-control describes it): a model of
+//! the path (its bottleneck bandwidth, the maximum of recent delivery-rate
+//! samples, and its round-trip propagation delay, the minimum of recent
+//! RTTs) sets the pacing rate and the window, instead of losses. Random
+//! loss on a long path costs it little, where a loss-based controller such
+//! as CUBIC halves its rate at each: 1% loss at 50 ms is a few Mbit/s for
+//! CUBIC, for BBR nearly the bottleneck's rate.
+
+use std::time::Duration;
+
+use underpass_core::Instant;
+
+use super::congestion::Ack;
+
+/// Startup's gain, 2/ln 2: the smallest that doubles the sending rate
+/// each round trip.
+const HIGH_GAIN: f64 = 2.885;
+/// ProbeBW's pacing gains, one round trip each: probe up, drain what that
+/// queued, then cruise.
+const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+const CWND_GAIN: f64 = 2.0;
+/// Rounds the bandwidth maximum is kept for.
+const BW_WINDOW_ROUNDS: u64 = 10;
+/// How long a minimum RTT stands before ProbeRTT measures it again.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
+/// Startup ends when the bandwidth grew less than this for three rounds.
+const FULL_BW_GROWTH: f64 = 1.25;
+const FULL_BW_ROUNDS: u32 = 3;
+/// The least window, in segments.
+const MIN_WINDOW: usize = 4;
+/// Pace a little below the estimate, so a queue does not build at the
+/// estimate's error.
+const PACING_MARGIN: f64 = 0.99;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Startup,
+    Drain,
+    ProbeBw,
+    ProbeRtt,
+}
+
+/// A maximum over a window of rounds, kept as the best three samples
+/// (Kathleen Nichols' algorithm, as Linux's `minmax`).
+#[derive(Debug, Default, Clone, Copy)]
+struct MaxFilter {
+    s: [(u64, f64); 3],
+}
+
+impl MaxFilter {
+    fn get(&self) -> f64 {
+        self.s[0].1
+    }
+
+    fn reset(&mut self, round: u64, value: f64) {
+        self.s = [(round, value); 3];
+    }
+
+    fn update(&mut self, round: u64, value: f64, window: u64) {
+        if value >= self.s[0].1 || round - self.s[2].0 > window {
+            return self.reset(round, value);
+        }
+        if value >= self.s[1].1 {
+            self.s[2] = (round, value);
+            self.s[1] = (round, value);
+        } else if value >= self.s[2].1 {
+            self.s[2] = (round, value);
+        }
+        // Age out the best samples past the window.
+        if round - self.s[0].0 > window {
+            self.s[0] = self.s[1];
+            self.s[1] = self.s[2];
+            self.s[2] = (round, value);
+            if round - self.s[0].0 > window {
+                self.s[0] = self.s[1];
+                self.s[1] = self.s[2];
+            }
+        } else if self.s[1].0 == self.s[0].0 && round - self.s[1].0 > window / 4 {
+            self.s[1] = (round, value);
+            self.s[2] = (round, value);
+        } else if self.s[2].0 == self.s[1].0 && round - self.s[2].0 > window / 2 {
+            self.s[2] = (round, value);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Bbr {
+    mss: usize,
+    pub cwnd: usize,
+    mode: Mode,
+    bw: MaxFilter,
+    min_rtt: Option<(Duration, Instant)>,
+    round: u64,
+    /// The round ends when a segment sent after this much was delivered
+    /// is acknowledged.
+    next_round_delivered: u64,
+    full_bw: f64,
+    full_bw_rounds: u32,
+    filled_pipe: bool,
+    pacing_gain: f64,
+    cwnd_gain: f64,
+    cycle: usize,
+    cycle_start: Instant,
+    /// ProbeRTT: when it may end, and whether a round has passed in it.
+    probe_rtt_until: Option<Instant>,
+    probe_rtt_round: bool,
+    /// The window before a loss or ProbeRTT cut it, restored after.
+    prior_cwnd: usize,
+    /// Packet conservation for the first round of a recovery.
+    conserving: bool,
+    recovery_round: u64,
+    in_recovery: bool,
+    /// The pacing rate; before any sample, from the window and RTT.
+    rate: Option<f64>,
+}
+
+impl Bbr {
+    pub fn new(mss: usize, now: Instant) -> Bbr {
+        Bbr {
+            mss,
+            cwnd: super::cubic::INITIAL_WINDOW * mss,
+            mode: Mode::Startup,
+            bw: MaxFilter::default(),
+            min_rtt: None,
+            round: 0,
+            next_round_delivered: 0,
+            full_bw: 0.0,
+            full_bw_rounds: 0,
+            filled_pipe: false,
+            pacing_gain: HIGH_GAIN,
+            cwnd_gain: HIGH_GAIN,
+            cycle: 0,
+            cycle_start: now,
+            probe_rtt_until: None,
+            probe_rtt_round: false,
+            prior_cwnd: 0,
+            conserving: false,
+            recovery_round: 0,
+            in_recovery: false,
+            rate: None,
+        }
+    }
+
+    pub fn in_startup(&self) -> bool {
+        self.mode == Mode::Startup
+    }
+
+    /// The estimated bandwidth-delay product, in bytes.
+    fn bdp(&self, gain: f64) -> Option<usize> {
+        let (rtt, _) = self.min_rtt?;
+        let bw = self.bw.get();
+        (bw > 0.0).then_some((gain * bw * rtt.as_secs_f64()) as usize)
+    }
+
+    pub fn on_ack(&mut self, a: &Ack) {
+        let round_start = self.update_round(a);
+        self.update_bw(a, round_start);
+        self.update_cycle(a);
+        self.check_full_pipe(a, round_start);
+        self.check_drain(a);
+        self.update_min_rtt(a, round_start);
+        self.set_pacing_rate(a);
+        self.set_cwnd(a, round_start);
+    }
+
+    fn update_round(&mut self, a: &Ack) -> bool {
+        match a.rate {
+            Some(s) if s.prior_delivered >= self.next_round_delivered => {
+                self.next_round_delivered = a.delivered;
+                self.round += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn update_bw(&mut self, a: &Ack, _round_start: bool) {
+        let Some(s) = a.rate else {
+            return;
+        };
+        // A sample from a sender that had nothing to send only counts if
+        // it shows more than we knew.
+        if !s.app_limited || s.rate >= self.bw.get() {
+            self.bw.update(self.round, s.rate, BW_WINDOW_ROUNDS);
+        }
+    }
+
+    fn update_cycle(&mut self, a: &Ack) {
+        if self.mode != Mode::ProbeBw {
+            return;
+        }
+        let Some((min_rtt, _)) = self.min_rtt else {
+            return;
+        };
+        let elapsed = a.now.saturating_duration_since(self.cycle_start) > min_rtt;
+        let gain = self.pacing_gain;
+        let bdp = self.bdp(1.0).unwrap_or(0);
+        let next = if gain > 1.0 {
+            // Probing: until the queue it makes is there, or a loss says
+            // there is no room.
+            elapsed && (a.lost > 0 || a.in_flight >= self.bdp(gain).unwrap_or(0))
+        } else if gain < 1.0 {
+            // Draining: as soon as the queue is gone.
+            elapsed || a.in_flight <= bdp
+        } else {
+            elapsed
+        };
+        if next {
+            self.cycle = (self.cycle + 1) % CYCLE.len();
+            self.cycle_start = a.now;
+            self.pacing_gain = CYCLE[self.cycle];
+        }
+    }
+
+    fn check_full_pipe(&mut self, a: &Ack, round_start: bool) {
+        if self.filled_pipe || !round_start || a.rate.is_some_and(|s| s.app_limited) {
+            return;
+        }
+        let bw = self.bw.get();
+        if bw >= self.full_bw * FULL_BW_GROWTH {
+            self.full_bw = bw;
+            self.full_bw_rounds = 0;
+            return;
+        }
+        self.full_bw_rounds += 1;
+        if self.full_bw_rounds >= FULL_BW_ROUNDS {
+            self.filled_pipe = true;
+        }
+    }
+
+    fn check_drain(&mut self, a: &Ack) {
+        if self.mode == Mode::Startup && self.filled_pipe {
+            self.mode = Mode::Drain;
+            self.pacing_gain = 1.0 / HIGH_GAIN;
+            self.cwnd_gain = HIGH_GAIN;
+        }
+        if self.mode == Mode::Drain && a.in_flight <= self.bdp(1.0).unwrap_or(usize::MAX) {
+            self.enter_probe_bw(a.now);
+        }
+    }
+
+    fn enter_probe_bw(&mut self, now: Instant) {
+        self.mode = Mode::ProbeBw;
+        self.cwnd_gain = CWND_GAIN;
+        // Start in a cruising phase (Linux picks one at random; which one
+        // matters little, and this keeps runs deterministic).
+        self.cycle = 2;
+        self.cycle_start = now;
+        self.pacing_gain = CYCLE[self.cycle];
+    }
+
+    fn update_min_rtt(&mut self, a: &Ack, round_start: bool) {
+        let expired = self
+            .min_rtt
+            .is_some_and(|(_, at)| a.now.saturating_duration_since(at) > MIN_RTT_WINDOW);
+        if let Some(rtt) = a.rtt {
+            if self.min_rtt.is_none_or(|(m, _)| rtt <= m) || expired {
+                self.min_rtt = Some((rtt, a.now));
+            }
+        }
+        if expired && self.mode != Mode::ProbeRtt {
+            // Not measured lately: drain the queue for a moment to see the
+            // path's own delay.
+            self.mode = Mode::ProbeRtt;
+            self.pacing_gain = 1.0;
+            self.cwnd_gain = 1.0;
+            self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+            self.probe_rtt_until = None;
+        }
+        if self.mode != Mode::ProbeRtt {
+            return;
+        }
+        match self.probe_rtt_until {
+            None if a.in_flight <= MIN_WINDOW * self.mss => {
+                self.probe_rtt_until = Some(a.now + PROBE_RTT_TIME);
+                self.probe_rtt_round = false;
+                self.next_round_delivered = a.delivered;
+            }
+            Some(until) => {
+                self.probe_rtt_round |= round_start;
+                if self.probe_rtt_round && a.now >= until {
+                    if let Some((m, _)) = self.min_rtt {
+                        self.min_rtt = Some((m, a.now));
+                    }
+                    self.cwnd = self.cwnd.max(self.prior_cwnd);
+                    self.prior_cwnd = 0;
+                    if self.filled_pipe {
+                        self.enter_probe_bw(a.now);
+                    } else {
+                        self.mode = Mode::Startup;
+                        self.pacing_gain = HIGH_GAIN;
+                        self.cwnd_gain = HIGH_GAIN;
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn set_pacing_rate(&mut self, a: &Ack) {
+        let bw = self.bw.get();
+        if bw <= 0.0 {
+            return;
+        }
+        let rate = self.pacing_gain * bw * PACING_MARGIN;
+        // Before the pipe is known full, never slow down on a low sample.
+        if self.filled_pipe || self.rate.is_none_or(|r| rate > r) {
+            self.rate = Some(rate);
+        }
+        let _ = a;
+    }
+
+    fn set_cwnd(&mut self, a: &Ack, round_start: bool) {
+        if self.in_recovery && round_start && self.round > self.recovery_round {
+            self.conserving = false;
+        }
+        // Room for ACKs that come in bunches (Linux adds three TSO
+        // bursts; ours are single segments).
+        let target = self
+            .bdp(self.cwnd_gain)
+            .map(|b| b + 3 * self.mss)
+            .unwrap_or(self.cwnd);
+        let mut cwnd = self.cwnd;
+        if self.conserving {
+            cwnd = cwnd.max(a.in_flight + a.acked);
+        } else if self.filled_pipe {
+            cwnd = (cwnd + a.acked).min(target);
+        } else if cwnd < target || a.delivered < (super::cubic::INITIAL_WINDOW * self.mss) as u64 {
+            cwnd += a.acked;
+        }
+        cwnd = cwnd.max(MIN_WINDOW * self.mss);
+        if self.mode == Mode::ProbeRtt {
+            cwnd = cwnd.min(MIN_WINDOW * self.mss);
+        }
+        self.cwnd = cwnd;
+    }
+
+    /// A loss: one round of packet conservation, the window kept to what
+    /// is in flight (BBR v1 does not cut its rate for a loss).
+    pub fn on_congestion(&mut self, in_flight: usize, _now: Instant) {
+        self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+        self.cwnd = in_flight.max(self.mss);
+        self.conserving = true;
+        self.in_recovery = true;
+        self.recovery_round = self.round;
+    }
+
+    pub fn end_recovery(&mut self) {
+        self.in_recovery = false;
+        self.conserving = false;
+        self.cwnd = self.cwnd.max(self.prior_cwnd);
+        self.prior_cwnd = 0;
+    }
+
+    pub fn on_timeout(&mut self) {
+        self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+        self.cwnd = self.mss;
+        self.in_recovery = true;
+        self.conserving = false;
+        self.recovery_round = self.round;
+    }
+
+    /// Sending again after a pause: at the estimated rate at once (no
+    /// slow restart), as BBR does.
+    pub fn restart_after_idle(&mut self, now: Instant) {
+        if self.mode == Mode::ProbeBw {
+            self.cycle_start = now;
+            self.pacing_gain = 1.0;
+        }
+    }
+
+    /// Bytes per second; before any bandwidth sample, the initial window
+    /// per round trip at Startup's gain.
+    pub fn pacing_rate(&self, srtt: Duration) -> f64 {
+        self.rate
+            .unwrap_or_else(|| HIGH_GAIN * self.cwnd as f64 / srtt.as_secs_f64().max(1e-6))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sender::rate::RateSample;
+
+    const MSS: usize = 1000;
+
+    fn ack(now: Instant, delivered: u64, rate: f64, in_flight: usize, prior: u64) -> Ack {
+        Ack {
+            now,
+            acked: MSS,
+            ack: 0,
+            snd_max: 0,
+            rtt: Some(Duration::from_millis(50)),
+            srtt: Duration::from_millis(50),
+            rate: Some(RateSample {
+                rate,
+                prior_delivered: prior,
+                app_limited: false,
+            }),
+            delivered,
+            in_flight,
+            lost: 0,
+            limited: true,
+        }
+    }
+
+    #[test]
+    fn startup_ends_when_the_bandwidth_stops_growing_and_the_window_fits_the_path() {
+        let mut b = Bbr::new(MSS, Instant::ZERO);
+        let mut now = Instant::ZERO;
+        let mut delivered = 0u64;
+        // The bandwidth doubles for five rounds, then stays at 10 MB/s.
+        for round in 0..12u32 {
+            let rate = (1_000_000.0 * 2f64.powi(round as i32)).min(10_000_000.0);
+            let prior = delivered;
+            for _ in 0..20 {
+                delivered += MSS as u64;
+                b.on_ack(&ack(now, delivered, rate, 200_000, prior));
+            }
+            now += Duration::from_millis(50);
+        }
+        assert!(b.filled_pipe, "startup ended");
+        assert_ne!(b.mode, Mode::Startup);
+        // BDP = 10 MB/s x 50 ms = 500 KB; the window is twice that and a
+        // little, at most.
+        assert!(b.cwnd <= 1_000_000 + 3 * MSS, "{}", b.cwnd);
+        let rate = b.pacing_rate(Duration::from_millis(50));
+        assert!(rate < 10_000_000.0 * 1.3, "{rate}");
+    }
+
+    #[test]
+    fn a_loss_keeps_the_rate() {
+        let mut b = Bbr::new(MSS, Instant::ZERO);
+        b.bw.reset(0, 10_000_000.0);
+        b.min_rtt = Some((Duration::from_millis(50), Instant::ZERO));
+        b.filled_pipe = true;
+        b.enter_probe_bw(Instant::ZERO);
+        b.cwnd = 1_000_000;
+        let before = b.pacing_rate(Duration::from_millis(50));
+        b.on_congestion(900_000, Instant::ZERO);
+        assert_eq!(b.cwnd, 900_000, "packet conservation");
+        b.end_recovery();
+        assert_eq!(b.cwnd, 1_000_000, "restored");
+        assert_eq!(b.pacing_rate(Duration::from_millis(50)), before);
+    }
+}
