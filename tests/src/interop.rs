@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
 
+use crate::bench::{pgrep, sh};
 use crate::{keys, write_content, Keys, Scratch};
 
 /// Namespace numbers; each test gets its own, so tests run in parallel.
@@ -119,12 +121,24 @@ impl Peer {
     /// [`Peer::client_config`] for another of the peer's clients: `keys`,
     /// address 10.202.ID.`host` (as given to [`Peer::start_with`]).
     pub fn client_config_as(&self, keys: &Keys, host: u8, peer_extra: &str, extra: &str) -> String {
+        self.client_config_via(keys, host, self.endpoint(), peer_extra, extra)
+    }
+
+    /// [`Peer::client_config_as`] reaching the peer at `endpoint` (a
+    /// relay in front of it).
+    pub fn client_config_via(
+        &self,
+        keys: &Keys,
+        host: u8,
+        endpoint: SocketAddr,
+        peer_extra: &str,
+        extra: &str,
+    ) -> String {
         format!(
             "[Interface]\nPrivateKey = {}\nAddress = 10.202.{id}.{host}/32\nDNS = 10.202.{id}.1\n\n\
-             [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = 10.202.{id}.0/24\n{peer_extra}\n{extra}",
+             [Peer]\nPublicKey = {}\nEndpoint = {endpoint}\nAllowedIPs = 10.202.{id}.0/24\n{peer_extra}\n{extra}",
             keys.private,
             self.public,
-            self.endpoint(),
             id = self.id
         )
     }
@@ -178,5 +192,43 @@ fn run_script(args: &[&str]) -> Output {
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = run_script(&["down", &self.id.to_string(), self.dir.0.to_str().unwrap()]);
+    }
+}
+
+/// The reference client: wireguard-go on a TUN in the host namespace (on
+/// CPU 1), as the peer's client 10.202.ID.`host` (a key pair given to
+/// [`Peer::start_with`]), with kernel TCP to the peer's tunnel address;
+/// taken down when dropped.
+pub struct ReferenceClient {
+    interface: String,
+    /// Its wireguard-go process.
+    pub pid: Option<u32>,
+}
+
+impl ReferenceClient {
+    /// Dials `endpoint`: the peer's, or a relay in front of it.
+    pub fn start(peer: &Peer, keys: &Keys, host: u8, endpoint: SocketAddr) -> ReferenceClient {
+        let (id, server_ip) = (peer.id, peer.tunnel_ip());
+        let interface = format!("wgr{id}");
+        std::fs::write(peer.dir.path("ref.key"), &keys.private).unwrap();
+        let setup = format!(
+            "taskset -c 1 wireguard-go {interface} && wg set {interface} private-key {} peer {} endpoint {endpoint} allowed-ips {server_ip}/32 && \
+             ip addr add 10.202.{id}.{host}/32 dev {interface} && ip link set {interface} mtu 1420 up && ip route replace {server_ip}/32 dev {interface}",
+            peer.dir.path("ref.key").display(),
+            peer.public,
+        );
+        assert!(sh(&setup).status.success(), "reference wireguard-go");
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = pgrep(&format!("wireguard-go {interface}$"));
+        ReferenceClient { interface, pid }
+    }
+}
+
+impl Drop for ReferenceClient {
+    fn drop(&mut self) {
+        let i = &self.interface;
+        let _ = sh(&format!(
+            "pkill -f 'wireguard-go {i}$'; ip link del {i} 2>/dev/null"
+        ));
     }
 }

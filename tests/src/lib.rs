@@ -3,6 +3,7 @@
 //! content, curl as the user's client, and bounded waits with clear
 //! messages.
 
+pub mod bench;
 pub mod http_server;
 pub mod impair;
 pub mod interop;
@@ -417,6 +418,8 @@ pub struct PairOptions {
     pub client_cpu: Option<u32>,
     /// Puts an impairing relay (seeded) between client and gateway.
     pub impair: Option<(impair::Impairment, u64)>,
+    /// The CPU of the relay's threads (benchmarks).
+    pub relay_cpu: Option<usize>,
     pub gateway_args: Vec<String>,
     /// `RUST_LOG` of both processes.
     pub log: Option<&'static str>,
@@ -526,7 +529,8 @@ impl Pair {
         let socks = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let relay = options.impair.map(|(impairment, seed)| {
-            impair::ImpairRelay::start(([127, 0, 0, 1], gateway_port).into(), impairment, seed)
+            let upstream = ([127, 0, 0, 1], gateway_port).into();
+            impair::ImpairRelay::start_on(upstream, impairment, seed, options.relay_cpu)
         });
         let endpoint = relay
             .as_ref()

@@ -125,8 +125,8 @@ fn loss(mib: u64, rates: &[f64], impairment: fn(f64) -> Impairment) {
             up_time.as_secs_f64(),
             mbit(up_time),
             if down_ok && up_ok { "yes" } else { "NO" },
-            relay.down.dropped.load(Ordering::Relaxed),
-            relay.up.dropped.load(Ordering::Relaxed),
+            relay.down.lost.load(Ordering::Relaxed),
+            relay.up.lost.load(Ordering::Relaxed),
         );
     }
 }

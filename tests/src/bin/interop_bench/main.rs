@@ -39,11 +39,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
-use underpass_tests::interop::{self, Peer};
+use underpass_tests::bench::{pgrep, ready_for_interop, sh, spawn_on_cpu1, Kill};
+use underpass_tests::interop::{Peer, ReferenceClient};
 use underpass_tests::*;
 
 mod measure;
@@ -51,7 +51,7 @@ mod procs;
 mod report;
 
 use measure::{measure, throughput_row, ttfb, ttfb_rounds, Row, LATENCY_RUNS, SECONDS};
-use procs::{cargo, onetun, origin, pgrep, python_origin, sh, spawn_on_cpu1, ttfb_steps, Kill};
+use procs::{onetun, origin, python_origin, ttfb_steps};
 use report::{print_entries, print_header, print_ratio, print_rounds, Entries, Round};
 
 /// Benchmarks underpass against wireguard-go's own client and onetun,
@@ -213,41 +213,6 @@ fn underpass_row(
     (row, entries)
 }
 
-/// wireguard-go on a TUN in the host namespace, as the peer's client
-/// 10.202.ID.3, with kernel TCP; taken down when dropped.
-struct ReferenceClient {
-    interface: String,
-    pid: Option<u32>,
-}
-
-impl ReferenceClient {
-    fn start(b: &Bench, keys: &Keys) -> ReferenceClient {
-        let (id, server_ip) = (b.peer.id, &b.server_ip);
-        let interface = format!("wgr{id}");
-        std::fs::write(b.peer.dir.path("ref.key"), &keys.private).unwrap();
-        let setup = format!(
-            "taskset -c 1 wireguard-go {interface} && wg set {interface} private-key {} peer {} endpoint {} allowed-ips {server_ip}/32 && \
-             ip addr add 10.202.{id}.3/32 dev {interface} && ip link set {interface} mtu 1420 up && ip route replace {server_ip}/32 dev {interface}",
-            b.peer.dir.path("ref.key").display(),
-            b.peer.public,
-            b.peer.endpoint()
-        );
-        assert!(sh(&setup).status.success(), "reference wireguard-go");
-        std::thread::sleep(Duration::from_millis(500));
-        let pid = pgrep(&format!("wireguard-go {interface}$"));
-        ReferenceClient { interface, pid }
-    }
-}
-
-impl Drop for ReferenceClient {
-    fn drop(&mut self) {
-        let i = &self.interface;
-        let _ = sh(&format!(
-            "pkill -f 'wireguard-go {i}$'; ip link del {i} 2>/dev/null"
-        ));
-    }
-}
-
 fn main() {
     let options = Options::parse();
     if let Some(addr) = options.origin {
@@ -256,32 +221,7 @@ fn main() {
             std::thread::park();
         }
     }
-    if let Some(why) = interop::unavailable() {
-        eprintln!("cannot run: {why}");
-        std::process::exit(1);
-    }
-    assert!(
-        sh("command -v iperf3").status.success(),
-        "install iperf3 (apt-get install iperf3)"
-    );
-    // UNDERPASS_BIN set: that binary (A/B comparisons); else a fresh build.
-    let underpass = match std::env::var_os("UNDERPASS_BIN") {
-        Some(bin) => PathBuf::from(bin),
-        None => {
-            let status = Command::new(cargo())
-                .args(["build", "--release", "--quiet", "-p", "underpass"])
-                .status()
-                .expect("cargo");
-            assert!(status.success());
-            let bin = std::env::current_exe()
-                .unwrap()
-                .parent()
-                .unwrap()
-                .join("underpass");
-            std::env::set_var("UNDERPASS_BIN", &bin);
-            bin
-        }
-    };
+    let underpass = ready_for_interop();
 
     let (reference_keys, onetun_keys, against_keys) = (keys(), keys(), keys());
     let Some(peer) = Peer::start_with(
@@ -352,7 +292,7 @@ fn main() {
         .map(|bin| UnderpassClient::start(&b, bin, &against_keys, 5, "against"));
     let reference = options
         .runs("reference")
-        .then(|| ReferenceClient::start(&b, &reference_keys));
+        .then(|| ReferenceClient::start(&b.peer, &reference_keys, 3, b.peer.endpoint()));
     if let Some(c) = &ours {
         if options.steps {
             steps = Some(ttfb_steps(c.socks, &b.small, &b.peer.dir));

@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::process::Command;
 
 use rand::seq::SliceRandom;
+use underpass_tests::bench::Iperf;
 
 use crate::report::print_row;
 
@@ -33,24 +34,16 @@ pub type Percentiles = (f64, f64);
 /// iperf3 from CPU 1 to `host:port`: (Mbit/s received, bytes received).
 /// A tunnel that wedges gives no result, and that is a figure too: 0.
 pub fn iperf(host: &str, port: u16, reverse: bool, streams: u32) -> (f64, f64) {
-    let mut c = Command::new("timeout");
-    c.args(["30", "taskset", "-c", "1", "iperf3", "-c", host, "-p"])
-        .arg(port.to_string())
-        .args(["-t", &SECONDS.to_string(), "-J", "-P", &streams.to_string()]);
-    if reverse {
-        c.arg("-R");
-    }
-    let out = c.output().expect("iperf3");
-    let json = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default();
-    let sum = &json["end"]["sum_received"];
-    match (sum["bits_per_second"].as_f64(), sum["bytes"].as_f64()) {
-        (Some(bits), Some(bytes)) => (bits / 1e6, bytes),
-        _ => {
-            let why = json["error"].as_str().unwrap_or("no result (hung?)");
-            eprintln!("iperf3 to {host}:{port} (reverse {reverse}, {streams} streams): {why}");
-            (0.0, 0.0)
-        }
-    }
+    let run = Iperf {
+        streams,
+        seconds: SECONDS,
+        reverse,
+        congestion: None,
+    };
+    run.run(host, port).unwrap_or_else(|why| {
+        eprintln!("iperf3 to {host}:{port} (reverse {reverse}, {streams} streams): {why}");
+        (0.0, 0.0)
+    })
 }
 
 /// One fresh connection's time to first byte from CPU 1, in ms; NaN when

@@ -1,53 +1,14 @@
-//! The processes around the measurement: shell commands, pinned clients,
-//! the HTTP origin, onetun, and the packet capture behind `--steps`.
+//! The processes around the measurement: the HTTP origin, onetun, and
+//! the packet capture behind `--steps` (shell commands and pinned clients
+//! are in the library's `bench`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use underpass_tests::bench::{cargo, sh, Kill};
 use underpass_tests::Scratch;
 
 use crate::measure::ttfb;
-
-pub fn sh(cmd: &str) -> std::process::Output {
-    Command::new("sh").args(["-c", cmd]).output().expect("sh")
-}
-
-/// A child killed when dropped.
-pub struct Kill(pub Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn spawn_on_cpu1(program: &Path, args: &[&str], log: &Path) -> Kill {
-    Kill(
-        Command::new("taskset")
-            .args(["-c", "1"])
-            .arg(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("spawn"),
-    )
-}
-
-/// The first pid whose command line matches `pattern` (pgrep -f; not
-/// through a shell, whose own command line would match too).
-pub fn pgrep(pattern: &str) -> Option<u32> {
-    let out = Command::new("pgrep")
-        .args(["-f", "--", pattern])
-        .output()
-        .expect("pgrep")
-        .stdout;
-    String::from_utf8_lossy(&out)
-        .lines()
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-}
 
 /// Starts this program as an HTTP origin on `addr`, on CPU 0, inside the
 /// namespace `netns` if given.
@@ -106,10 +67,6 @@ pub fn onetun() -> PathBuf {
         assert!(ok, "cargo install onetun failed");
     }
     bin
-}
-
-pub fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
 /// Time to first byte through the SOCKS5 port `socks`, step by step: 50
