@@ -67,6 +67,33 @@ pub struct Common {
     /// Gateway: connections open at once from one client (tunnel address).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
     pub max_connections_per_client: usize,
+    /// Congestion control of the TCP connections through the tunnel: bbr
+    /// keeps its rate through random loss on long paths (as Linux's
+    /// `bbr`); cubic backs off at every loss (Linux's usual default).
+    #[arg(
+        long,
+        value_name = "ALGORITHM",
+        value_enum,
+        default_value_t = Congestion::Bbr,
+        env = "UNDERPASS_CONGESTION"
+    )]
+    pub congestion: Congestion,
+}
+
+/// The `--congestion` choices.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Congestion {
+    Bbr,
+    Cubic,
+}
+
+impl From<Congestion> for underpass_stack::Congestion {
+    fn from(c: Congestion) -> Self {
+        match c {
+            Congestion::Bbr => underpass_stack::Congestion::Bbr,
+            Congestion::Cubic => underpass_stack::Congestion::Cubic,
+        }
+    }
 }
 
 const DEFAULT_MAX_CONNECTIONS: usize = 8192;
@@ -79,6 +106,7 @@ impl Default for Common {
             pcap: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            congestion: Congestion::Bbr,
         }
     }
 }

@@ -95,6 +95,7 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
     options.dns_servers = iface.dns.clone();
     options.tcp.max_connections = common.max_connections;
     options.tcp.max_connections_per_source = common.max_connections_per_client;
+    options.tcp.congestion = common.congestion.into();
     let mut stack = Stack::new(options, Instant::ZERO)
         .map_err(|e| Failure::usage(format!("[Interface]: {e}")))?;
     if let Role::Gateway(policy) = role {

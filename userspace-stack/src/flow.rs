@@ -182,6 +182,7 @@ impl Flow {
         let mut released = Vec::new();
         match reassembly.on_segment(seg, packet, edge, &mut |p| released.push(p)) {
             Verdict::Pass(p) => device.push_rx_owned(p),
+            Verdict::Dropped(p) => device.recycle_rx(p),
             Verdict::Held => {
                 // smoltcp still hears the ACK and window now.
                 let bare = device.tx_buffer();
@@ -232,7 +233,6 @@ impl Flow {
                 self.last_ack = Some((seg.ack, field));
             }
             if let Some(re) = self.reassembly.as_mut() {
-                re.on_ack_sent(seg.ack);
                 re.ack_due = false;
                 if seg.is_pure_ack() && re.is_holding() {
                     let (ack, window) = self.last_ack.expect("set above");

@@ -47,6 +47,8 @@ pub(crate) enum Verdict {
     Pass(Vec<u8>),
     /// Held here until the hole before it is filled.
     Held,
+    /// Not for smoltcp (past the window).
+    Dropped(Vec<u8>),
 }
 
 impl Reassembly {
@@ -90,14 +92,18 @@ impl Reassembly {
         if seg.has(SYN) || seg.has(RST) || end == seg.seq {
             return Verdict::Pass(packet);
         }
+        if edge.is_some_and(|e| after(end, e)) {
+            // Past the window we offered: a sender has no business there
+            // (or it probes a zero window). Dropped, and answered with an
+            // ACK saying where we are; smoltcp, whose buffer is larger
+            // than the window, would have taken it, and its pages too.
+            self.ack_due = true;
+            return Verdict::Dropped(packet);
+        }
         if !after(seg.seq, self.rcv_nxt) {
             // In order (or partly old): it goes, and what it joins to.
             self.advance(end);
             self.release(released);
-            return Verdict::Pass(packet);
-        }
-        if edge.is_some_and(|e| after(end, e)) {
-            // Past the window: smoltcp drops it and says where we are.
             return Verdict::Pass(packet);
         }
         let key = self.position(seg.seq);
@@ -162,16 +168,6 @@ impl Reassembly {
                 break;
             }
             entry.remove();
-        }
-    }
-
-    /// smoltcp acknowledged `ack`: if it is behind what it was fed, it
-    /// dropped something (a full buffer), and the stream goes on from
-    /// where smoltcp is.
-    pub fn on_ack_sent(&mut self, ack: u32) {
-        if before(ack, self.rcv_nxt) && self.held.is_empty() {
-            self.pos = self.position(ack);
-            self.rcv_nxt = ack;
         }
     }
 
@@ -270,7 +266,13 @@ mod tests {
     #[test]
     fn nothing_past_the_window_is_held_and_sequence_numbers_wrap() {
         let mut r = Reassembly::new(u32::MAX - 50);
-        assert_eq!(offer(&mut r, 200_000, 100), (true, vec![]), "past the edge");
+        assert_eq!(
+            offer(&mut r, 200_000, 100),
+            (false, vec![]),
+            "past the edge"
+        );
+        assert!(r.ack_due, "answered");
+        assert!(!r.is_holding(), "not kept");
         assert_eq!(offer(&mut r, 50, 100), (false, vec![]));
         assert_eq!(offer(&mut r, u32::MAX - 50, 100), (true, vec![]));
         assert_eq!(r.rcv_nxt(), 49, "across the wrap");

@@ -81,7 +81,7 @@ impl Default for TcpOptions {
             rx_buffer: 16 << 20,
             initial_window: 256 * 1024,
             tx_buffer: 16 << 20,
-            congestion: Congestion::Cubic,
+            congestion: Congestion::Bbr,
             nagle: false,
             ack_delay: None,
             connect_timeout: Duration::from_secs(10),
