@@ -223,10 +223,10 @@ fn wan() {
                 } else {
                     &[true, false]
                 };
-                let congestion = if std::env::args().any(|a| a == "--bbr") {
-                    Congestion::Bbr
-                } else {
+                let congestion = if std::env::args().any(|a| a == "--cubic") {
                     Congestion::Cubic
+                } else {
+                    Congestion::Bbr
                 };
                 for &upload in dirs {
                     let tune = |o: &mut StackOptions| o.tcp.congestion = congestion;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use underpass_core::Instant;
 
 use crate::device::Queues;
+use crate::memory::Budget;
 use crate::reassembly::{Reassembly, Verdict};
 use crate::receiver::Receiver;
 use crate::segment::{before, Segment, ACK, RST, SYN};
@@ -71,6 +72,12 @@ pub(crate) struct Flow {
     /// The handshake could not be followed (the peer's SYN was not seen):
     /// smoltcp's own congestion control runs instead.
     pub unmanaged: bool,
+    /// What the application may queue for sending (written, not yet
+    /// acknowledged).
+    send_allowance: usize,
+    /// What this connection counts for in the memory budget (its receive
+    /// window and send allowance when last counted).
+    pub claimed: usize,
 }
 
 impl Flow {
@@ -86,6 +93,8 @@ impl Flow {
             last_ack: None,
             peer_ack: None,
             unmanaged: false,
+            send_allowance: crate::memory::MIN_SEND_ALLOWANCE,
+            claimed: 0,
         }
     }
 
@@ -213,7 +222,9 @@ impl Flow {
         seg: &Segment,
         mut packet: Vec<u8>,
         now: Instant,
-        budget: usize,
+        limits: &Limits,
+        budget: &mut Budget,
+        connections: usize,
     ) -> Outbound {
         if seg.has(SYN) {
             match self.ours.as_mut() {
@@ -228,9 +239,14 @@ impl Flow {
                 .as_ref()
                 .map_or(Duration::from_millis(100), |s| s.rtt().srtt());
             if let Some(r) = self.receiver.as_mut() {
-                let field = r.window_field(seg.ack, seg.window, rtt, now, budget);
+                if let Some(share) = budget.share(connections) {
+                    r.shrink_to(share.max(limits.initial_window));
+                }
+                let room = budget.room(r.target());
+                let field = r.window_field(seg.ack, seg.window, rtt, now, room);
                 crate::segment::set_window(&mut packet, seg.offset, field);
                 self.last_ack = Some((seg.ack, field));
+                self.recount(budget);
             }
             if let Some(re) = self.reassembly.as_mut() {
                 re.ack_due = false;
@@ -297,6 +313,49 @@ impl Flow {
     pub fn is_active(&self) -> bool {
         self.sender.as_ref().is_some_and(Sender::is_active)
             || self.reassembly.as_ref().is_some_and(|r| r.ack_due)
+    }
+
+    /// What the connection may come to hold: its receive window and what
+    /// the application may queue to send.
+    fn claim(&self) -> usize {
+        self.receiver.as_ref().map_or(0, Receiver::target) + self.send_allowance
+    }
+
+    /// Brings the budget up to date with this connection's claim.
+    fn recount(&mut self, budget: &mut Budget) {
+        let claim = self.claim();
+        budget.update(self.claimed, claim);
+        self.claimed = claim;
+    }
+
+    /// What the application may have queued for sending: twice the
+    /// congestion window (so the next round trip's data is ready), at
+    /// least a little, at most the buffer, as the budget allows.
+    pub fn send_allowance(&mut self, buffer: usize, budget: &mut Budget) -> usize {
+        let cwnd = self.sender.as_ref().map_or(0, Sender::cwnd);
+        let want = (2 * cwnd).clamp(crate::memory::MIN_SEND_ALLOWANCE, buffer.max(1));
+        if want > self.send_allowance {
+            self.send_allowance = want.min(budget.room(self.send_allowance));
+            self.recount(budget);
+        }
+        self.send_allowance
+    }
+
+    /// The connection's buffers emptied after a transfer: its claims go
+    /// back to where a new connection's start.
+    pub fn quiet(&mut self, receive: bool, send: bool, limits: &Limits, budget: &mut Budget) {
+        if let (true, Some(r)) = (receive, self.receiver.as_mut()) {
+            r.reset(limits.initial_window);
+        }
+        if send {
+            self.send_allowance = crate::memory::MIN_SEND_ALLOWANCE;
+        }
+        self.recount(budget);
+    }
+
+    /// The receive window the connection is allowed.
+    pub fn window(&self) -> usize {
+        self.receiver.as_ref().map_or(usize::MAX, Receiver::target)
     }
 
     /// Bytes sent and not yet acknowledged, as the sender counts them.

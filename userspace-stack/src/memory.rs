@@ -18,6 +18,23 @@
 //! windows stop growing (nothing is dropped), and a connection that drains
 //! gives its claim back.
 
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+
+use crate::stack::Stack;
+
+/// A buffer that held this much since its pages were last given back is
+/// worth giving back when it empties (an interactive connection keeps its
+/// few pages: giving them back costs page faults at the next request).
+const RELEASE_AFTER: usize = 256 << 10;
+/// Pages behind the data go back in runs of at least this much.
+const BEHIND_RUN: usize = 1 << 20;
+/// Pages behind the data go back while the connection's window is at most
+/// this fraction of its ring (else the ring is all in use anyway).
+const BEHIND_WHEN: usize = 4;
+/// What the application may always queue for sending, whatever the budget.
+pub(crate) const MIN_SEND_ALLOWANCE: usize = 256 << 10;
+
 /// Pages of the size the kernel maps (4 KiB on the platforms we run on;
 /// a larger page only means less is released).
 const PAGE: usize = 4096;
@@ -29,9 +46,9 @@ const PAGE: usize = 4096;
 pub(crate) struct Buffer {
     addr: usize,
     len: usize,
-    /// Bytes written through the buffer since its pages were last given
-    /// back (how much of it is resident, at most).
-    pub through: usize,
+    /// How much of it is resident, at most: bytes written through it
+    /// since its pages were last given back, up to its size.
+    resident: usize,
 }
 
 impl Buffer {
@@ -44,7 +61,7 @@ impl Buffer {
             Buffer {
                 addr,
                 len,
-                through: 0,
+                resident: 0,
             },
         )
     }
@@ -54,23 +71,38 @@ impl Buffer {
     fn pages(&self, start: usize, len: usize) -> Option<(usize, usize)> {
         let from = (self.addr + start).next_multiple_of(PAGE);
         let to = (self.addr + (start + len).min(self.len)) / PAGE * PAGE;
-        (to > from).then_some((from, to - from))
+        if to > from {
+            Some((from, to - from))
+        } else {
+            None
+        }
+    }
+
+    /// `n` more bytes were written through the buffer; returns how much
+    /// its resident estimate grew.
+    fn wrote(&mut self, n: usize) -> usize {
+        let before = self.resident;
+        self.resident = (self.resident + n).min(self.len);
+        self.resident - before
     }
 
     /// Gives every page of the buffer back: call only when the buffer
     /// holds nothing its owner will read (its ring is empty). Later writes
-    /// get fresh zeroed pages.
-    pub fn release(&mut self) {
-        self.release_range(0, self.len);
-        self.through = 0;
+    /// get fresh zeroed pages. Returns the bytes given back (estimated).
+    pub fn release(&mut self) -> usize {
+        self.release_range(0, self.len)
     }
 
     /// Gives back the pages inside `[start, start + len)`: call only for
     /// bytes the owner has consumed and will write before reading again.
-    pub fn release_range(&self, start: usize, len: usize) {
+    /// Returns the bytes given back (estimated).
+    pub fn release_range(&mut self, start: usize, len: usize) -> usize {
         if let Some((addr, len)) = self.pages(start, len) {
             give_back(addr, len);
         }
+        let freed = len.min(self.resident);
+        self.resident -= freed;
+        freed
     }
 
     /// The offset of `p` in the buffer, if it points into it.
@@ -101,16 +133,158 @@ fn give_back(_addr: usize, _len: usize) {
     // A browser's memory cannot be given back; the budget still applies.
 }
 
-/// The budget for all connections' claims.
+/// A TCP socket's two buffers, and how far their pages were given back.
+#[derive(Debug)]
+pub(crate) struct Buffers {
+    rx: Buffer,
+    tx: Buffer,
+    /// Received bytes the application consumed whose pages are still
+    /// held: one contiguous run, (offset, length).
+    rx_behind: Option<(usize, usize)>,
+    /// The send buffer's pages before this offset went back (it is where
+    /// acknowledged data began to be given back).
+    tx_released: usize,
+}
+
+impl Buffers {
+    pub fn new(rx: Buffer, tx: Buffer) -> Buffers {
+        Buffers {
+            rx,
+            tx,
+            rx_behind: None,
+            tx_released: 0,
+        }
+    }
+}
+
+impl Stack {
+    /// The application consumed `n` received bytes at `at` of connection
+    /// `handle`'s buffer (`window` is what the connection may receive).
+    /// An emptied buffer that held a transfer gives its pages back (true is
+    /// returned); when the budget runs short, a ring much larger than the
+    /// window gives back what was consumed as it goes.
+    pub(crate) fn after_read(
+        &mut self,
+        handle: SocketHandle,
+        at: *const u8,
+        n: usize,
+        window: usize,
+    ) -> bool {
+        let empty = self.sockets.get::<tcp::Socket>(handle).recv_queue() == 0;
+        let (Some(b), budget) = (self.buffers.get_mut(&handle), &mut self.budget) else {
+            return false;
+        };
+        budget.resident += b.rx.wrote(n);
+        if empty && b.rx.resident >= RELEASE_AFTER {
+            // Nothing left to read, and smoltcp holds no data out of order
+            // (the flow's reassembly gives it only what is in order).
+            budget.resident -= b.rx.release();
+            b.rx_behind = None;
+            return true;
+        }
+        if !budget.short() || window.saturating_mul(BEHIND_WHEN) > b.rx.len() {
+            return false;
+        }
+        let Some(offset) = b.rx.offset_of(at) else {
+            return false;
+        };
+        b.rx_behind = match b.rx_behind {
+            Some((start, len)) if start + len == offset => Some((start, len + n)),
+            Some((start, len)) => {
+                budget.resident -= b.rx.release_range(start, len);
+                Some((offset, n))
+            }
+            None => Some((offset, n)),
+        };
+        if let Some((start, len)) = b.rx_behind.filter(|(_, len)| *len >= BEHIND_RUN) {
+            // Consumed, and what the peer may send (the window) lies far
+            // ahead on the ring: nothing there is read before it is
+            // written again.
+            budget.resident -= b.rx.release_range(start, len);
+            b.rx_behind = None;
+        }
+        false
+    }
+
+    /// The application wrote `n` bytes at `at` of connection `handle`'s
+    /// send buffer (`allowance` is what it may queue): when the budget runs
+    /// short, acknowledged data behind it on a large ring gives its pages
+    /// back.
+    pub(crate) fn after_write(
+        &mut self,
+        handle: SocketHandle,
+        at: *const u8,
+        n: usize,
+        allowance: usize,
+    ) {
+        let queued = self.sockets.get::<tcp::Socket>(handle).send_queue();
+        let (Some(b), budget) = (self.buffers.get_mut(&handle), &mut self.budget) else {
+            return;
+        };
+        budget.resident += b.tx.wrote(n);
+        let (Some(write), cap) = (b.tx.offset_of(at), b.tx.len()) else {
+            return;
+        };
+        if queued == n {
+            // smoltcp starts an emptied ring over at its beginning.
+            b.tx_released = 0;
+        }
+        if !budget.short() || allowance.saturating_mul(BEHIND_WHEN) > cap {
+            return;
+        }
+        // Unacknowledged data runs from `acked` to the end of this write.
+        let acked = (write + n + cap - queued) % cap;
+        let behind = (acked + cap - b.tx_released) % cap;
+        if behind >= BEHIND_RUN {
+            let start = b.tx_released;
+            let first = behind.min(cap - start);
+            budget.resident -= b.tx.release_range(start, first);
+            budget.resident -= b.tx.release_range(0, behind - first);
+            b.tx_released = acked;
+        }
+    }
+
+    /// Connection `handle` has nothing left to send or acknowledge: a send
+    /// buffer that held a transfer gives its pages back.
+    pub(crate) fn send_idle(&mut self, handle: SocketHandle) -> bool {
+        if self.sockets.get::<tcp::Socket>(handle).send_queue() != 0 {
+            return false;
+        }
+        match self.buffers.get_mut(&handle) {
+            Some(b) if b.tx.resident >= RELEASE_AFTER => {
+                self.budget.resident -= b.tx.release();
+                b.tx_released = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A socket's buffers go: so does what they counted for.
+    pub(crate) fn forget_buffers(&mut self, handle: SocketHandle) {
+        if let Some(b) = self.buffers.remove(&handle) {
+            self.budget.resident -= (b.rx.resident + b.tx.resident).min(self.budget.resident);
+        }
+    }
+}
+
+/// The budget for all connections' buffers: what they hold (resident,
+/// estimated from what was written through them) and what they may come
+/// to hold (their claims: receive windows and send allowances).
 #[derive(Debug)]
 pub(crate) struct Budget {
     limit: usize,
     claimed: usize,
+    pub resident: usize,
 }
 
 impl Budget {
     pub fn new(limit: usize) -> Budget {
-        Budget { limit, claimed: 0 }
+        Budget {
+            limit,
+            claimed: 0,
+            resident: 0,
+        }
     }
 
     /// What a claim of `current` bytes may grow to now.
@@ -123,12 +297,20 @@ impl Budget {
         self.claimed = self.claimed - old.min(self.claimed) + new;
     }
 
-    pub fn claimed(&self) -> usize {
-        self.claimed
+    /// Past half the budget resident: rings give back pages behind their
+    /// data as it moves (page faults are the price, so not before).
+    pub fn short(&self) -> bool {
+        self.resident > self.limit / 2
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
+    /// Over the budget in claims: a connection above its share should
+    /// shrink back to it.
+    pub fn share(&self, connections: usize) -> Option<usize> {
+        (self.claimed > self.limit).then(|| self.limit / connections.max(1))
+    }
+
+    pub fn claimed(&self) -> usize {
+        self.claimed
     }
 }
 
@@ -141,12 +323,16 @@ mod tests {
         let b = Buffer {
             addr: 10 * PAGE + 100,
             len: 5 * PAGE,
-            through: 0,
+            resident: 0,
         };
         // The first partial page and the last partial page stay.
         assert_eq!(b.pages(0, b.len), Some((11 * PAGE, 4 * PAGE)));
         assert_eq!(b.pages(PAGE, 100), None, "less than a page");
-        assert_eq!(b.pages(4 * PAGE, 10 * PAGE), Some((14 * PAGE, PAGE)), "clamped");
+        assert_eq!(
+            b.pages(3 * PAGE, 10 * PAGE),
+            Some((14 * PAGE, PAGE)),
+            "clamped"
+        );
         assert_eq!(b.offset_of((10 * PAGE + 150) as *const u8), Some(50));
         assert_eq!(b.offset_of((15 * PAGE + 100) as *const u8), None);
     }
@@ -162,7 +348,9 @@ mod tests {
             let pages = (bytes.as_ptr() as usize + bytes.len() - start) / PAGE;
             let mut vec = vec![0u8; pages];
             // SAFETY: the range is inside `bytes`, `vec` has a byte per page.
-            let r = unsafe { libc::mincore(start as *mut libc::c_void, pages * PAGE, vec.as_mut_ptr()) };
+            let r = unsafe {
+                libc::mincore(start as *mut libc::c_void, pages * PAGE, vec.as_mut_ptr())
+            };
             assert_eq!(r, 0);
             vec.iter().filter(|&&v| v & 1 == 1).count()
         };

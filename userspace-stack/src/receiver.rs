@@ -55,9 +55,22 @@ impl Receiver {
     }
 
     /// The window the peer may fill now.
-    #[cfg(test)]
     pub fn target(&self) -> usize {
         self.target
+    }
+
+    /// Brings the window down to at most `window` (the budget is short):
+    /// what was offered stays offered, the edge just stops moving until
+    /// the window is that small.
+    pub fn shrink_to(&mut self, window: usize) {
+        self.target = self.target.min(window.max(self.mss));
+    }
+
+    /// Back to the initial window (the connection went quiet); it grows
+    /// again as the next transfer needs.
+    pub fn reset(&mut self, initial: usize) {
+        self.target = self.target.min(initial);
+        self.space = 10 * self.mss;
     }
 
     /// The right edge of the window last advertised.

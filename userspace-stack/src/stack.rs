@@ -103,6 +103,10 @@ pub struct StackOptions {
     pub tcp: TcpOptions,
     /// DNS servers reached through the tunnel (the config's `DNS`).
     pub dns_servers: Vec<IpAddr>,
+    /// What all TCP connections together may claim for buffers (receive
+    /// windows and data queued to send): at the budget, windows stop
+    /// growing; nothing is dropped. See the `memory` module.
+    pub buffer_budget: usize,
     /// Outbound packets held before smoltcp is made to wait for a drain.
     /// Small, so the packets smoltcp writes are still in the CPU's cache
     /// when they are encrypted: 1,024 (1.5 MB of packets) spilled a 512 KiB
@@ -121,6 +125,7 @@ impl StackOptions {
             mtu: 1420,
             tcp: TcpOptions::default(),
             dns_servers: Vec::new(),
+            buffer_budget: 512 << 20,
             max_outbound_packets: 64,
             seed,
         }
@@ -203,6 +208,14 @@ pub struct StackStats {
     /// Connections refused at [`TcpOptions::max_connections`] or
     /// [`TcpOptions::max_connections_per_source`].
     pub refused_by_limit: u64,
+    /// TCP buffer memory: resident (estimated: what was written through the
+    /// buffers since they last gave their pages back), and claimed (the
+    /// windows and send allowances connections may fill), in bytes.
+    pub buffer_resident: usize,
+    pub buffer_claimed: usize,
+    /// TCP segments our senders sent again, and retransmission timeouts.
+    pub retransmitted: u64,
+    pub timeouts: u64,
 }
 
 pub struct Stack {
@@ -222,6 +235,9 @@ pub struct Stack {
     /// SYNs seen for connections smoltcp has not made yet (its listeners
     /// and accept-any), by (their end, our end): their options.
     pub(crate) syns: crate::flow::SynStash,
+    /// Where each TCP socket's buffers are (see the `memory` module).
+    pub(crate) buffers: AddrMap<SocketHandle, crate::memory::Buffers>,
+    pub(crate) budget: crate::memory::Budget,
     /// Sockets whose handle was closed, draining their FIN or RST.
     pub(crate) closing: Vec<(SocketHandle, SocketAddr, SocketAddr, Option<u16>)>,
     /// Sockets to close once they leave SYN-RECEIVED.
@@ -283,6 +299,7 @@ impl Stack {
         });
         let dns = Resolver::new(options.dns_servers.clone(), options.seed);
         let hasher = addr_hasher(options.seed);
+        let budget = options.buffer_budget;
         let mut stack = Stack {
             iface,
             device,
@@ -294,6 +311,8 @@ impl Stack {
             by_tuple: AddrMap::with_hasher(hasher.clone()),
             sending: AddrSet::with_hasher(hasher.clone()),
             syns: crate::flow::SynStash::new(hasher.clone()),
+            buffers: AddrMap::with_hasher(hasher.clone()),
+            budget: crate::memory::Budget::new(budget),
             closing: Vec::new(),
             deferred_close: Vec::new(),
             listeners: Slots::default(),
@@ -350,9 +369,18 @@ impl Stack {
     }
 
     pub fn stats(&self) -> StackStats {
+        let (retransmitted, timeouts) = self
+            .by_tuple
+            .values()
+            .filter_map(|f| f.sender.as_ref())
+            .fold((0, 0), |(r, t), s| (r + s.retransmitted, t + s.timeouts));
         StackStats {
             tcp_open: self.conns.len(),
             udp_open: self.udp.len(),
+            buffer_resident: self.budget.resident,
+            buffer_claimed: self.budget.claimed(),
+            retransmitted: self.stats.retransmitted + retransmitted,
+            timeouts: self.stats.timeouts + timeouts,
             ..self.stats.clone()
         }
     }
@@ -470,6 +498,7 @@ impl Stack {
     /// queue was full, poll again afterwards: smoltcp held data back.
     pub fn drain_outbound(&mut self, mut f: impl FnMut(&[u8])) {
         let now = self.now;
+        let limits = self.limits();
         let mut out = |p: &[u8], stats: &mut StackStats| {
             stats.packets_out += 1;
             f(p);
@@ -487,7 +516,8 @@ impl Stack {
                 continue;
             };
             crate::ack_seq::fix(&mut packet, &seg, &mut flow.snd_max);
-            match flow.on_outbound(&seg, packet, now, usize::MAX) {
+            let connections = self.conns.len();
+            match flow.on_outbound(&seg, packet, now, &limits, &mut self.budget, connections) {
                 Outbound::Pass(packet) => {
                     out(&packet, &mut self.stats);
                     self.device.recycle_tx(packet);
@@ -513,8 +543,31 @@ impl Stack {
             }
         }
         let flows = &self.by_tuple;
-        self.sending
-            .retain(|t| flows.get(t).is_some_and(Flow::is_active));
+        let mut quiet = Vec::new();
+        self.sending.retain(|t| {
+            let active = flows.get(t).is_some_and(Flow::is_active);
+            if !active {
+                quiet.push(*t);
+            }
+            active
+        });
+        for tuple in quiet {
+            // Everything sent was acknowledged: a send buffer that held a
+            // transfer gives its pages back.
+            let Some(handle) = self
+                .by_tuple
+                .get(&tuple)
+                .and_then(|f| self.conns.get(f.conn.0))
+                .map(|c| c.handle)
+            else {
+                continue;
+            };
+            if self.send_idle(handle) {
+                if let Some(flow) = self.by_tuple.get_mut(&tuple) {
+                    flow.quiet(false, true, &limits, &mut self.budget);
+                }
+            }
+        }
     }
 
     /// Whether outbound packets are waiting for [`Stack::drain_outbound`].
@@ -560,12 +613,16 @@ impl Stack {
             .min()
     }
 
-    pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+    /// Makes a TCP socket, lets `setup` connect or listen it, and adds
+    /// it (with its buffers' record) if that worked.
+    pub(crate) fn add_tcp_socket<E>(
+        &mut self,
+        setup: impl FnOnce(&mut tcp::Socket<'static>, &mut Interface) -> Result<(), E>,
+    ) -> Result<SocketHandle, E> {
         let o = &self.options.tcp;
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; o.rx_buffer]),
-            tcp::SocketBuffer::new(vec![0; o.tx_buffer]),
-        );
+        let (rx, rx_buffer) = crate::memory::Buffer::new(o.rx_buffer);
+        let (tx, tx_buffer) = crate::memory::Buffer::new(o.tx_buffer);
+        let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
         // Ours runs around smoltcp (see the `sender` module); smoltcp's
         // only where a connection's handshake could not be followed.
         s.set_congestion_control(tcp::CongestionControl::None);
@@ -578,6 +635,17 @@ impl Stack {
             o.keepalive
                 .map(|d| smoltcp::time::Duration::from_micros(d.as_micros() as u64)),
         );
-        s
+        setup(&mut s, &mut self.iface)?;
+        let handle = self.sockets.add(s);
+        self.buffers
+            .insert(handle, crate::memory::Buffers::new(rx_buffer, tx_buffer));
+        Ok(handle)
+    }
+
+    /// Removes a TCP socket (and the record of its buffers, which go with
+    /// it).
+    pub(crate) fn remove_tcp_socket(&mut self, handle: SocketHandle) {
+        self.forget_buffers(handle);
+        self.sockets.remove(handle);
     }
 }

@@ -145,20 +145,15 @@ impl Stack {
         let local_ip = self.local_ip_for(remote.ip()).ok_or(TcpError::NoRoute)?;
         let port = self.ports.allocate().ok_or(TcpError::NoPorts)?;
         let local = SocketAddr::new(local_ip, port);
-        let mut socket = self.new_tcp_socket();
-        socket.set_timeout(Some(duration(self.options.tcp.connect_timeout)));
-        if socket
-            .connect(
-                self.iface.context(),
-                to_endpoint(remote),
-                to_endpoint(local),
-            )
-            .is_err()
-        {
+        let timeout = duration(self.options.tcp.connect_timeout);
+        let added = self.add_tcp_socket(|socket, iface| {
+            socket.set_timeout(Some(timeout));
+            socket.connect(iface.context(), to_endpoint(remote), to_endpoint(local))
+        });
+        let Ok(handle) = added else {
             self.ports.release(port);
             return Err(TcpError::Unaddressable);
-        }
-        let handle = self.sockets.add(socket);
+        };
         let id = ConnId(self.conns.insert(Conn {
             handle,
             local,
@@ -230,8 +225,10 @@ impl Stack {
         f: impl FnOnce(&[u8]) -> usize,
     ) -> Result<usize, TcpError> {
         let (conn, socket) = self.socket(id)?;
-        let tuple = (conn.local, conn.remote);
+        let (tuple, handle) = ((conn.local, conn.remote), conn.handle);
+        let mut at = std::ptr::null();
         match socket.recv(|data| {
+            at = data.as_ptr();
             let n = if data.is_empty() {
                 0
             } else {
@@ -241,8 +238,14 @@ impl Stack {
         }) {
             Ok(0) => Err(TcpError::WouldBlock),
             Ok(n) => {
+                let window = self.by_tuple.get(&tuple).map_or(usize::MAX, Flow::window);
+                let emptied = self.after_read(handle, at, n, window);
+                let limits = self.limits();
                 if let Some(flow) = self.by_tuple.get_mut(&tuple) {
                     flow.on_read(n);
+                    if emptied {
+                        flow.quiet(true, false, &limits, &mut self.budget);
+                    }
                 }
                 Ok(n)
             }
@@ -307,19 +310,34 @@ impl Stack {
         id: ConnId,
         f: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<usize, TcpError> {
+        let tuple = self.conn(id).map(|c| (c.local, c.remote))?;
+        let buffer = self.options.tcp.tx_buffer;
+        let allowance = match self.by_tuple.get_mut(&tuple) {
+            Some(flow) => flow.send_allowance(buffer, &mut self.budget),
+            None => buffer,
+        };
         let (conn, socket) = self.socket(id)?;
-        let mut called = false;
+        let handle = conn.handle;
+        // The application may queue up to its allowance: memory follows
+        // what the path can take, not the buffer's size.
+        let may = allowance.saturating_sub(socket.send_queue());
+        let (mut called, mut at) = (false, std::ptr::null());
         let result = socket.send(|room| {
-            if room.is_empty() {
+            let room_len = room.len().min(may);
+            if room_len == 0 {
                 return (0, 0);
             }
             called = true;
-            let n = f(room).min(room.len());
+            at = room.as_ptr();
+            let n = f(&mut room[..room_len]).min(room_len);
             (n, n)
         });
         match result {
             Ok(0) if !called => Err(TcpError::WouldBlock),
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                self.after_write(handle, at, n, allowance);
+                Ok(n)
+            }
             Err(tcp::SendError::InvalidState) => match socket.state() {
                 State::Listen | State::SynSent | State::SynReceived => Err(TcpError::WouldBlock),
                 State::FinWait1
@@ -449,11 +467,25 @@ impl Stack {
             if matches!(state, State::Closed | State::TimeWait)
                 && !self.deferred_close.contains(&handle)
             {
-                self.sockets.remove(handle);
-                if let Some(mut flow) = self.by_tuple.remove(&(local, remote)) {
-                    flow.drain(&mut self.device);
+                self.remove_tcp_socket(handle);
+                // The tuple may be another socket's now (two listeners
+                // caught one connection's SYNs): its flow stays.
+                let theirs = self
+                    .by_tuple
+                    .get(&(local, remote))
+                    .is_some_and(|f| self.conns.get(f.conn.0).is_some_and(|c| c.handle != handle));
+                if !theirs {
+                    if let Some(mut flow) = self.by_tuple.remove(&(local, remote)) {
+                        flow.drain(&mut self.device);
+                        self.budget.update(flow.claimed, 0);
+                        if let Some(s) = flow.sender.as_ref() {
+                            // Closed connections still count.
+                            self.stats.retransmitted += s.retransmitted;
+                            self.stats.timeouts += s.timeouts;
+                        }
+                    }
+                    self.sending.remove(&(local, remote));
                 }
-                self.sending.remove(&(local, remote));
                 if let Some(port) = port {
                     self.ports.release(port);
                 }

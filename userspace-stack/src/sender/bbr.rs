@@ -27,6 +27,13 @@ const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 /// Startup ends when the bandwidth grew less than this for three rounds.
 const FULL_BW_GROWTH: f64 = 1.25;
+/// ...or when a round lost more than this share of what it delivered
+/// (BBR v2's startup exit): the queue at the bottleneck overflowed, and
+/// waiting for the bandwidth to stop growing would overflow it twice more.
+const STARTUP_LOSS: f64 = 0.02;
+/// Losses in a round below this many segments do not end startup (random
+/// loss is not a full pipe).
+const STARTUP_LOSS_SEGMENTS: usize = 8;
 const FULL_BW_ROUNDS: u32 = 3;
 /// The least window, in segments.
 const MIN_WINDOW: usize = 4;
@@ -115,6 +122,9 @@ pub(crate) struct Bbr {
     in_recovery: bool,
     /// The pacing rate; before any sample, from the window and RTT.
     rate: Option<f64>,
+    /// Bytes declared lost this round, and delivered when it began.
+    round_lost: usize,
+    round_start_delivered: u64,
 }
 
 impl Bbr {
@@ -141,6 +151,8 @@ impl Bbr {
             recovery_round: 0,
             in_recovery: false,
             rate: None,
+            round_lost: 0,
+            round_start_delivered: 0,
         }
     }
 
@@ -215,8 +227,27 @@ impl Bbr {
         }
     }
 
+    /// Segments declared lost (count them against this round).
+    pub fn on_lost(&mut self, bytes: usize) {
+        self.round_lost += bytes;
+    }
+
     fn check_full_pipe(&mut self, a: &Ack, round_start: bool) {
-        if self.filled_pipe || !round_start || a.rate.is_some_and(|s| s.app_limited) {
+        if !round_start {
+            return;
+        }
+        let delivered = (a.delivered - self.round_start_delivered) as usize;
+        let lost = std::mem::take(&mut self.round_lost);
+        self.round_start_delivered = a.delivered;
+        if self.filled_pipe {
+            return;
+        }
+        if lost > STARTUP_LOSS_SEGMENTS * self.mss && lost as f64 > STARTUP_LOSS * delivered as f64
+        {
+            self.filled_pipe = true;
+            return;
+        }
+        if a.rate.is_some_and(|s| s.app_limited) {
             return;
         }
         let bw = self.bw.get();

@@ -207,7 +207,6 @@ impl Sender {
         &self.rtt
     }
 
-    #[cfg(test)]
     pub fn cwnd(&self) -> usize {
         self.cc.cwnd()
     }
@@ -358,6 +357,9 @@ impl Sender {
     fn declare_lost(&mut self, bytes: usize, pipe_before: usize, now: Instant) {
         if bytes == 0 {
             return;
+        }
+        if let Controller::Bbr(b) = &mut self.cc {
+            b.on_lost(bytes);
         }
         if self.recovery.is_none() {
             self.cc.on_congestion(pipe_before.max(self.mss), now);

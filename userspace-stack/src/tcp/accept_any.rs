@@ -59,13 +59,14 @@ impl Stack {
             tracing::debug!(%src, %dst, "accept-any: too many connections being set up");
             return;
         }
-        let mut socket = self.new_tcp_socket();
-        socket.pause_synack(true);
-        if socket.listen(to_endpoint(dst)).is_err() {
+        let timeout = duration(self.options.tcp.connect_timeout);
+        let Ok(handle) = self.add_tcp_socket(|socket, _| {
+            socket.pause_synack(true);
+            socket.set_timeout(Some(timeout));
+            socket.listen(to_endpoint(dst))
+        }) else {
             return;
-        }
-        socket.set_timeout(Some(duration(self.options.tcp.connect_timeout)));
-        let handle = self.sockets.add(socket);
+        };
         self.accept_any
             .as_mut()
             .expect("checked")
@@ -82,7 +83,7 @@ impl Stack {
             return;
         };
         any.syns.clear();
-        let mut got = Vec::new();
+        let (mut got, mut spare) = (Vec::new(), Vec::new());
         any.listening.retain(|_, handles| {
             let mut listening = 0;
             handles.retain(|h| {
@@ -90,7 +91,11 @@ impl Stack {
                 match socket.state() {
                     State::Listen => {
                         listening += 1;
-                        listening <= SPARE_LISTENERS
+                        let keep = listening <= SPARE_LISTENERS;
+                        if !keep {
+                            spare.push(*h);
+                        }
+                        keep
                     }
                     _ => {
                         got.push(*h);
@@ -100,11 +105,14 @@ impl Stack {
             });
             !handles.is_empty()
         });
+        for handle in spare {
+            self.remove_tcp_socket(handle);
+        }
         for handle in got {
             let socket = self.sockets.get::<tcp::Socket>(handle);
             let (Some(local), Some(remote)) = (socket.local_endpoint(), socket.remote_endpoint())
             else {
-                self.sockets.remove(handle);
+                self.remove_tcp_socket(handle);
                 continue;
             };
             let (local, remote) = (from_endpoint(local), from_endpoint(remote));

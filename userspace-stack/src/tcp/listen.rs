@@ -39,11 +39,8 @@ impl Stack {
     }
 
     fn listening_socket(&mut self, port: u16) -> SocketHandle {
-        let mut socket = self.new_tcp_socket();
-        socket
-            .listen(port)
-            .expect("listening on a non-zero port of a fresh socket cannot fail");
-        self.sockets.add(socket)
+        self.add_tcp_socket(|socket, _| socket.listen(port))
+            .expect("listening on a non-zero port of a fresh socket cannot fail")
     }
 
     /// The next accepted connection and its remote address.
@@ -74,7 +71,7 @@ impl Stack {
     pub fn tcp_unlisten(&mut self, id: ListenerId) {
         if let Some(listener) = self.listeners.remove(id.0) {
             for handle in listener.sockets {
-                self.sockets.remove(handle);
+                self.remove_tcp_socket(handle);
             }
             for (conn, _) in listener.backlog {
                 self.tcp_abort(conn);
@@ -107,7 +104,7 @@ impl Stack {
                 let (Some(local), Some(remote)) =
                     (socket.local_endpoint(), socket.remote_endpoint())
                 else {
-                    self.sockets.remove(handle);
+                    self.remove_tcp_socket(handle);
                     continue;
                 };
                 let (local, remote) = (from_endpoint(local), from_endpoint(remote));
