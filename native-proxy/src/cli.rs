@@ -61,12 +61,17 @@ pub struct Common {
     pub pcap: Option<PathBuf>,
     /// TCP connections open through the tunnel at once; past it, a SOCKS
     /// client gets "general failure", an HTTP client 503, and a gateway
-    /// refuses the connection. Each may use up to 1 MiB of buffers.
+    /// refuses the connection.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// Gateway: connections open at once from one client (tunnel address).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
     pub max_connections_per_client: usize,
+    /// Memory all TCP connections together may take for buffers, in MiB:
+    /// receive windows and data queued to send grow (up to 16 MiB each)
+    /// only within it; an idle connection holds a few KiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_BUFFER_BUDGET_MIB)]
+    pub buffer_budget: usize,
     /// Congestion control of the TCP connections through the tunnel: bbr
     /// keeps its rate through random loss on long paths (as Linux's
     /// `bbr`); cubic backs off at every loss (Linux's usual default).
@@ -97,6 +102,7 @@ impl From<Congestion> for underpass_stack::Congestion {
 }
 
 const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+const DEFAULT_BUFFER_BUDGET_MIB: usize = 512;
 const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 4096;
 
 impl Default for Common {
@@ -106,6 +112,7 @@ impl Default for Common {
             pcap: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            buffer_budget: DEFAULT_BUFFER_BUDGET_MIB,
             congestion: Congestion::Bbr,
         }
     }

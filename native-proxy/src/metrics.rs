@@ -31,6 +31,10 @@ pub struct Metrics {
     cookies_sent: AtomicU64,
     tcp_open: AtomicU64,
     tcp_refused_by_limit: AtomicU64,
+    tcp_retransmitted: AtomicU64,
+    tcp_timeouts: AtomicU64,
+    buffer_resident: AtomicU64,
+    buffer_claimed: AtomicU64,
     udp_open: AtomicU64,
     dropped: [AtomicU64; DatagramError::ALL.len()],
     /// Milliseconds since the engine's start at the last handshake; 0 = never.
@@ -81,6 +85,11 @@ impl Metrics {
         self.tcp_refused_by_limit
             .store(st.refused_by_limit, Relaxed);
         self.udp_open.store(st.udp_open as u64, Relaxed);
+        self.tcp_retransmitted.store(st.retransmitted, Relaxed);
+        self.tcp_timeouts.store(st.timeouts, Relaxed);
+        self.buffer_resident
+            .store(st.buffer_resident as u64, Relaxed);
+        self.buffer_claimed.store(st.buffer_claimed as u64, Relaxed);
     }
 
     /// Healthy: a gateway always; a client once a handshake is recent.
@@ -170,6 +179,30 @@ impl Metrics {
             "TCP connections refused at --max-connections or --max-connections-per-client.",
             "counter",
             self.tcp_refused_by_limit.load(Relaxed),
+        );
+        counter(
+            "tcp_retransmitted_segments_total",
+            "TCP segments sent again through the tunnel (losses repaired, and tail probes).",
+            "counter",
+            self.tcp_retransmitted.load(Relaxed),
+        );
+        counter(
+            "tcp_retransmission_timeouts_total",
+            "TCP retransmission timeouts (losses no ACK revealed).",
+            "counter",
+            self.tcp_timeouts.load(Relaxed),
+        );
+        counter(
+            "tcp_buffer_resident_bytes",
+            "TCP buffer memory in use (estimated: written since its pages were last given back).",
+            "gauge",
+            self.buffer_resident.load(Relaxed),
+        );
+        counter(
+            "tcp_buffer_claimed_bytes",
+            "TCP receive windows and send allowances granted, against --buffer-budget.",
+            "gauge",
+            self.buffer_claimed.load(Relaxed),
         );
         counter(
             "udp_sockets_open",

@@ -96,6 +96,7 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
     options.tcp.max_connections = common.max_connections;
     options.tcp.max_connections_per_source = common.max_connections_per_client;
     options.tcp.congestion = common.congestion.into();
+    options.buffer_budget = common.buffer_budget.saturating_mul(1 << 20);
     let mut stack = Stack::new(options, Instant::ZERO)
         .map_err(|e| Failure::usage(format!("[Interface]: {e}")))?;
     if let Role::Gateway(policy) = role {

@@ -86,7 +86,8 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A scratch directory for one test, removed when dropped.
+/// A scratch directory for one test, removed when dropped (kept, logs and
+/// all, when `UNDERPASS_KEEP_SCRATCH` is set: for looking into a run).
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
@@ -113,7 +114,9 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::env::var_os("UNDERPASS_KEEP_SCRATCH").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 

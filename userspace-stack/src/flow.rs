@@ -353,6 +353,15 @@ impl Flow {
         self.recount(budget);
     }
 
+    /// Segments the sender sent again, and its timeouts, so far.
+    pub fn retransmitted(&self) -> u64 {
+        self.sender.as_ref().map_or(0, |s| s.retransmitted)
+    }
+
+    pub fn timeouts(&self) -> u64 {
+        self.sender.as_ref().map_or(0, |s| s.timeouts)
+    }
+
     /// The receive window the connection is allowed.
     pub fn window(&self) -> usize {
         self.receiver.as_ref().map_or(usize::MAX, Receiver::target)

@@ -369,18 +369,11 @@ impl Stack {
     }
 
     pub fn stats(&self) -> StackStats {
-        let (retransmitted, timeouts) = self
-            .by_tuple
-            .values()
-            .filter_map(|f| f.sender.as_ref())
-            .fold((0, 0), |(r, t), s| (r + s.retransmitted, t + s.timeouts));
         StackStats {
             tcp_open: self.conns.len(),
             udp_open: self.udp.len(),
             buffer_resident: self.budget.resident,
             buffer_claimed: self.budget.claimed(),
-            retransmitted: self.stats.retransmitted + retransmitted,
-            timeouts: self.stats.timeouts + timeouts,
             ..self.stats.clone()
         }
     }
@@ -537,9 +530,11 @@ impl Stack {
                     let written = self.sockets.get::<tcp::Socket>(c.handle).send_queue();
                     written.saturating_sub(flow.outstanding())
                 });
+                let before = flow.retransmitted();
                 flow.transmit(now, *tuple, queued, &mut self.device, &mut |p| {
                     out(p, stats)
                 });
+                stats.retransmitted += flow.retransmitted() - before;
             }
         }
         let flows = &self.by_tuple;
@@ -586,7 +581,9 @@ impl Stack {
         for tuple in &self.sending {
             if let Some(flow) = self.by_tuple.get_mut(tuple) {
                 if flow.poll_at().is_some_and(|t| t <= now) {
+                    let before = flow.timeouts();
                     flow.on_timeout(now);
+                    self.stats.timeouts += flow.timeouts() - before;
                 }
             }
         }

@@ -478,11 +478,6 @@ impl Stack {
                     if let Some(mut flow) = self.by_tuple.remove(&(local, remote)) {
                         flow.drain(&mut self.device);
                         self.budget.update(flow.claimed, 0);
-                        if let Some(s) = flow.sender.as_ref() {
-                            // Closed connections still count.
-                            self.stats.retransmitted += s.retransmitted;
-                            self.stats.timeouts += s.timeouts;
-                        }
                     }
                     self.sending.remove(&(local, remote));
                 }

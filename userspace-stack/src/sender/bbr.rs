@@ -27,9 +27,10 @@ const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 /// Startup ends when the bandwidth grew less than this for three rounds.
 const FULL_BW_GROWTH: f64 = 1.25;
-/// ...or when a round lost more than this share of what it delivered
-/// (BBR v2's startup exit): the queue at the bottleneck overflowed, and
-/// waiting for the bandwidth to stop growing would overflow it twice more.
+/// ...or, once it stopped growing, when a round lost more than this share
+/// of what it delivered (after BBR v2's startup exit): the queue at the
+/// bottleneck overflows, and waiting two more rounds would overflow it
+/// twice more.
 const STARTUP_LOSS: f64 = 0.02;
 /// Losses in a round below this many segments do not end startup (random
 /// loss is not a full pipe).
@@ -242,11 +243,6 @@ impl Bbr {
         if self.filled_pipe {
             return;
         }
-        if lost > STARTUP_LOSS_SEGMENTS * self.mss && lost as f64 > STARTUP_LOSS * delivered as f64
-        {
-            self.filled_pipe = true;
-            return;
-        }
         if a.rate.is_some_and(|s| s.app_limited) {
             return;
         }
@@ -257,7 +253,12 @@ impl Bbr {
             return;
         }
         self.full_bw_rounds += 1;
-        if self.full_bw_rounds >= FULL_BW_ROUNDS {
+        // The bandwidth stopped growing and the queue overflows: the pipe
+        // is full now, not in two more rounds of overflowing it. (Loss
+        // while the bandwidth still grows is the path's, not ours.)
+        let overflowing = lost > STARTUP_LOSS_SEGMENTS * self.mss
+            && lost as f64 > STARTUP_LOSS * delivered as f64;
+        if self.full_bw_rounds >= FULL_BW_ROUNDS || overflowing {
             self.filled_pipe = true;
         }
     }

@@ -144,6 +144,8 @@ pub(crate) struct Sender {
     max_pipe: usize,
     last_sent: Instant,
     last_rate: f64,
+    /// When the sender's state was last traced.
+    traced: Instant,
     /// Counters for the stack's statistics.
     pub retransmitted: u64,
     pub timeouts: u64,
@@ -192,6 +194,7 @@ impl Sender {
             max_pipe: 0,
             last_sent: now,
             last_rate: 0.0,
+            traced: now,
             retransmitted: 0,
             timeouts: 0,
         }
@@ -330,6 +333,12 @@ impl Sender {
             });
         }
         self.max_pipe = self.board.pipe() + self.board.lost_bytes;
+        if tracing::enabled!(tracing::Level::TRACE)
+            && now.saturating_duration_since(self.traced) >= Duration::from_secs(1)
+        {
+            self.traced = now;
+            tracing::trace!(info = ?self.info(), cc = ?self.cc, "TCP sender");
+        }
         if advanced || d.bytes > 0 {
             // Progress of any kind (SACK too): the path works, so the
             // timeout waits again from here.
@@ -584,6 +593,15 @@ impl Sender {
             self.rto_at = None;
             return;
         }
+        tracing::debug!(
+            srtt = ?self.rtt.srtt(),
+            backoff = self.backoff,
+            in_flight = self.board.in_flight,
+            lost = self.board.lost_bytes,
+            sacked = self.board.sacked_bytes,
+            cwnd = self.cc.cwnd(),
+            "TCP retransmission timeout"
+        );
         self.board.mark_all_lost();
         self.cc.on_timeout();
         self.recovery = Some(Recovery::Timeout {
