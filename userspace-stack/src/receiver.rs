@@ -96,13 +96,16 @@ impl Receiver {
         if copied <= self.space {
             return;
         }
-        let mut window = 2 * copied + 16 * self.mss;
+        let mut window = 2 * copied as u64 + 16 * self.mss as u64;
         // Still accelerating (slow start): leave room for the next round.
-        let growth = window * (copied - self.space) / self.space.max(1);
+        // (In 64 bits: a browser's usize is 32.)
+        let growth = window * (copied - self.space) as u64 / self.space.max(1) as u64;
         window += 2 * growth.min(window);
+        let window = usize::try_from(window).unwrap_or(usize::MAX);
         self.space = copied;
         if window > self.target {
             self.target = window.min(self.max).min(limit.max(self.target));
+            tracing::trace!(copied, rtt = ?rtt, window = self.target, "TCP receive window grows");
         }
     }
 

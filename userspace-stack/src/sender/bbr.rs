@@ -41,6 +41,13 @@ const MIN_WINDOW: usize = 4;
 /// Pace a little below the estimate, so a queue does not build at the
 /// estimate's error.
 const PACING_MARGIN: f64 = 0.99;
+/// ACK aggregation (Linux's `extra_acked`): its estimate is the most of
+/// two windows of this many rounds...
+const AGGREGATION_ROUNDS: u64 = 5;
+/// ...and the window it adds is at most this long at the estimated rate.
+const MAX_AGGREGATION: Duration = Duration::from_millis(100);
+/// An aggregation epoch this large is old: start a new one.
+const AGGREGATION_EPOCH_RESET: usize = 1 << 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -126,6 +133,16 @@ pub(crate) struct Bbr {
     /// Bytes declared lost this round, and delivered when it began.
     round_lost: usize,
     round_start_delivered: u64,
+    /// ACK aggregation: acknowledgments come in bunches (GRO, a receiver
+    /// that acknowledges once per batch, an event loop that reads many
+    /// datagrams at once, a browser's), and a window of exactly the
+    /// bandwidth-delay product would stall between bunches. The most
+    /// delivered beyond what the rate explains, over two windows of
+    /// rounds, and the current epoch: its start and bytes acknowledged.
+    extra_acked: [usize; 2],
+    extra_window: usize,
+    extra_rounds: u64,
+    epoch: Option<(Instant, usize)>,
 }
 
 impl Bbr {
@@ -154,6 +171,10 @@ impl Bbr {
             rate: None,
             round_lost: 0,
             round_start_delivered: 0,
+            extra_acked: [0; 2],
+            extra_window: 0,
+            extra_rounds: 0,
+            epoch: None,
         }
     }
 
@@ -171,6 +192,7 @@ impl Bbr {
     pub fn on_ack(&mut self, a: &Ack) {
         let round_start = self.update_round(a);
         self.update_bw(a, round_start);
+        self.update_aggregation(a, round_start);
         self.update_cycle(a);
         self.check_full_pipe(a, round_start);
         self.check_drain(a);
@@ -199,6 +221,46 @@ impl Bbr {
         if !s.app_limited || s.rate >= self.bw.get() {
             self.bw.update(self.round, s.rate, BW_WINDOW_ROUNDS);
         }
+    }
+
+    fn update_aggregation(&mut self, a: &Ack, round_start: bool) {
+        if a.acked == 0 {
+            return;
+        }
+        if round_start {
+            self.extra_rounds += 1;
+            if self.extra_rounds >= AGGREGATION_ROUNDS {
+                self.extra_rounds = 0;
+                self.extra_window ^= 1;
+                self.extra_acked[self.extra_window] = 0;
+            }
+        }
+        let (start, acked) = self.epoch.get_or_insert((a.now, 0));
+        let expected = (self.bw.get() * a.now.saturating_duration_since(*start).as_secs_f64()) as usize;
+        if *acked <= expected || *acked + a.acked >= AGGREGATION_EPOCH_RESET {
+            // Acknowledgments at the rate or slower: a new epoch.
+            *start = a.now;
+            *acked = 0;
+            return self.count_extra(a.acked, 0);
+        }
+        *acked += a.acked;
+        let (acked, expected) = (*acked, expected);
+        self.count_extra(acked, expected);
+    }
+
+    fn count_extra(&mut self, acked: usize, expected: usize) {
+        let extra = acked.saturating_sub(expected).min(self.cwnd);
+        let slot = &mut self.extra_acked[self.extra_window];
+        *slot = (*slot).max(extra);
+    }
+
+    /// The window ACK aggregation needs on top of the path's.
+    fn aggregation_window(&self) -> usize {
+        if !self.filled_pipe {
+            return 0;
+        }
+        let most = (self.bw.get() * MAX_AGGREGATION.as_secs_f64()) as usize;
+        self.extra_acked[0].max(self.extra_acked[1]).min(most)
     }
 
     fn update_cycle(&mut self, a: &Ack) {
@@ -349,11 +411,11 @@ impl Bbr {
         if self.in_recovery && round_start && self.round > self.recovery_round {
             self.conserving = false;
         }
-        // Room for ACKs that come in bunches (Linux adds three TSO
-        // bursts; ours are single segments).
+        // Room for ACKs that come in bunches: what aggregation was seen to
+        // need, and three segments (Linux's three TSO bursts).
         let target = self
             .bdp(self.cwnd_gain)
-            .map(|b| b + 3 * self.mss)
+            .map(|b| b + self.aggregation_window() + 3 * self.mss)
             .unwrap_or(self.cwnd);
         let mut cwnd = self.cwnd;
         if self.conserving {

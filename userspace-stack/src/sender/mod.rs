@@ -483,6 +483,9 @@ impl Sender {
         let pace = self.rtt.has_sample() && !self.unlimited;
         loop {
             if pace && !self.pacer.ready(now) {
+                if self.board.unsent > 0 || self.board.lost_bytes > 0 {
+                    self.pacer.hold();
+                }
                 break;
             }
             // PRR and the window bound repairs (one segment may always go,

@@ -1,7 +1,9 @@
 //! Pacing: a window's worth of segments spread over the round trip instead
 //! of leaving in one burst, which a shallow queue at the bottleneck would
-//! drop. The rate is the congestion controller's. Short bursts stay allowed (the event loop wakes at best
-//! every millisecond or so, and each wake-up has a cost).
+//! drop. The rate is the congestion controller's. Short bursts stay
+//! allowed (each wake-up of the event loop has a cost), and an event loop
+//! woken late (tokio's timers have a millisecond's grain, a browser's 4 ms)
+//! catches up on what it missed, or the rate would be the timer's.
 
 use std::time::Duration;
 
@@ -11,11 +13,16 @@ use underpass_core::Instant;
 const BURST: Duration = Duration::from_millis(1);
 /// ... and at least this many segments.
 const BURST_SEGMENTS: usize = 10;
+/// The most a late wake-up catches up on.
+const MAX_CATCH_UP: Duration = Duration::from_millis(8);
 
 #[derive(Debug, Default)]
 pub(crate) struct Pacer {
     /// When the next segment may leave.
     next: Option<Instant>,
+    /// Segments were waiting for `next`: a wake-up after it is late, not
+    /// a start after a pause.
+    waiting: bool,
 }
 
 impl Pacer {
@@ -29,18 +36,34 @@ impl Pacer {
         self.next
     }
 
+    /// Segments wait for [`Pacer::next`].
+    pub fn hold(&mut self) {
+        self.waiting = true;
+    }
+
     /// `len` bytes left at `now` at `rate` bytes per second.
     pub fn sent(&mut self, len: usize, mss: usize, rate: f64, now: Instant) {
+        let rate = if rate.is_finite() { rate.max(1.0) } else { f64::MAX };
         let burst = BURST.max(Duration::from_secs_f64(
             (BURST_SEGMENTS * mss) as f64 / rate,
         ));
-        // Credit for time spent idle is capped at one burst.
+        // Credit for time spent idle is capped at one burst; for a late
+        // wake-up, at what was missed (up to a limit).
+        let cap = if self.waiting {
+            MAX_CATCH_UP.max(burst)
+        } else {
+            burst
+        };
         let from = match self.next {
-            Some(t) if t + burst > now => t,
-            _ => now - burst.min(now.since_epoch()),
+            Some(t) if t + cap > now => t,
+            _ => now - cap.min(now.since_epoch()),
         };
         let spacing = Duration::from_secs_f64(len as f64 / rate);
-        self.next = Some(from + spacing);
+        let next = from + spacing;
+        self.next = Some(next);
+        if next > now {
+            self.waiting = false; // caught up
+        }
     }
 }
 
@@ -64,5 +87,27 @@ mod tests {
         assert_eq!(next, t0 + Duration::from_millis(1));
         p.sent(1000, 1000, rate, next);
         assert_eq!(p.next().unwrap(), t0 + Duration::from_millis(2));
+    }
+
+    #[test]
+    fn a_late_wake_up_catches_up_and_a_pause_does_not() {
+        let rate = 10_000_000.0; // 0.1 ms per 1,000 bytes; a burst is 1 ms
+        let t0 = Instant::from_secs(10);
+        let count = |p: &mut Pacer, at: Instant| {
+            let mut n = 0;
+            while p.ready(at) {
+                p.sent(1000, 1000, rate, at);
+                n += 1;
+            }
+            n
+        };
+        let mut p = Pacer::default();
+        count(&mut p, t0);
+        // Segments waited, and the timer fired 4 ms late: 4 ms of them go.
+        p.hold();
+        let late = p.next().unwrap() + Duration::from_millis(4);
+        assert_eq!(count(&mut p, late), 41);
+        // After a pause with nothing waiting, one burst only.
+        assert_eq!(count(&mut p, late + Duration::from_millis(50)), 11);
     }
 }
