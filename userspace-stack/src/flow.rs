@@ -250,11 +250,19 @@ impl Flow {
             }
             if let Some(re) = self.reassembly.as_mut() {
                 re.ack_due = false;
-                if seg.is_pure_ack() && re.is_holding() {
+                if seg.is_pure_ack() && re.has_blocks() {
                     let (ack, window) = self.last_ack.expect("set above");
                     let sack = re.sack();
+                    // The sequence number as sent (ack_seq may have moved it).
+                    let at = seg.offset + 4;
+                    let seq = u32::from_be_bytes([
+                        packet[at],
+                        packet[at + 1],
+                        packet[at + 2],
+                        packet[at + 3],
+                    ]);
                     packet = crate::segment::ack_packet(
-                        seg.src, seg.dst, seg.seq, ack, window, sack, packet,
+                        seg.src, seg.dst, seq, ack, window, sack, packet,
                     );
                 }
             }

@@ -39,6 +39,10 @@ pub(crate) struct Reassembly {
     last: Option<u32>,
     /// An ACK should go now (something was held).
     pub ack_due: bool,
+    /// A segment came that was all here already: the next ACK names it
+    /// (a D-SACK, RFC 2883), so the sender can tell a needless
+    /// retransmission and undo the slowdown it took for it (Linux does).
+    duplicate: Option<(u32, u32)>,
 }
 
 /// What to do with an inbound segment.
@@ -62,6 +66,7 @@ impl Reassembly {
             held_bytes: 0,
             last: None,
             ack_due: false,
+            duplicate: None,
         }
     }
 
@@ -101,6 +106,11 @@ impl Reassembly {
             return Verdict::Dropped(packet);
         }
         if !after(seg.seq, self.rcv_nxt) {
+            if !after(end, self.rcv_nxt) {
+                // All old: a retransmission that was not needed.
+                self.duplicate = Some((seg.seq, end));
+                self.ack_due = true;
+            }
             // In order (or partly old): it goes, and what it joins to.
             self.advance(end);
             self.release(released);
@@ -110,7 +120,7 @@ impl Reassembly {
         self.last = Some(seg.seq);
         self.ack_due = true;
         match self.held.get(&key) {
-            Some(h) if !before(h.end, end) => {} // a duplicate
+            Some(h) if !before(h.end, end) => self.duplicate = Some((seg.seq, end)),
             _ => {
                 let len = end.wrapping_sub(seg.seq) as usize;
                 self.add_range(key, key + len as u64);
@@ -179,20 +189,31 @@ impl Reassembly {
         !self.held.is_empty()
     }
 
-    /// Up to three SACK blocks for what is held: first the one with the
-    /// segment that came last, then the others from the lowest.
-    pub fn sack(&self) -> [Option<(u32, u32)>; 3] {
+    /// Whether the next ACK has something to say beyond smoltcp's own (a
+    /// SACK block or a D-SACK).
+    pub fn has_blocks(&self) -> bool {
+        !self.held.is_empty() || self.duplicate.is_some()
+    }
+
+    /// Up to three SACK blocks: a D-SACK first if a duplicate came (it is
+    /// said once), then the block with the segment that came last, then
+    /// the others from the lowest.
+    pub fn sack(&mut self) -> [Option<(u32, u32)>; 3] {
         let seq = |p: u64| self.rcv_nxt.wrapping_add(p.wrapping_sub(self.pos) as u32);
         let mut out = [None; 3];
         let mut n = 0;
+        if let Some(d) = self.duplicate.take() {
+            out[0] = Some(d);
+            n = 1;
+        }
         let latest = self.last.and_then(|last| {
             let at = self.position(last);
             let (&s, &e) = self.ranges.range(..=at).next_back()?;
             (e > at).then_some((s, e))
         });
         if let Some((s, e)) = latest {
-            out[0] = Some((seq(s), seq(e)));
-            n = 1;
+            out[n] = Some((seq(s), seq(e)));
+            n += 1;
         }
         for (&s, &e) in &self.ranges {
             if n == out.len() {
@@ -243,6 +264,7 @@ mod tests {
         assert_eq!(offer(&mut r, 1200, 100), (false, vec![]));
         assert_eq!(offer(&mut r, 1500, 100), (false, vec![]));
         assert_eq!(offer(&mut r, 1500, 100), (false, vec![]), "a duplicate");
+        assert_eq!(r.sack()[0], Some((1500, 1600)), "named once as a D-SACK");
         assert!(r.ack_due);
         assert_eq!(r.held_bytes, 300);
         assert_eq!(
@@ -261,6 +283,12 @@ mod tests {
         assert_eq!(offer(&mut r, 1400, 100), (true, vec![1500]));
         assert!(!r.is_holding());
         assert_eq!(r.sack(), [None; 3]);
+        assert_eq!(
+            offer(&mut r, 1000, 100),
+            (true, vec![]),
+            "old: smoltcp acknowledges it"
+        );
+        assert_eq!(r.sack(), [Some((1000, 1100)), None, None], "a D-SACK");
     }
 
     #[test]

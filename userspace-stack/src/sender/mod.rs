@@ -263,9 +263,14 @@ impl Sender {
         } else if seg.is_pure_ack() && self.outstanding() > 0 {
             self.dup_acks += 1;
         }
-        for (left, right) in seg.options.sack.iter().flatten() {
+        for (i, (left, right)) in seg.options.sack.iter().flatten().enumerate() {
             if after(*right, self.snd_una) && !after(*right, self.snd_max) {
                 self.board.sack(*left, *right, &mut d);
+            } else if i == 0 && !after(*right, ack) {
+                // A D-SACK (RFC 2883): something was sent again that had
+                // arrived. The path reorders, or our timers were early:
+                // RACK waits its reordering window from now on.
+                d.reordered = true;
             }
         }
         self.reordering |= d.reordered;
