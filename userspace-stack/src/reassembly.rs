@@ -185,6 +185,7 @@ impl Reassembly {
         self.rcv_nxt
     }
 
+    #[cfg(test)]
     pub fn is_holding(&self) -> bool {
         !self.held.is_empty()
     }

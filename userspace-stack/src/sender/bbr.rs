@@ -236,7 +236,8 @@ impl Bbr {
             }
         }
         let (start, acked) = self.epoch.get_or_insert((a.now, 0));
-        let expected = (self.bw.get() * a.now.saturating_duration_since(*start).as_secs_f64()) as usize;
+        let expected =
+            (self.bw.get() * a.now.saturating_duration_since(*start).as_secs_f64()) as usize;
         if *acked <= expected || *acked + a.acked >= AGGREGATION_EPOCH_RESET {
             // Acknowledgments at the rate or slower: a new epoch.
             *start = a.now;

@@ -82,8 +82,11 @@ impl Cubic {
             let pipe = a.in_flight;
             let sndcnt = if pipe > self.ssthresh {
                 // In 64 bits: a browser's usize is 32.
-                let share = (delivered as u64 * self.ssthresh as u64).div_ceil(flight.max(1) as u64);
-                usize::try_from(share).unwrap_or(usize::MAX).saturating_sub(out)
+                let share =
+                    (delivered as u64 * self.ssthresh as u64).div_ceil(flight.max(1) as u64);
+                usize::try_from(share)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(out)
             } else {
                 // The slow-start reduction bound: back up to ssthresh no
                 // faster than slow start would.

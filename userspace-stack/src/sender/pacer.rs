@@ -43,7 +43,11 @@ impl Pacer {
 
     /// `len` bytes left at `now` at `rate` bytes per second.
     pub fn sent(&mut self, len: usize, mss: usize, rate: f64, now: Instant) {
-        let rate = if rate.is_finite() { rate.max(1.0) } else { f64::MAX };
+        let rate = if rate.is_finite() {
+            rate.max(1.0)
+        } else {
+            f64::MAX
+        };
         let burst = BURST.max(Duration::from_secs_f64(
             (BURST_SEGMENTS * mss) as f64 / rate,
         ));
