@@ -48,6 +48,41 @@ impl IpHeader {
     }
 }
 
+/// Whether a live peer answers this IP packet within about a round trip:
+/// a TCP segment carrying data, a SYN or a FIN (the other end ACKs it, at
+/// worst a delayed ACK later), a DNS query, an ICMP echo request. A bare
+/// ACK, a RST or a datagram of a one-way UDP flow can go unanswered on a
+/// healthy tunnel; WireGuard's own answer to those is a keepalive after
+/// Keepalive-Timeout. `packet` is trimmed to its header's length.
+pub(crate) fn expects_answer(packet: &[u8]) -> bool {
+    let (protocol, payload) = match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= 20 => {
+            let fragment_offset = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
+            if fragment_offset != 0 {
+                return false;
+            }
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            (packet[9], packet.get(ihl..).unwrap_or_default())
+        }
+        // Extension headers are not followed: such packets fall back to
+        // the whitepaper's timers.
+        Some(6) if packet.len() >= 40 => (packet[6], &packet[40..]),
+        _ => return false,
+    };
+    const SYN: u8 = 0x02;
+    const FIN: u8 = 0x01;
+    match protocol {
+        6 if payload.len() >= 20 => {
+            let header = usize::from(payload[12] >> 4) * 4;
+            payload[13] & (SYN | FIN) != 0 || payload.len() > header
+        }
+        17 if payload.len() >= 8 => u16::from_be_bytes([payload[2], payload[3]]) == 53,
+        1 => payload.first() == Some(&8),
+        58 => payload.first() == Some(&128),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +115,52 @@ mod tests {
         assert_eq!(IpHeader::parse(&[]), None);
         assert_eq!(IpHeader::parse(&[0x45; 10]), None);
         assert_eq!(IpHeader::parse(&[0x75; 60]), None);
+    }
+
+    fn v4(protocol: u8, l4: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 20];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        p[9] = protocol;
+        p.extend_from_slice(l4);
+        p
+    }
+
+    fn tcp(flags: u8, payload: usize) -> Vec<u8> {
+        let mut t = vec![0u8; 20 + payload];
+        t[12] = 5 << 4;
+        t[13] = flags;
+        t
+    }
+
+    #[test]
+    fn knows_which_packets_a_live_peer_answers() {
+        const ACK: u8 = 0x10;
+        assert!(expects_answer(&v4(6, &tcp(0x02, 0))), "SYN");
+        assert!(expects_answer(&v4(6, &tcp(ACK | 0x01, 0))), "FIN");
+        assert!(expects_answer(&v4(6, &tcp(ACK, 1))), "data");
+        assert!(!expects_answer(&v4(6, &tcp(ACK, 0))), "bare ACK");
+        assert!(!expects_answer(&v4(6, &tcp(0x04, 0))), "RST");
+        let mut udp = [0u8; 12];
+        udp[2..4].copy_from_slice(&53u16.to_be_bytes());
+        assert!(expects_answer(&v4(17, &udp)), "DNS query");
+        udp[2..4].copy_from_slice(&5004u16.to_be_bytes());
+        assert!(!expects_answer(&v4(17, &udp)), "some UDP flow");
+        assert!(expects_answer(&v4(1, &[8, 0, 0, 0])), "echo request");
+        assert!(!expects_answer(&v4(1, &[0, 0, 0, 0])), "echo reply");
+        let mut fragment = v4(6, &tcp(0x02, 0));
+        fragment[7] = 1;
+        assert!(!expects_answer(&fragment), "a later fragment");
+        let mut v6 = vec![0u8; 40];
+        v6[0] = 0x60;
+        v6[6] = 58;
+        v6.extend_from_slice(&[128, 0, 0, 0]);
+        assert!(expects_answer(&v6), "ICMPv6 echo request");
+        v6[6] = 6;
+        v6.truncate(40);
+        v6.extend_from_slice(&tcp(ACK, 0));
+        assert!(!expects_answer(&v6), "bare ACK over IPv6");
+        assert!(!expects_answer(&[]));
+        assert!(!expects_answer(&v4(6, &[0; 10])), "truncated TCP header");
     }
 }

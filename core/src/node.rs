@@ -90,6 +90,9 @@ pub enum Event {
     SessionExpired { peer: PeerId },
     /// The peer's endpoint changed: it roamed, or it dialled us.
     EndpointChanged { peer: PeerId, endpoint: SocketAddr },
+    /// Data sent to the peer got no reply for `waited`, so a new handshake
+    /// was started: the peer may have restarted and lost the session.
+    NoReply { peer: PeerId, waited: Duration },
 }
 
 /// What a datagram turned out to be, when it was not refused.
@@ -256,7 +259,11 @@ impl Shared {
     }
 
     pub fn jitter(&mut self) -> Duration {
-        let max = REKEY_TIMEOUT_JITTER.as_micros() as u32;
+        self.jitter_up_to(REKEY_TIMEOUT_JITTER)
+    }
+
+    pub fn jitter_up_to(&mut self, max: Duration) -> Duration {
+        let max = max.as_micros() as u32;
         Duration::from_micros(u64::from(self.rng.next_u32() % max))
     }
 

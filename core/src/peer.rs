@@ -1,6 +1,8 @@
 //! One peer: its handshake, its sessions (current, previous, next), the
 //! packets waiting for a session, and the timers of the whitepaper
-//! (section 6) as deadlines that the node polls.
+//! (section 6) as deadlines that the node polls, plus one of ours: a
+//! handshake when what a live peer answers at once goes unanswered
+//! ([`crate::timers::UNANSWERED_MIN`]).
 //!
 //! Everything the peers share (our identity, the outgoing queue, the
 //! randomness, the index table, the events) comes in as [`Shared`].
@@ -11,6 +13,7 @@ use std::net::SocketAddr;
 
 use crate::cookie::CookieState;
 use crate::handshake::{self, InitiatorState, PeerSecrets, SessionKeys, Timestamp};
+use crate::ip::expects_answer;
 use crate::node::{Event, PeerId, SendError, Shared};
 use crate::session::{padded_len, Session};
 use crate::time::Instant;
@@ -74,6 +77,25 @@ pub(crate) struct Peer {
     zero_keys_at: Option<Instant>,
     persistent_at: Option<Instant>,
 
+    /// The last handshake's round trip: our initiation to its response, or
+    /// our response to the initiator's first message.
+    rtt: Option<Duration>,
+    /// The first data sent since anything authenticated came back.
+    data_unanswered_since: Option<Instant>,
+    /// Likewise for a packet a live peer answers within a round trip
+    /// ([`expects_answer`]).
+    awaiting_answer_since: Option<Instant>,
+    /// When silence after such a packet starts a handshake (see
+    /// [`Peer::unanswered_timeout`]).
+    unanswered_at: Option<Instant>,
+    /// The handshake in flight was started by that silence.
+    unanswered_handshake: bool,
+    /// Such a handshake completed and still no data came back: the peer
+    /// is up and has our session but does not answer (a destination
+    /// behind it that drops SYNs, say). Silence alone starts no more
+    /// handshakes until data arrives; the whitepaper's timer still runs.
+    handshake_did_not_help: bool,
+
     pub last_handshake: Option<Instant>,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
@@ -124,6 +146,12 @@ impl Peer {
             // A peer with a persistent keepalive and an endpoint is brought
             // up at once, as wg does when the interface comes up.
             persistent_at: persistent_keepalive.and(endpoint).map(|_| now),
+            rtt: None,
+            data_unanswered_since: None,
+            awaiting_answer_since: None,
+            unanswered_at: None,
+            unanswered_handshake: false,
+            handshake_did_not_help: false,
             last_handshake: None,
             tx_bytes: 0,
             rx_bytes: 0,
@@ -174,6 +202,7 @@ impl Peer {
             self.new_handshake_at,
             self.zero_keys_at,
             self.persistent_at,
+            self.unanswered_at,
         ]
         .into_iter()
         .fold(None, earliest)
@@ -242,10 +271,33 @@ impl Peer {
         self.tx_bytes += packet.len() as u64;
         sh.stats.packets_sent += 1;
         self.authenticated_sent(now);
-        if !packet.is_empty() && self.new_handshake_at.is_none() {
+        if packet.is_empty() {
+            return;
+        }
+        if self.new_handshake_at.is_none() {
             // If nothing comes back for a while, the session may be dead.
             self.new_handshake_at = Some(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + sh.jitter());
+            self.data_unanswered_since.get_or_insert(now);
         }
+        if self.unanswered_at.is_none()
+            && self.pending.is_none()
+            && !self.handshake_did_not_help
+            && expects_answer(packet)
+        {
+            // A live peer answers this within a round trip or so; if it
+            // does not, it may have restarted and forgotten the session,
+            // and the whitepaper's timer would wait 15 s to find out.
+            self.awaiting_answer_since = Some(now);
+            self.unanswered_at =
+                Some(now + self.unanswered_timeout() + sh.jitter_up_to(UNANSWERED_JITTER));
+        }
+    }
+
+    /// How long a packet that a live peer answers may go unanswered before
+    /// a new handshake: a few round trips, at least [`UNANSWERED_MIN`].
+    fn unanswered_timeout(&self) -> Duration {
+        let rtts = self.rtt.unwrap_or_default() * UNANSWERED_RTTS;
+        rtts.max(UNANSWERED_MIN)
     }
 
     fn keep_key_fresh_sending(&mut self, sh: &mut Shared, now: Instant) {
@@ -255,17 +307,19 @@ impl Peer {
         }
     }
 
-    /// Starts (or, with `retry`, repeats) a handshake as initiator.
-    pub fn initiate(&mut self, sh: &mut Shared, now: Instant, retry: bool) {
+    /// Starts (or, with `retry`, repeats) a handshake as initiator. Says
+    /// whether an initiation went out: without `retry`, at most one does
+    /// per Rekey-Timeout.
+    pub fn initiate(&mut self, sh: &mut Shared, now: Instant, retry: bool) -> bool {
         let Some(endpoint) = self.endpoint else {
-            return;
+            return false;
         };
         if !retry {
             if self
                 .last_initiation_sent
                 .is_some_and(|last| now.saturating_duration_since(last) < REKEY_TIMEOUT)
             {
-                return;
+                return false;
             }
             self.attempts_since = Some(now);
         }
@@ -285,7 +339,7 @@ impl Peer {
         ) else {
             // A low-order public key: no handshake with it can succeed.
             sh.indices.remove(&index);
-            return;
+            return false;
         };
         self.cookie.seal(&mut message, now);
         sh.gso.push(None, endpoint, &message);
@@ -295,6 +349,7 @@ impl Peer {
         self.last_initiation_sent = Some(now);
         self.retransmit_at = Some(now + REKEY_TIMEOUT + sh.jitter());
         self.authenticated_sent(now);
+        true
     }
 
     /// Writes our response to an initiation that authenticated, and holds
@@ -347,6 +402,9 @@ impl Peer {
         now: Instant,
     ) {
         self.pending = None;
+        if let Some(sent) = self.last_initiation_sent {
+            self.rtt = Some(now.saturating_duration_since(sent).min(REKEY_TIMEOUT));
+        }
         self.set_endpoint(sh, from);
         let session = Session::new(&keys, now);
         match self.next.take() {
@@ -409,6 +467,9 @@ impl Peer {
     ) {
         if slot == Slot::Next {
             // The initiator used the session we answered with: confirmed.
+            if let Some(next) = &self.next {
+                self.rtt = Some(next.age(now).min(REKEY_TIMEOUT));
+            }
             let next = self.next.take();
             let old_current = self.current.take();
             self.replace(sh, Slot::Previous, old_current);
@@ -420,6 +481,7 @@ impl Peer {
         self.rx_bytes += len as u64;
         self.authenticated_received(now);
         if len > 0 {
+            self.handshake_did_not_help = false;
             if self.keepalive_at.is_none() {
                 self.keepalive_at = Some(now + KEEPALIVE_TIMEOUT);
             } else {
@@ -455,6 +517,10 @@ impl Peer {
         self.retransmit_at = None;
         self.attempts_since = None;
         self.sent_last_minute_handshake = false;
+        if core::mem::take(&mut self.unanswered_handshake) {
+            // Data that comes back clears this again.
+            self.handshake_did_not_help = true;
+        }
         self.last_handshake = Some(now);
         self.handshakes_completed += 1;
         sh.stats.handshakes_completed += 1;
@@ -475,6 +541,9 @@ impl Peer {
 
     fn authenticated_received(&mut self, now: Instant) {
         self.new_handshake_at = None;
+        self.data_unanswered_since = None;
+        self.unanswered_at = None;
+        self.awaiting_answer_since = None;
         self.persistent_keepalive_traversal(now);
     }
 
@@ -504,8 +573,14 @@ impl Peer {
         }
         if due(self.new_handshake_at, now) {
             self.new_handshake_at = None;
-            tracing::debug!(peer = %self.secrets.public.short(), "no reply to data: new handshake");
-            self.initiate(sh, now, false);
+            if self.initiate(sh, now, false) {
+                let since = self.data_unanswered_since.unwrap_or(now);
+                self.no_reply(sh, now.saturating_duration_since(since));
+            }
+        }
+        if due(self.unanswered_at, now) {
+            self.unanswered_at = None;
+            self.handshake_on_silence(sh, now);
         }
         if due(self.zero_keys_at, now) {
             self.zero_keys_at = None;
@@ -521,12 +596,43 @@ impl Peer {
         }
     }
 
+    /// A packet that a live peer answers within a round trip went
+    /// unanswered for a few: start a handshake now rather than after the
+    /// whitepaper's 15 s, within its limit of one per Rekey-Timeout.
+    fn handshake_on_silence(&mut self, sh: &mut Shared, now: Instant) {
+        if self.pending.is_some() {
+            // A handshake is in flight and retries by itself.
+            return;
+        }
+        if let Some(last) = self.last_initiation_sent {
+            let allowed = last + REKEY_TIMEOUT;
+            if now < allowed {
+                self.unanswered_at = Some(allowed + sh.jitter());
+                return;
+            }
+        }
+        if self.initiate(sh, now, false) {
+            self.unanswered_handshake = true;
+            let since = self.awaiting_answer_since.unwrap_or(now);
+            self.no_reply(sh, now.saturating_duration_since(since));
+        }
+    }
+
+    fn no_reply(&mut self, sh: &mut Shared, waited: Duration) {
+        tracing::debug!(peer = %self.secrets.public.short(), ?waited, "no reply to data: new handshake");
+        sh.events.push_back(Event::NoReply {
+            peer: self.id,
+            waited,
+        });
+    }
+
     fn give_up(&mut self, sh: &mut Shared, now: Instant) {
         tracing::debug!(peer = %self.secrets.public.short(), "handshake did not complete within Rekey-Attempt-Time");
         if let Some(p) = self.pending.take() {
             sh.indices.remove(&p.local_index);
         }
         self.attempts_since = None;
+        self.unanswered_handshake = false;
         self.keepalive_at = None;
         for packet in self.staged.drain(..) {
             sh.stats.staged_dropped += 1;

@@ -29,3 +29,21 @@ pub const ZERO_KEYS_AFTER: Duration = Duration::from_secs(3 * 180);
 /// Initiations from one peer closer together than this are refused (a
 /// flood of valid but replayed-in-time initiations costs DH each).
 pub const INITIATIONS_MIN_INTERVAL: Duration = Duration::from_millis(20);
+
+// Not in the whitepaper, which finds a peer that lost the session (a
+// restart) only after Keepalive-Timeout + Rekey-Timeout of silence: a
+// packet that a live peer answers within a round trip (a TCP segment with
+// data, a SYN or a FIN; a DNS query; an echo request) and that got no
+// authenticated reply for a few round trips starts a handshake sooner,
+// still at most one initiation per Rekey-Timeout.
+
+/// Handshake round trips such a packet may go unanswered...
+pub const UNANSWERED_RTTS: u32 = 4;
+/// ...and at least this long: well past a delayed ACK (200 ms at most on
+/// Linux, 500 ms by RFC 1122), and below TCP's initial retransmission
+/// timeout of 1 s, so that a SYN's first retransmission already rides the
+/// new session.
+pub const UNANSWERED_MIN: Duration = Duration::from_millis(800);
+/// Upper bound of the random jitter added to that, as to the whitepaper's
+/// timers that start a handshake.
+pub const UNANSWERED_JITTER: Duration = Duration::from_millis(150);

@@ -119,7 +119,9 @@ fn silence_after_sending_data_triggers_a_new_handshake() {
     sim.run_for(secs(1));
     sim.send(B, &numbered(B, 1, 100)).unwrap();
     sim.run_for(secs(1));
-    // B goes dark; A keeps sending and hears nothing back.
+    // B goes dark; A keeps sending and hears nothing back. Datagrams of a
+    // one-way UDP flow expect no answer, so only the whitepaper's timer
+    // applies (for a SYN, see a_restarted_responder_is_handshaked_again...).
     sim.up[B] = false;
     let t0 = sim.now;
     sim.send(A, &numbered(A, 2, 100)).unwrap();
@@ -412,4 +414,184 @@ proptest! {
             }
         }
     }
+}
+
+// ---- a peer that stops answering (issue 16) --------------------------
+
+/// Handshake initiations node `n` put on the wire after `since`.
+fn initiations(sim: &Sim, n: usize, since: Instant) -> Vec<Instant> {
+    sim.sent[n]
+        .iter()
+        .filter(|(t, len)| *t > since && *len == 148)
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+fn no_replies(sim: &Sim, n: usize) -> Vec<(Instant, Duration)> {
+    sim.events[n]
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::NoReply { waited, .. } => Some((*t, *waited)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A up and talking to B, each having answered the other.
+fn talking(seed: u64) -> Sim {
+    talking_over(seed, Link::CLEAN)
+}
+
+fn talking_over(seed: u64, link: Link) -> Sim {
+    let mut sim = Sim::new(seed, link, NodeOptions::default());
+    sim.send(A, &tcp(A, 1, SYN, 0)).unwrap();
+    sim.run_for(secs(1));
+    sim.send(B, &tcp(B, 1, SYN | ACK, 0)).unwrap();
+    sim.run_for(secs(1));
+    sim.send(A, &tcp(A, 2, ACK, 0)).unwrap();
+    sim.run_for(secs(5));
+    assert_eq!(sim.handshakes(A).len(), 1);
+    sim
+}
+
+#[test]
+fn a_restarted_responder_is_handshaked_again_within_a_second() {
+    let mut sim = talking(20);
+    sim.restart(B);
+    let delivered = sim.delivered[B].len();
+    // A new connection: its SYN goes out on the session B forgot, and TCP
+    // sends it again after its initial timeout of 1 s.
+    let t0 = sim.now;
+    sim.send(A, &tcp(A, 3, SYN, 0)).unwrap();
+    sim.run_for(secs(1));
+    sim.send(A, &tcp(A, 3, SYN, 0)).unwrap();
+    sim.run_for(secs(1));
+    let sent = initiations(&sim, A, t0);
+    assert_eq!(sent.len(), 1, "one initiation: {sent:?}");
+    let after = sent[0] - t0;
+    assert!(
+        after >= UNANSWERED_MIN && after < UNANSWERED_MIN + UNANSWERED_JITTER,
+        "initiation {after:?} after the unanswered SYN"
+    );
+    let done = sim.handshakes(A);
+    assert!(
+        done.last().is_some_and(|t| *t - t0 < secs(1)),
+        "handshake completed before the SYN was sent again: {done:?}"
+    );
+    // The retransmitted SYN rode the new session and reached the new B.
+    assert_eq!(sim.delivered[B][delivered..], [tcp(A, 3, SYN, 0)]);
+    let events = no_replies(&sim, A);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, after);
+}
+
+#[test]
+fn on_a_long_path_silence_waits_a_few_round_trips() {
+    // 300 ms round trips: four of them are more than the floor.
+    let link = Link {
+        delay: Duration::from_millis(150),
+        ..Link::CLEAN
+    };
+    let mut sim = talking_over(24, link);
+    sim.restart(B);
+    let t0 = sim.now;
+    sim.send(A, &tcp(A, 3, SYN, 0)).unwrap();
+    sim.run_for(secs(3));
+    let sent = initiations(&sim, A, t0);
+    let rtts = Duration::from_millis(300) * UNANSWERED_RTTS;
+    assert!(rtts > UNANSWERED_MIN);
+    assert!(
+        sent[0] - t0 >= rtts && sent[0] - t0 < rtts + UNANSWERED_JITTER,
+        "initiation {:?} after the SYN",
+        sent[0] - t0
+    );
+}
+
+#[test]
+fn a_peer_that_answers_is_not_handshaked_again() {
+    let mut sim = talking(21);
+    let t0 = sim.now;
+    // Well under Rekey-After-Time, which would rekey in any case.
+    for i in 0..20u64 {
+        // A request, answered a delayed ACK later, then a bare ACK that
+        // nothing answers.
+        sim.send(A, &tcp(A, 100 + i, PSH | ACK, 200)).unwrap();
+        sim.run_for(Duration::from_millis(200));
+        sim.send(B, &tcp(B, 100 + i, PSH | ACK, 1000)).unwrap();
+        sim.run_for(Duration::from_millis(10));
+        sim.send(A, &tcp(A, 100 + i, ACK, 0)).unwrap();
+        sim.run_for(Duration::from_millis(800));
+        // A DNS query answered slowly (a cold resolver).
+        sim.send(A, &dns_query(A, 200 + i)).unwrap();
+        sim.run_for(Duration::from_millis(500));
+        sim.send(B, &numbered(B, 200 + i, 100)).unwrap();
+        sim.run_for(Duration::from_millis(500));
+        // A one-way flow: B sends nothing back but its keepalives.
+        for _ in 0..2 {
+            sim.send(A, &numbered(A, 300 + i, 500)).unwrap();
+            sim.run_for(Duration::from_millis(1000));
+        }
+    }
+    assert!(sim.now - t0 < REKEY_AFTER_TIME - secs(20));
+    assert_eq!(initiations(&sim, A, t0), [], "no new handshake");
+    assert_eq!(no_replies(&sim, A), []);
+    assert_eq!(sim.handshakes(A).len(), 1);
+}
+
+#[test]
+fn a_dead_peer_gets_at_most_one_initiation_per_rekey_timeout() {
+    let mut sim = talking(22);
+    sim.restart(B);
+    sim.up[B] = false;
+    // An application that keeps trying: a segment every 250 ms for 60 s.
+    let t0 = sim.now;
+    for i in 0..240 {
+        sim.send(A, &tcp(A, 400 + i, PSH | ACK, 100)).unwrap();
+        sim.run_for(Duration::from_millis(250));
+    }
+    let sent = initiations(&sim, A, t0);
+    assert!(
+        sent[0] - t0 < UNANSWERED_MIN + UNANSWERED_JITTER,
+        "first initiation {:?} after the silence began",
+        sent[0] - t0
+    );
+    for w in sent.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= REKEY_TIMEOUT && gap < REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER,
+            "gap {gap:?} in {sent:?}"
+        );
+    }
+    assert!(
+        (11..=12).contains(&sent.len()),
+        "{} initiations in 60 s",
+        sent.len()
+    );
+}
+
+#[test]
+fn a_peer_that_answers_handshakes_but_not_data_gets_one_early_handshake() {
+    // B is up and has the session, but what A sends goes to a host behind
+    // B that never answers: SYNs again and again.
+    let mut sim = talking(23);
+    let t0 = sim.now;
+    for _ in 0..60 {
+        sim.send(A, &tcp(A, 500, SYN, 0)).unwrap();
+        sim.run_for(secs(1));
+    }
+    let early: Vec<_> = no_replies(&sim, A);
+    assert_eq!(early.len(), 1, "one handshake on silence: {early:?}");
+    assert!(early[0].1 < secs(1));
+    assert_eq!(sim.handshakes(A).len(), 2);
+    assert!(
+        sim.sent[B].iter().any(|(t, len)| *t > t0 && *len == 32),
+        "B kept the session alive with keepalives"
+    );
+    // Once data comes back, silence after a SYN counts again.
+    sim.send(B, &tcp(B, 501, PSH | ACK, 100)).unwrap();
+    sim.run_for(secs(1));
+    sim.up[B] = false;
+    sim.send(A, &tcp(A, 502, SYN, 0)).unwrap();
+    sim.run_for(REKEY_TIMEOUT + secs(1));
+    assert_eq!(no_replies(&sim, A).len(), 2);
 }

@@ -51,6 +51,24 @@ pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// An IPv4 TCP segment with `flags` (a 20-byte header, no options).
+pub fn ipv4_tcp(src: Ipv4Addr, dst: Ipv4Addr, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + 20 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&80u16.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = flags;
+    p[40..].copy_from_slice(payload);
+    p
+}
+
 /// Every datagram the node has queued, one by one, with its destination.
 pub fn drain(node: &mut Node) -> Vec<(SocketAddr, Vec<u8>)> {
     let mut out = Vec::new();

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use underpass_core::{Event, Instant, Node, NodeOptions, PeerId, Received, SendError};
+use underpass_core::{
+    Event, Instant, Node, NodeOptions, PeerId, PeerOptions, PrivateKey, Received, SendError,
+};
 
 use super::*;
 
@@ -82,6 +84,9 @@ pub struct Sim {
     /// when a run ends was not delivered).
     pub duplicated_data: [u64; 2],
     pairs_arrived: HashSet<u64>,
+    /// How each node was made, for [`Sim::restart`].
+    setup: [(PrivateKey, NodeOptions, PeerOptions); 2],
+    restarts: u64,
 }
 
 pub const A: usize = 0;
@@ -113,13 +118,13 @@ impl Sim {
             "192.0.2.1:40000".parse().unwrap(),
             "192.0.2.2:51820".parse().unwrap(),
         ];
-        let mut a = node(ka.clone(), seed.wrapping_mul(2), options_a);
-        let mut b = node(kb.clone(), seed.wrapping_mul(2) + 1, options_b);
+        let mut a = node(ka.clone(), seed.wrapping_mul(2), options_a.clone());
+        let mut b = node(kb.clone(), seed.wrapping_mul(2) + 1, options_b.clone());
         let mut pa = peer(kb.public_key(), Some(addrs[B]), &["10.0.0.2/32"]);
         pa.persistent_keepalive = keepalive;
-        a.add_peer(pa, Instant::ZERO).unwrap();
-        b.add_peer(peer(ka.public_key(), None, &["10.0.0.1/32"]), Instant::ZERO)
-            .unwrap();
+        let pb = peer(ka.public_key(), None, &["10.0.0.1/32"]);
+        a.add_peer(pa.clone(), Instant::ZERO).unwrap();
+        b.add_peer(pb.clone(), Instant::ZERO).unwrap();
         Sim {
             now: Instant::ZERO,
             nodes: [a, b],
@@ -134,7 +139,26 @@ impl Sim {
             sent: [Vec::new(), Vec::new()],
             duplicated_data: [0, 0],
             pairs_arrived: HashSet::new(),
+            setup: [(ka, options_a, pa), (kb, options_b, pb)],
+            restarts: 0,
         }
+    }
+
+    /// Replaces node `n` with a new one of the same keys and peer, as a
+    /// restarted process: every session and handshake of the old one is
+    /// forgotten. Its datagrams in flight still arrive.
+    pub fn restart(&mut self, n: usize) {
+        self.restarts += 1;
+        let (key, options, peer) = self.setup[n].clone();
+        let mut node = Node::new(
+            key,
+            options,
+            rng(1000 + self.restarts * 2 + n as u64),
+            self.now,
+            WALL + self.now.since_epoch(),
+        );
+        node.add_peer(peer, self.now).unwrap();
+        self.nodes[n] = node;
     }
 
     pub fn peer_of(&self, node: usize) -> PeerId {
@@ -275,6 +299,33 @@ pub fn numbered(from: usize, id: u64, len: usize) -> Vec<u8> {
     let mut payload = vec![0u8; len.max(8)];
     payload[..8].copy_from_slice(&id.to_be_bytes());
     ipv4_udp(src.into(), dst.into(), &payload)
+}
+
+/// A TCP segment from A's tunnel address to B's (or back) with `flags`
+/// and `len` bytes of payload, the first eight of them `id` when there is
+/// room.
+pub fn tcp(from: usize, id: u64, flags: u8, len: usize) -> Vec<u8> {
+    let (src, dst) = if from == A {
+        ([10, 0, 0, 1], [10, 0, 0, 2])
+    } else {
+        ([10, 0, 0, 2], [10, 0, 0, 1])
+    };
+    let mut payload = vec![0u8; len];
+    if len >= 8 {
+        payload[..8].copy_from_slice(&id.to_be_bytes());
+    }
+    ipv4_tcp(src.into(), dst.into(), flags, &payload)
+}
+
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+pub const PSH: u8 = 0x08;
+
+/// A DNS query (UDP to port 53) from A to B, or back.
+pub fn dns_query(from: usize, id: u64) -> Vec<u8> {
+    let mut p = numbered(from, id, 30);
+    p[22..24].copy_from_slice(&53u16.to_be_bytes());
+    p
 }
 
 pub fn id_of(packet: &[u8]) -> u64 {
