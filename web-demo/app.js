@@ -88,8 +88,12 @@ function disconnect() {
 
 async function useDemo() {
   try {
-    const r = await fetch("demo", { cache: "no-store" });
-    if (!r.ok) throw new Error(`the relay has no demo gateway (${r.status}); start it with underpass relay --demo`);
+    // The relay hands the demo config only to holders of its token.
+    const token = $("token").value;
+    const r = await fetch(token ? `demo?token=${encodeURIComponent(token)}` : "demo", { cache: "no-store" });
+    if (r.status === 404) throw new Error("the relay has no demo gateway (404); start it with underpass relay --demo");
+    if (r.status === 401) throw new Error("the relay wants its token for the demo config: fill in Token first");
+    if (!r.ok) throw new Error(`the relay refused the demo config (${r.status}): ${(await r.text()).trim()}`);
     const demo = await r.json();
     $("config").value = demo.config;
     $("url").value = demo.httpUrl;

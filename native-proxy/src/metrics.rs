@@ -3,13 +3,14 @@
 //!
 //! The loop copies its counters into atomics once per turn; the HTTP
 //! server only reads them, so it needs nothing from the single-threaded
-//! engine.
+//! engine. Ages are computed when asked: an idle loop does not turn, so a
+//! clock it updated would stop with it.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use underpass_core::{DatagramError, Node};
 use underpass_stack::Stack;
@@ -17,8 +18,32 @@ use underpass_stack::Stack;
 /// A session older than this (Reject-After-Time) no longer carries data.
 const HEALTHY_HANDSHAKE_AGE: Duration = Duration::from_secs(180);
 
+/// The metrics server's limits: a scraper or a health check needs a
+/// connection or two.
+const SERVER_LIMITS: crate::http_serve::Limits = crate::http_serve::Limits {
+    header_timeout: Duration::from_secs(10),
+    max_connections: 64,
+    max_per_client: 16,
+};
+
+/// When the metrics were made: the origin of their timestamps.
+struct Clock(Instant);
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock(Instant::now())
+    }
+}
+
+impl Clock {
+    fn ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    clock: Clock,
     rx_datagrams: AtomicU64,
     rx_bytes: AtomicU64,
     tx_datagrams: AtomicU64,
@@ -37,9 +62,8 @@ pub struct Metrics {
     buffer_claimed: AtomicU64,
     udp_open: AtomicU64,
     dropped: [AtomicU64; DatagramError::ALL.len()],
-    /// Milliseconds since the engine's start at the last handshake; 0 = never.
+    /// Milliseconds on `clock` at the last handshake; 0 = never.
     last_handshake_ms: AtomicU64,
-    now_ms: AtomicU64,
     /// Connections accepted by the proxies and forwards.
     pub proxy_connections: AtomicU64,
     /// Proxy requests refused (auth, policy, bad input).
@@ -63,7 +87,7 @@ impl Metrics {
     pub fn handshake(&self) {
         self.handshakes.fetch_add(1, Relaxed);
         self.last_handshake_ms
-            .store(self.now_ms.load(Relaxed).max(1), Relaxed);
+            .store(self.clock.ms().max(1), Relaxed);
     }
 
     pub fn reresolve(&self) {
@@ -71,8 +95,7 @@ impl Metrics {
     }
 
     /// Copies the engine's counters; called once per loop turn.
-    pub fn update(&self, node: &Node, stack: &Stack, since_start: Duration) {
-        self.now_ms.store(since_start.as_millis() as u64, Relaxed);
+    pub fn update(&self, node: &Node, stack: &Stack) {
         let s = node.stats();
         self.packets_in.store(s.packets_received, Relaxed);
         self.packets_out.store(s.packets_sent, Relaxed);
@@ -92,15 +115,19 @@ impl Metrics {
         self.buffer_claimed.store(st.buffer_claimed as u64, Relaxed);
     }
 
+    /// Time since the last handshake, now; `None` before the first.
+    fn handshake_age(&self) -> Option<Duration> {
+        let last = self.last_handshake_ms.load(Relaxed);
+        (last > 0).then(|| Duration::from_millis(self.clock.ms().saturating_sub(last)))
+    }
+
     /// Healthy: a gateway always; a client once a handshake is recent.
     pub fn healthy(&self) -> bool {
         if !self.dials_out.load(Relaxed) {
             return true;
         }
-        let last = self.last_handshake_ms.load(Relaxed);
-        last > 0
-            && self.now_ms.load(Relaxed).saturating_sub(last)
-                < HEALTHY_HANDSHAKE_AGE.as_millis() as u64
+        self.handshake_age()
+            .is_some_and(|age| age < HEALTHY_HANDSHAKE_AGE)
     }
 
     pub fn render(&self) -> String {
@@ -231,9 +258,8 @@ impl Metrics {
                 slot.load(Relaxed)
             );
         }
-        let last = self.last_handshake_ms.load(Relaxed);
-        if last > 0 {
-            let age = self.now_ms.load(Relaxed).saturating_sub(last) as f64 / 1000.0;
+        if let Some(age) = self.handshake_age() {
+            let age = age.as_secs_f64();
             let _ = writeln!(out, "# HELP underpass_last_handshake_age_seconds Time since the last handshake.\n# TYPE underpass_last_handshake_age_seconds gauge\nunderpass_last_handshake_age_seconds {age}");
         }
         out
@@ -266,9 +292,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                 }
             }),
         );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "metrics server stopped");
-    }
+    crate::http_serve::serve(listener, app, SERVER_LIMITS, "metrics").await;
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -5,18 +5,23 @@
 //! A page cannot send UDP, so it needs this; but a relay that sent UDP
 //! wherever a page asked would be an open proxy for anyone's traffic. Each
 //! WebSocket therefore gets its own UDP socket to one of the `--upstream`
-//! endpoints the relay was started with, and nothing else.
+//! endpoints the relay was started with, and nothing else. Only the
+//! relay's own pages (and `--allow-origin`s) with the token get that far
+//! (see `access`); every connection counts against the limits from the
+//! moment it is accepted (see `http_serve`).
 
+mod access;
 mod demo;
+mod files;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -24,8 +29,11 @@ use clap::Args;
 use futures_util::SinkExt;
 use tokio::net::UdpSocket;
 
+use crate::http_serve::{self, Limits};
 use crate::udp::SOCKET_BUFFER;
 use crate::Failure;
+
+use access::{Access, Origin, Query};
 
 /// The largest WebSocket frame or message: a WireGuard datagram is at most
 /// MTU + 32 bytes; anything near this is not one.
@@ -35,13 +43,17 @@ pub const MAX_FRAME: usize = 64 * 1024;
 const DATAGRAMS_PER_FLUSH: usize = 64;
 
 /// Close codes the page sees, with a reason: the 4000 range is ours.
+/// (A wrong token, a foreign page or a full relay is refused before the
+/// upgrade, with an HTTP status.)
 pub mod close {
-    pub const BAD_TOKEN: u16 = 4401;
     pub const FORBIDDEN_ENDPOINT: u16 = 4403;
-    pub const FULL: u16 = 4429;
     pub const TEXT_FRAME: u16 = 1003;
     pub const IDLE: u16 = 4408;
 }
+
+/// The environment variable that can carry the token (not shown by `ps`,
+/// unlike a command line).
+const TOKEN_ENV: &str = "UNDERPASS_RELAY_TOKEN";
 
 #[derive(Args, Debug, Clone)]
 pub struct RelayArgs {
@@ -53,29 +65,49 @@ pub struct RelayArgs {
     /// ever sent to.
     #[arg(long, value_name = "HOST:PORT")]
     pub upstream: Vec<String>,
-    /// Require `?token=T` on the WebSocket URL.
+    /// Require `?token=T` on /relay and /demo. A command line is visible
+    /// to every user of the host (`ps`): prefer --token-file or the
+    /// environment variable.
     #[arg(
         long,
         value_name = "T",
-        env = "UNDERPASS_RELAY_TOKEN",
+        env = TOKEN_ENV,
         hide_env_values = true
     )]
     pub token: Option<String>,
-    /// Serve the web demo's files (index.html, pkg/...) from here.
+    /// Read the token from the first line of FILE.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Also let pages from ORIGIN (`https://app.example.com[:PORT]`) use
+    /// /relay and /demo; repeat for more. The relay's own pages need none
+    /// when they are addressed by IP or as localhost; under a DNS name,
+    /// give that name's origin here (`Host` must be a name the relay
+    /// knows, or a page could rebind its own name to the relay).
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+    /// Serve the web demo's files (index.html, pkg/...) from here
+    /// (never dotfiles, never through a symlink out of it).
     #[arg(long, value_name = "DIR")]
     pub web_root: Option<PathBuf>,
     /// Also run a demo gateway on loopback, add it as an upstream and give
-    /// pages its client config at /demo (with a TCP echo and a byte source
-    /// on loopback to try). Anyone who can reach the relay can then reach
-    /// this host's loopback through the tunnel: keep --listen on loopback.
+    /// pages its client config at /demo (the token is required there when
+    /// set). Its tunnel reaches a TCP echo and a byte source on loopback,
+    /// nothing else.
     #[arg(long)]
     pub demo: bool,
-    /// WebSocket connections open at once, in all.
+    /// Connections open at once, in all: WebSockets, and HTTP connections
+    /// from the moment they are accepted. Lowered to what the file
+    /// descriptor limit allows.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_connections: usize,
-    /// WebSocket connections open at once from one client address.
+    /// Connections open at once from one client (an IPv4 address, or an
+    /// IPv6 /64), counted the same way.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub max_per_client: usize,
+    /// Seconds a connection has to send its request head; an idle
+    /// keep-alive connection is closed after as long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub header_timeout: u64,
     /// A connection with no datagram either way for this long is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub idle_timeout: u64,
@@ -89,28 +121,32 @@ struct Upstream {
 
 struct Relay {
     upstreams: Vec<Upstream>,
-    token: Option<String>,
-    max_connections: usize,
-    max_per_client: usize,
+    access: Access,
     idle: Duration,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
     demo: Option<demo::Demo>,
 }
 
-/// What a page puts in the WebSocket URL's query.
-struct RelayQuery {
-    endpoint: Option<String>,
-    token: Option<String>,
-}
+/// File descriptors a relay connection takes: its TCP socket, and the UDP
+/// socket of its WebSocket.
+const FDS_PER_CONNECTION: usize = 2;
 
 pub async fn run(args: RelayArgs) -> Result<(), Failure> {
-    if !args.listen.ip().is_loopback() {
-        if args.demo {
-            tracing::warn!("--demo with --listen off loopback: every visitor can reach this host's loopback through the demo gateway");
-        }
-        if args.token.is_none() {
-            tracing::warn!("relay listening on {} without --token: anyone who reaches it can use the upstreams", args.listen);
-        }
+    let token = token(&args)?;
+    let origins = args
+        .allow_origin
+        .iter()
+        .map(|o| Origin::parse(o).map_err(|e| Failure::usage(format!("--allow-origin: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !args.listen.ip().is_loopback() && token.is_none() {
+        tracing::warn!(
+            "relay listening on {} without --token: anyone who reaches it can use the upstreams{}",
+            args.listen,
+            if args.demo {
+                " and the demo gateway"
+            } else {
+                ""
+            }
+        );
     }
     let mut upstreams = Vec::new();
     for text in &args.upstream {
@@ -120,12 +156,27 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
             addr,
         });
     }
+    let files = match &args.web_root {
+        Some(root) => Some(files::router(root)?),
+        None => None,
+    };
+    let mut reserve = http_serve::FD_RESERVE;
+    if args.demo {
+        // The gateway's flows, each a socket on both ends, and its own.
+        reserve += 2 * demo::MAX_FLOWS + 16;
+    }
+    let max_connections = http_serve::fit_to_fd_limit(
+        args.max_connections.max(1),
+        FDS_PER_CONNECTION,
+        reserve,
+        "--max-connections",
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.listen)))?;
     let local = listener.local_addr().map_err(Failure::runtime)?;
     let demo = if args.demo {
-        let d = demo::Demo::start(local).await?;
+        let d = demo::Demo::start().await?;
         upstreams.push(Upstream {
             text: d.endpoint.to_string(),
             addr: d.endpoint,
@@ -141,26 +192,18 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
     }
     let relay = Arc::new(Relay {
         upstreams,
-        token: args.token.clone().filter(|t| !t.is_empty()),
-        max_connections: args.max_connections,
-        max_per_client: args.max_per_client,
+        access: Access::new(token, origins),
         idle: Duration::from_secs(args.idle_timeout.max(1)),
-        open: Mutex::new((0, HashMap::new())),
         demo,
     });
     let mut app = Router::new().route("/relay", get(upgrade));
     if relay.demo.is_some() {
-        app = app
-            .route("/demo", get(demo::info))
-            .route("/demo/bytes", get(demo::bytes));
+        app = app.route("/demo", get(demo::info));
     }
-    if let Some(root) = &args.web_root {
-        if !root.join("index.html").is_file() {
-            tracing::warn!("--web-root {}: no index.html there", root.display());
-        }
-        app = app.fallback_service(tower_http::services::ServeDir::new(root));
+    let mut app = app.with_state(relay.clone());
+    if let Some(files) = files {
+        app = app.fallback_service(files);
     }
-    let app = app.with_state(relay.clone());
     let targets: Vec<&str> = relay.upstreams.iter().map(|u| u.text.as_str()).collect();
     // One line on stdout that scripts can read.
     println!(
@@ -168,14 +211,53 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
         targets.join(", ")
     );
     tracing::info!("relay on {local}, upstreams: {}", targets.join(", "));
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    );
+    let limits = Limits {
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+        max_connections,
+        max_per_client: args.max_per_client.max(1),
+    };
     tokio::select! {
-        r = serve => r.map_err(|e| Failure::runtime(format!("relay: {e}"))),
+        () = http_serve::serve(listener, app, limits, "relay") => Ok(()),
         () = crate::setup::shutdown_signal() => Ok(()),
     }
+}
+
+/// The token from `--token`, the environment or `--token-file`; errors
+/// name the file, never what is in it.
+fn token(args: &RelayArgs) -> Result<Option<String>, Failure> {
+    let Some(path) = &args.token_file else {
+        if args.token.is_some() && std::env::var_os(TOKEN_ENV).is_none() {
+            tracing::warn!("--token on the command line is visible to every user of this host (ps); --token-file or {TOKEN_ENV} keep it private");
+        }
+        return Ok(args.token.clone());
+    };
+    if args.token.is_some() {
+        return Err(Failure::usage(format!(
+            "give the token once: --token-file, or --token / {TOKEN_ENV}"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("--token-file {}: {e}", path.display())))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(Failure::usage(format!(
+            "--token-file {}: the first line is empty",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "--token-file {}: other users may read it (chmod 600)",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(Some(token.to_string()))
 }
 
 async fn resolve(text: &str) -> Result<SocketAddr, Failure> {
@@ -194,57 +276,6 @@ async fn resolve(text: &str) -> Result<SocketAddr, Failure> {
     }
 }
 
-/// Reads `endpoint` and `token` from the raw query string (axum's `Query`
-/// would need serde for two strings).
-fn parse_query(raw: Option<&str>) -> RelayQuery {
-    let mut q = RelayQuery {
-        endpoint: None,
-        token: None,
-    };
-    for pair in raw.unwrap_or("").split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
-        match key {
-            "endpoint" => q.endpoint = Some(value),
-            "token" => q.token = Some(value),
-            _ => {}
-        }
-    }
-    q
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Relay {
     /// The upstream a page's `endpoint` names (the first when it names
     /// none), matched by its text or by its address.
@@ -258,57 +289,24 @@ impl Relay {
             .find(|u| u.text.eq_ignore_ascii_case(wanted) || parsed == Some(u.addr))
             .map(|u| u.addr)
     }
-
-    fn token_ok(&self, given: Option<&str>) -> bool {
-        use subtle_eq::ct_eq;
-        match &self.token {
-            None => true,
-            Some(t) => given.is_some_and(|g| ct_eq(g.as_bytes(), t.as_bytes())),
-        }
-    }
-
-    /// Counts a connection from `ip` in, unless a limit says no.
-    fn admit(&self, ip: IpAddr) -> bool {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let per = open.1.get(&ip).copied().unwrap_or(0);
-        if open.0 >= self.max_connections || per >= self.max_per_client {
-            return false;
-        }
-        open.0 += 1;
-        *open.1.entry(ip).or_insert(0) += 1;
-        true
-    }
-
-    fn leave(&self, ip: IpAddr) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.0 = open.0.saturating_sub(1);
-        if let Some(n) = open.1.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.1.remove(&ip);
-            }
-        }
-    }
 }
 
-mod subtle_eq {
-    /// Compares without an early exit, so timing says nothing about how
-    /// much of a token matched.
-    pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-}
-
+/// `GET /relay`: the checks, then the upgrade. A page that may not use the
+/// relay gets an HTTP status, not a WebSocket to be told on.
 async fn upgrade(
     State(relay): State<Arc<Relay>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     RawQuery(raw): RawQuery,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let query = parse_query(raw.as_deref());
+    let query = match relay
+        .access
+        .check("/relay", client, &headers, raw.as_deref())
+    {
+        Ok(query) => query,
+        Err(refused) => return refused.response(),
+    };
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| session(relay, client, query, socket))
@@ -324,11 +322,7 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
 }
 
 /// One page's WebSocket, tied to one UDP socket.
-async fn session(relay: Arc<Relay>, client: SocketAddr, query: RelayQuery, socket: WebSocket) {
-    if !relay.token_ok(query.token.as_deref()) {
-        tracing::info!(%client, "relay: refused, wrong or missing token");
-        return refuse(socket, close::BAD_TOKEN, "wrong or missing token").await;
-    }
+async fn session(relay: Arc<Relay>, client: SocketAddr, query: Query, socket: WebSocket) {
     let Some(upstream) = relay.upstream(query.endpoint.as_deref()) else {
         let shown: String = query
             .endpoint
@@ -340,15 +334,10 @@ async fn session(relay: Arc<Relay>, client: SocketAddr, query: RelayQuery, socke
         let reason = format!("{shown} is not an endpoint this relay forwards to");
         return refuse(socket, close::FORBIDDEN_ENDPOINT, &reason).await;
     };
-    if !relay.admit(client.ip()) {
-        tracing::info!(%client, "relay: refused, connection limit");
-        return refuse(socket, close::FULL, "too many relay connections").await;
-    }
     tracing::debug!(%client, %upstream, "relay: connected");
     if let Err(e) = pump(&relay, socket, upstream).await {
         tracing::debug!(%client, error = %e, "relay: ended");
     }
-    relay.leave(client.ip());
 }
 
 async fn pump(relay: &Relay, mut socket: WebSocket, upstream: SocketAddr) -> std::io::Result<()> {
@@ -422,26 +411,4 @@ fn udp_socket(bind: SocketAddr) -> std::io::Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&bind.into())?;
     UdpSocket::from_std(socket.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_decode() {
-        let q = parse_query(Some("endpoint=127.0.0.1%3A51820&token=a%2Bb+c&x=1"));
-        assert_eq!(q.endpoint.as_deref(), Some("127.0.0.1:51820"));
-        assert_eq!(q.token.as_deref(), Some("a+b c"));
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode("%E2%9C%93"), "\u{2713}");
-        assert!(parse_query(None).endpoint.is_none());
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(subtle_eq::ct_eq(b"secret", b"secret"));
-        assert!(!subtle_eq::ct_eq(b"secret", b"secreT"));
-        assert!(!subtle_eq::ct_eq(b"secret", b"secret2"));
-    }
 }

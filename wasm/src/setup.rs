@@ -141,9 +141,12 @@ pub async fn open_websocket(url: &str, shown: &str) -> Result<WebSocket, String>
         Ok(_) => Ok(ws),
         Err(why) => {
             let why = why.as_string().unwrap_or_default();
+            // The relay refuses a wrong token, a page of another origin
+            // or a full house with an HTTP status, which a page never
+            // sees: only that the WebSocket did not open.
             Err(if why.is_empty() || why.starts_with("code ") {
                 format!(
-                    "cannot connect to the relay at {shown} (is it running, and is the URL right?)"
+                    "cannot connect to the relay at {shown} (is it running, and are the URL and the token right?)"
                 )
             } else {
                 format!("the relay at {shown} refused the connection: {why}")

@@ -1,30 +1,44 @@
 //! `underpass relay --demo`: a gateway on loopback with client configs to
 //! hand to pages, a TCP echo and a byte source, so the web demo works with
 //! nothing else running.
+//!
+//! The configs are handed to whoever passes the relay's checks (the token
+//! when there is one, the relay's own pages), so the gateway is kept
+//! small: its UDP port is on loopback only, and its flows reach the echo
+//! and the byte source and nothing else on the host.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use underpass_core::PrivateKey;
+use underpass_stack::Protocol;
 
 use super::Relay;
+use crate::cli::Common;
 use crate::gateway::Defaults;
+use crate::http_serve::{self, Limits, Throttle};
 use crate::quickstart::{parse, spawn_gateway};
 use crate::Failure;
 
 /// Client configs handed out in turn, so several tabs do not share a key.
 const CLIENTS: usize = 16;
-/// The most `/demo/bytes` sends.
+/// The most `/bytes` sends.
 const MAX_BYTES: u64 = 1 << 30;
+/// TCP flows the demo gateway carries at once, in all and per client:
+/// each costs two file descriptors (the gateway's and the service's).
+pub const MAX_FLOWS: usize = 64;
+const MAX_FLOWS_PER_CLIENT: usize = 16;
 
 pub struct Demo {
     /// The demo gateway's UDP endpoint.
@@ -32,21 +46,50 @@ pub struct Demo {
     configs: Vec<String>,
     next: AtomicUsize,
     echo: SocketAddr,
-    relay: SocketAddr,
+    /// The byte source, reached through the tunnel.
+    bytes: SocketAddr,
 }
 
 impl Demo {
-    /// Starts the gateway and the echo; `relay` is the relay's own address,
-    /// which serves `/demo/bytes` to the tunnel too.
-    pub async fn start(relay: SocketAddr) -> Result<Demo, Failure> {
+    /// Starts the echo, the byte source and the gateway, all on loopback.
+    pub async fn start() -> Result<Demo, Failure> {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let echo = tokio::net::TcpListener::bind((loopback, 0))
+            .await
+            .map_err(Failure::runtime)?;
+        let echo_addr = echo.local_addr().map_err(Failure::runtime)?;
+        tokio::spawn(async move {
+            loop {
+                match echo.accept().await {
+                    Ok((mut stream, _)) => {
+                        tokio::spawn(async move {
+                            let (mut r, mut w) = stream.split();
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        });
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        let source = tokio::net::TcpListener::bind((loopback, 0))
+            .await
+            .map_err(Failure::runtime)?;
+        let bytes_addr = source.local_addr().map_err(Failure::runtime)?;
+        let app = axum::Router::new().route("/bytes", get(bytes));
+        let limits = Limits {
+            header_timeout: Duration::from_secs(10),
+            max_connections: MAX_FLOWS,
+            max_per_client: MAX_FLOWS,
+        };
+        tokio::spawn(http_serve::serve(source, app, limits, "demo byte source"));
+
         let mut rng = rand::rngs::OsRng;
         let gateway_key = PrivateKey::generate(&mut rng);
         let clients: Vec<PrivateKey> = (0..CLIENTS)
             .map(|_| PrivateKey::generate(&mut rng))
             .collect();
         let mut gateway = format!(
-            "[Interface]\nPrivateKey = {}\nAddress = 10.78.0.1/32\nListenPort = 0\n\n\
-             [Gateway]\nAllowedDestinations = 127.0.0.1/32, ::1/128\n",
+            "[Interface]\nPrivateKey = {}\nAddress = 10.78.0.1/32\nListenPort = 0\n",
             gateway_key.to_base64()
         );
         for (i, key) in clients.iter().enumerate() {
@@ -56,8 +99,19 @@ impl Demo {
                 i + 2
             ));
         }
-        let port = spawn_gateway(parse(&gateway, "demo gateway")?, Defaults::Everything)?;
-        let endpoint = SocketAddr::from(([127, 0, 0, 1], port));
+        let common = Common {
+            max_connections: MAX_FLOWS,
+            max_connections_per_client: MAX_FLOWS_PER_CLIENT,
+            udp_bind: Some(loopback),
+            ..Common::default()
+        };
+        let port = spawn_gateway(
+            parse(&gateway, "demo gateway")?,
+            Defaults::Public,
+            common,
+            Some(only_to([echo_addr, bytes_addr])),
+        )?;
+        let endpoint = SocketAddr::new(loopback, port);
         let configs = clients
             .iter()
             .enumerate()
@@ -71,27 +125,31 @@ impl Demo {
                 )
             })
             .collect();
-        let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(Failure::runtime)?;
-        let echo_addr = echo.local_addr().map_err(Failure::runtime)?;
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = echo.accept().await {
-                tokio::spawn(async move {
-                    let (mut r, mut w) = stream.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
-            }
-        });
-        tracing::info!(%endpoint, echo = %echo_addr, "demo gateway");
+        tracing::info!(%endpoint, echo = %echo_addr, bytes = %bytes_addr, "demo gateway");
         Ok(Demo {
             endpoint,
             configs,
             next: AtomicUsize::new(0),
             echo: echo_addr,
-            relay,
+            bytes: bytes_addr,
         })
     }
+}
+
+/// The demo gateway's policy: TCP to `services`, nothing else (refusals
+/// logged at most every 10 s).
+fn only_to(services: [SocketAddr; 2]) -> underpass_stack::Policy {
+    let log = Throttle::new(Duration::from_secs(10));
+    Box::new(move |proto: Protocol, dst: SocketAddr| {
+        let dst = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+        let ok = proto == Protocol::Tcp && services.contains(&dst);
+        if !ok {
+            if let Some(more) = log.pass() {
+                tracing::info!(?proto, %dst, more_since_last = more, "demo gateway: refused a flow: it reaches only its echo and byte source");
+            }
+        }
+        ok
+    })
 }
 
 fn json_string(s: &str) -> String {
@@ -110,24 +168,31 @@ fn json_string(s: &str) -> String {
     out
 }
 
-/// `GET /demo`: a client config and what to try through it.
-pub async fn info(State(relay): State<Arc<Relay>>) -> Response {
+/// `GET /demo`: a client config and what to try through it, for the
+/// relay's own pages (and allowed origins) with the token.
+pub async fn info(
+    State(relay): State<Arc<Relay>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let Some(demo) = &relay.demo else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if let Err(refused) = relay
+        .access
+        .check("/demo", client, &headers, raw.as_deref())
+    {
+        return refused.response();
+    }
     let i = demo.next.fetch_add(1, Ordering::Relaxed) % demo.configs.len();
+    let bytes_url = format!("http://{}/bytes?n=", demo.bytes);
     let body = format!(
         "{{\"config\":{},\"echo\":{},\"httpUrl\":{},\"bytesUrl\":{}}}",
         json_string(&demo.configs[i]),
         json_string(&demo.echo.to_string()),
-        json_string(&format!(
-            "http://127.0.0.1:{}/demo/bytes?n=1000",
-            demo.relay.port()
-        )),
-        json_string(&format!(
-            "http://127.0.0.1:{}/demo/bytes?n=",
-            demo.relay.port()
-        )),
+        json_string(&format!("{bytes_url}1000")),
+        json_string(&bytes_url),
     );
     (
         [
@@ -139,9 +204,9 @@ pub async fn info(State(relay): State<Arc<Relay>>) -> Response {
         .into_response()
 }
 
-/// `GET /demo/bytes?n=N`: N bytes of a fixed pattern (byte i is i % 251),
-/// for throughput tests that can check what arrived.
-pub async fn bytes(RawQuery(raw): RawQuery) -> Response {
+/// The byte source's `GET /bytes?n=N`: N bytes of a fixed pattern (byte
+/// i is i % 251), for throughput tests that can check what arrived.
+async fn bytes(RawQuery(raw): RawQuery) -> Response {
     let n = raw
         .as_deref()
         .unwrap_or("")
@@ -158,7 +223,7 @@ pub async fn bytes(RawQuery(raw): RawQuery) -> Response {
         .into_response()
 }
 
-/// The `/demo/bytes` body, made as it is sent.
+/// The `/bytes` body, made as it is sent.
 struct Pattern {
     sent: u64,
     len: u64,
