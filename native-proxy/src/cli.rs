@@ -67,6 +67,21 @@ pub struct Common {
     /// Gateway: connections open at once from one client (tunnel address).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
     pub max_connections_per_client: usize,
+    /// Proxy clients still negotiating at once (no SOCKS5 request or
+    /// routable HTTP request yet), across all proxies; past it new ones
+    /// are closed (SOCKS5) or answered 503 (HTTP). Keeps slow or silent
+    /// clients from taking every file descriptor.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_NEGOTIATING, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_negotiating: u64,
+    /// Gateway: UDP flows (a client's datagrams to one destination) open
+    /// at once; past it datagrams to a new destination are dropped. Each
+    /// holds a host socket until it has been quiet for 30 s (never
+    /// answered) or 120 s.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_UDP_FLOWS)]
+    pub max_udp_flows: usize,
+    /// Gateway: UDP flows open at once from one client (tunnel address).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_UDP_FLOWS_PER_CLIENT)]
+    pub max_udp_flows_per_client: usize,
     /// Memory all TCP connections together may take for buffers, in MiB:
     /// receive windows and data queued to send grow (up to 16 MiB each)
     /// only within it; an idle connection holds a few KiB.
@@ -83,6 +98,10 @@ pub struct Common {
         env = "UNDERPASS_CONGESTION"
     )]
     pub congestion: Congestion,
+    /// Where the WireGuard UDP socket binds (all interfaces when `None`).
+    /// Not a flag: `relay --demo` keeps its gateway on loopback with it.
+    #[arg(skip)]
+    pub udp_bind: Option<std::net::IpAddr>,
 }
 
 /// The `--congestion` choices.
@@ -104,6 +123,13 @@ impl From<Congestion> for underpass_stack::Congestion {
 const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 const DEFAULT_BUFFER_BUDGET_MIB: usize = 512;
 const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 4096;
+/// A UDP flow costs a host socket and one of the host's ~28,000 ephemeral
+/// ports: 4,096 leaves most of them to everyone else.
+const DEFAULT_MAX_UDP_FLOWS: usize = 4096;
+const DEFAULT_MAX_UDP_FLOWS_PER_CLIENT: usize = 1024;
+/// Half of 1,024 descriptors (a hard limit some systems still have),
+/// leaving the rest to clients that got through.
+const DEFAULT_MAX_NEGOTIATING: u64 = 512;
 
 impl Default for Common {
     fn default() -> Self {
@@ -112,8 +138,12 @@ impl Default for Common {
             pcap: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            max_udp_flows: DEFAULT_MAX_UDP_FLOWS,
+            max_udp_flows_per_client: DEFAULT_MAX_UDP_FLOWS_PER_CLIENT,
+            max_negotiating: DEFAULT_MAX_NEGOTIATING,
             buffer_budget: DEFAULT_BUFFER_BUDGET_MIB,
             congestion: Congestion::Bbr,
+            udp_bind: None,
         }
     }
 }

@@ -1,16 +1,20 @@
 //! The userspace gateway: the exit peer that needs no root. It answers its
 //! peers' handshakes, accepts any TCP or UDP flow they send to an allowed
 //! destination and connects it with an ordinary host socket; DNS queries to
-//! its tunnel address are answered by resolving on the host.
+//! its tunnel address are answered by resolving on the host. Which
+//! destinations are allowed is the `policy` module's; UDP flows and their
+//! limits the `udp` module's.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+mod host_addrs;
+mod policy;
+mod udp;
+
+use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant as Clock};
+use std::time::Duration;
 
-use ipnet::IpNet;
-use tokio::net::{TcpStream, UdpSocket};
-use underpass_stack::{Accepted, ConnId, Protocol, UdpId};
+use tokio::net::TcpStream;
+use underpass_stack::{Accepted, ConnId};
 
 use crate::cli::{Common, GatewayArgs};
 use crate::config::ProxyConfig;
@@ -19,12 +23,12 @@ use crate::setup::{self, Role};
 use crate::splice::splice_host;
 use crate::tunnel::{Tunnel, TunnelUdp};
 use crate::Failure;
+use host_addrs::HostAddrs;
+use policy::Destinations;
 
 /// How long connecting to a destination may take before the client is
 /// refused.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A UDP flow with no traffic either way for this long is closed.
-const UDP_IDLE: Duration = Duration::from_secs(120);
 
 pub async fn run(args: GatewayArgs) -> Result<(), Failure> {
     let cfg = ConfigSource::from_flag(&args.config)
@@ -51,70 +55,15 @@ pub async fn run(args: GatewayArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// What a gateway allows when its config has no `AllowedDestinations`.
+/// What a gateway allows when its config has no `AllowedDestinations`
+/// (the tunnel's own addresses and subnets are refused either way).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Defaults {
-    /// Everything but loopback and link-local: the host's own services
-    /// stay private.
+    /// Everything but the host itself (loopback, link-local and the
+    /// addresses of its interfaces): the host's own services stay private.
     Public,
     /// Everything, loopback included (quickstart on one machine).
     Everything,
-}
-
-/// Networks no default gateway forwards to.
-fn private_to_host(ip: IpAddr) -> bool {
-    let blocked: [IpNet; 4] = [
-        "127.0.0.0/8".parse().expect("literal"),
-        "169.254.0.0/16".parse().expect("literal"),
-        "::1/128".parse().expect("literal"),
-        "fe80::/10".parse().expect("literal"),
-    ];
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    blocked.iter().any(|n| n.contains(&ip)) || ip.is_unspecified() || ip.is_multicast()
-}
-
-/// Builds the accept-any policy.
-fn policy(cfg: &ProxyConfig, defaults: Defaults) -> underpass_stack::Policy {
-    let own: Vec<IpAddr> = cfg
-        .wg
-        .interface
-        .addresses
-        .iter()
-        .map(|n| n.addr())
-        .collect();
-    let allowed = cfg.gateway.allowed_destinations.clone();
-    // Refusals are logged, but at most once a second (with how many more
-    // there were): a client retrying must not flood the log.
-    let mut last_logged: Option<std::time::Instant> = None;
-    let mut unlogged = 0u64;
-    Box::new(move |proto: Protocol, dst: SocketAddr| {
-        if own.contains(&dst.ip()) {
-            return false; // the gateway's own tunnel address serves only DNS
-        }
-        let ok = match &allowed {
-            Some(nets) => nets.iter().any(|n| n.contains(&dst.ip())),
-            None => defaults == Defaults::Everything || !private_to_host(dst.ip()),
-        };
-        if !ok {
-            let now = std::time::Instant::now();
-            if last_logged.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-                let why = if allowed.is_some() {
-                    "outside [Gateway] AllowedDestinations"
-                } else {
-                    "the gateway host's own loopback or link-local (set [Gateway] AllowedDestinations to allow it)"
-                };
-                tracing::info!(?proto, %dst, more_since_last = unlogged, "refused a flow: {why}");
-                last_logged = Some(now);
-                unlogged = 0;
-            } else {
-                unlogged += 1;
-            }
-        }
-        ok
-    })
 }
 
 /// Builds the gateway's engine, its DNS service and flow handling.
@@ -123,14 +72,32 @@ pub async fn start(
     common: &Common,
     defaults: Defaults,
 ) -> Result<Tunnel, Failure> {
-    let tunnel = setup::build(cfg, Role::Gateway(policy(cfg, defaults)), common).await?;
+    let host = if Destinations::needs_host_addrs(cfg, defaults) {
+        let host = HostAddrs::read().map_err(|e| {
+            Failure::runtime(format!(
+                "cannot read the host's addresses, which a gateway without [Gateway] AllowedDestinations keeps private: {e}"
+            ))
+        })?;
+        tokio::task::spawn_local(host.clone().watch());
+        Some(host)
+    } else {
+        None
+    };
+    let policy = Destinations::new(cfg, defaults, host).into_policy();
+    let tunnel = setup::build(cfg, Role::Gateway(policy), common).await?;
+    let udp_flows = udp::HostFlows::new(udp::Limits {
+        max_flows: common.max_udp_flows,
+        max_flows_per_client: common.max_udp_flows_per_client,
+        mtu: usize::from(cfg.wg.interface.mtu.unwrap_or(setup::DEFAULT_MTU)),
+    });
+    setup::check_fd_limit(common);
     match tunnel.with(|e| e.stack.udp_bind(Some(53))) {
         Ok(id) => {
             tokio::task::spawn_local(dns_service(tunnel.udp(id)));
         }
         Err(e) => tracing::warn!(error = %e, "no DNS service on the tunnel address"),
     }
-    tunnel.on_accept(|tunnel, accepted| match accepted {
+    tunnel.on_accept(move |tunnel, accepted| match accepted {
         Accepted::Tcp {
             conn,
             local,
@@ -139,7 +106,7 @@ pub async fn start(
             tokio::task::spawn_local(tcp_flow(tunnel, conn, local, remote));
         }
         Accepted::Udp { socket, local } => {
-            tokio::task::spawn_local(udp_flow(tunnel, socket, local));
+            tokio::task::spawn_local(udp::flow(tunnel, socket, local, udp_flows.clone()));
         }
     });
     Ok(tunnel)
@@ -148,7 +115,10 @@ pub async fn start(
 /// Connects the destination first; only then does the client's SYN get
 /// its SYN-ACK, so a refused destination is a refused connection.
 async fn tcp_flow(tunnel: Tunnel, conn: ConnId, dst: SocketAddr, src: SocketAddr) {
-    let host = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await;
+    // The host reaches an IPv4-mapped address as IPv4, as the policy
+    // judged it.
+    let host_dst = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+    let host = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(host_dst)).await;
     let mut host = match host {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -172,63 +142,6 @@ async fn tcp_flow(tunnel: Tunnel, conn: ConnId, dst: SocketAddr, src: SocketAddr
     let mut inner = tunnel.stream(conn);
     tracing::debug!(%src, %dst, "gateway TCP flow");
     let _ = splice_host(&mut host, &mut inner, &[]).await;
-}
-
-/// One stack socket per destination; a host socket per client behind it.
-async fn udp_flow(tunnel: Tunnel, id: UdpId, dst: SocketAddr) {
-    let inner = Rc::new(tunnel.udp(id));
-    let mut clients: HashMap<SocketAddr, (Rc<UdpSocket>, Clock)> = HashMap::new();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let received = tokio::time::timeout(UDP_IDLE, inner.recv_from(&mut buf)).await;
-        let now = Clock::now();
-        clients.retain(|_, (_, last)| now.duration_since(*last) < UDP_IDLE);
-        let (n, client) = match received {
-            Ok(Ok(x)) => x,
-            Ok(Err(_)) => return,
-            Err(_) if clients.is_empty() => return, // idle: the socket goes
-            Err(_) => continue,
-        };
-        let host = match clients.get_mut(&client) {
-            Some((s, last)) => {
-                *last = now;
-                s.clone()
-            }
-            None => {
-                let bind: SocketAddr = if dst.is_ipv4() {
-                    ([0, 0, 0, 0], 0).into()
-                } else {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                };
-                let socket = match UdpSocket::bind(bind).await {
-                    Ok(s) => s,
-                    Err(_) => continue,
-                };
-                if socket.connect(dst).await.is_err() {
-                    continue;
-                }
-                let socket = Rc::new(socket);
-                tokio::task::spawn_local(udp_replies(socket.clone(), inner.clone(), client));
-                clients.insert(client, (socket.clone(), now));
-                socket
-            }
-        };
-        let _ = host.send(&buf[..n]).await;
-    }
-}
-
-async fn udp_replies(host: Rc<UdpSocket>, inner: Rc<TunnelUdp>, client: SocketAddr) {
-    let mut buf = vec![0u8; 65536];
-    loop {
-        match tokio::time::timeout(UDP_IDLE, host.recv(&mut buf)).await {
-            Ok(Ok(n)) => {
-                if inner.send_to(&buf[..n], client).await.is_err() {
-                    return;
-                }
-            }
-            _ => return,
-        }
-    }
 }
 
 /// Answers A and AAAA queries to the tunnel address by asking the host.

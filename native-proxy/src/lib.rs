@@ -19,6 +19,7 @@ mod forward;
 pub mod fuzz;
 mod gateway;
 mod http_proxy;
+mod http_serve;
 mod metrics;
 mod pcap;
 mod quickstart;
@@ -98,6 +99,7 @@ pub fn main() -> ExitCode {
     // exec shares stderr with the command: only warnings, unless asked.
     let quiet = matches!(cli.command, Some(Command::Exec(_)));
     init_logging(if quiet { "warn" } else { "info" });
+    setup::raise_fd_limit();
     let result = match cli.command {
         Some(Command::Genkey) => cli::genkey(),
         Some(Command::Pubkey) => cli::pubkey(),

@@ -36,7 +36,12 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
         "quickstart gateway",
     )?;
 
-    let port = spawn_gateway(gateway_cfg, Defaults::Everything)?;
+    let port = spawn_gateway(
+        gateway_cfg,
+        Defaults::Everything,
+        crate::cli::Common::default(),
+        None,
+    )?;
 
     let client_cfg = parse(
         &format!(
@@ -78,15 +83,26 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
 }
 
 /// Runs a gateway for `cfg` on its own thread (its own engine and runtime,
-/// as in its own process); returns its UDP port once it listens.
-pub fn spawn_gateway(cfg: ProxyConfig, defaults: Defaults) -> Result<u16, Failure> {
+/// as in its own process), with the limits of `common`; `only`, if given,
+/// replaces what `defaults` and the config allow. Returns its UDP port
+/// once it listens.
+pub fn spawn_gateway(
+    cfg: ProxyConfig,
+    defaults: Defaults,
+    common: crate::cli::Common,
+    only: Option<underpass_stack::Policy>,
+) -> Result<u16, Failure> {
     let (port_tx, port_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("gateway".into())
         .spawn(move || {
             let report = port_tx.clone();
             let result = crate::run(async move {
-                let tunnel = gateway::start(&cfg, &crate::cli::Common::default(), defaults).await?;
+                let tunnel = gateway::start(&cfg, &common, defaults).await?;
+                if let Some(policy) = only {
+                    // Before the loop runs, so no flow saw the other policy.
+                    tunnel.with(|e| e.stack.set_accept_any(policy));
+                }
                 let port = tunnel.local_addr().map_err(Failure::runtime)?.port();
                 let _ = report.send(Ok(port));
                 tunnel.run().await;

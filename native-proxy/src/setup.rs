@@ -95,6 +95,8 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
     options.dns_servers = iface.dns.clone();
     options.tcp.max_connections = common.max_connections;
     options.tcp.max_connections_per_source = common.max_connections_per_client;
+    options.udp.max_flows = common.max_udp_flows;
+    options.udp.max_flows_per_source = common.max_udp_flows_per_client;
     options.tcp.congestion = common.congestion.into();
     options.buffer_budget = common.buffer_budget.saturating_mul(1 << 20);
     let mut stack = Stack::new(options, Instant::ZERO)
@@ -102,7 +104,8 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
     if let Role::Gateway(policy) = role {
         stack.set_accept_any(policy);
     }
-    let udp = UdpIo::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))
+    let bind = common.udp_bind.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let udp = UdpIo::bind(SocketAddr::new(bind, port))
         .map_err(|e| Failure::runtime(format!("cannot bind the WireGuard UDP port {port}: {e}")))?;
     let (send_buf, recv_buf) = udp.buffer_sizes();
     tracing::debug!(
@@ -162,5 +165,106 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// The soft limit on open files the process started with, before
+/// [`raise_fd_limit`]; commands `exec` starts get it back.
+static STARTING_FD_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Raises the soft limit on open files to the hard limit. Every flow takes
+/// a descriptor or two, and the soft limit is often 1,024 (systemd's
+/// default) while the hard one is far higher: 1,024 descriptors are a
+/// few hundred proxied connections. Called first thing in every mode.
+pub fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return;
+        }
+        let _ = STARTING_FD_LIMIT.set(limit.rlim_cur);
+        if limit.rlim_cur >= limit.rlim_max {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            // macOS refuses an unlimited soft limit; the rest is a kernel
+            // that knows better.
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "cannot raise the open-file limit"
+            );
+        }
+    }
+}
+
+/// The soft limit on open files now.
+pub fn fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            return Some(limit.rlim_cur);
+        }
+    }
+    None
+}
+
+/// Gives a command the soft limit on open files the process started with:
+/// programs that use select(2) break on descriptors past 1,024, so the
+/// raised limit is ours alone.
+pub fn restore_fd_limit_for(command: &mut tokio::process::Command) {
+    #[cfg(unix)]
+    if let Some(&soft) = STARTING_FD_LIMIT.get() {
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only getrlimit and setrlimit, which are async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                    && limit.rlim_cur != soft as libc::rlim_t
+                {
+                    limit.rlim_cur = soft as libc::rlim_t;
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// Warns at start when the open-file limit is below what a gateway's
+/// limits let its flows take (a host socket each), so that a flood of
+/// flows fails on descriptors rather than on the limits.
+pub fn check_fd_limit(common: &Common) {
+    let Some(limit) = fd_limit() else {
+        return;
+    };
+    // A TCP flow holds one host socket, a UDP flow one; a few dozen more
+    // for the process itself and the metrics.
+    let wanted = common.max_connections as u64 + common.max_udp_flows as u64 + 64;
+    if limit < wanted {
+        tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit (ulimit -n) is below --max-connections + --max-udp-flows: \
+             past it new flows fail; raise the hard limit (LimitNOFILE= in systemd) or lower those"
+        );
     }
 }

@@ -65,6 +65,10 @@ pub struct Engine {
     shutdown: bool,
     /// When the connection limit was last logged.
     limit_warned: Option<Instant>,
+    /// Gateway: the stack's counts of flows its limits refused (TCP, UDP)
+    /// when they were last logged, and when.
+    limit_refusals: (u64, u64),
+    limit_refusals_logged: Option<Instant>,
 }
 
 /// A cheap, clonable handle to the engine.
@@ -115,6 +119,8 @@ impl Engine {
             on_accept: None,
             shutdown: false,
             limit_warned: None,
+            limit_refusals: (0, 0),
+            limit_refusals_logged: None,
         }
     }
 
@@ -250,6 +256,9 @@ impl Engine {
                 Event::EndpointChanged { peer, endpoint } => {
                     tracing::info!(peer = %self.peer_name(peer), %endpoint, "peer endpoint changed");
                 }
+                Event::NoReply { peer, waited } => {
+                    tracing::info!(peer = %self.peer_name(peer), ?waited, "no reply to data: new handshake");
+                }
             }
         }
     }
@@ -265,6 +274,36 @@ impl Engine {
             self.limit_warned = Some(now);
             tracing::warn!(
                 "connection limit reached (--max-connections): new connections are refused until some close"
+            );
+        }
+    }
+
+    /// Gateway: says how many flows the stack refused at its limits since
+    /// it last said, at most every ten seconds.
+    fn log_limit_refusals(&mut self) {
+        let stats = self.stack.stats();
+        let (tcp, udp) = (stats.refused_by_limit, stats.udp_refused_by_limit);
+        let (tcp_logged, udp_logged) = self.limit_refusals;
+        let now = self.now();
+        if (tcp, udp) == self.limit_refusals
+            || self
+                .limit_refusals_logged
+                .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.limit_refusals = (tcp, udp);
+        self.limit_refusals_logged = Some(now);
+        if tcp > tcp_logged {
+            tracing::info!(
+                refused = tcp - tcp_logged,
+                "connection limit reached (--max-connections-per-client or --max-connections): SYNs refused"
+            );
+        }
+        if udp > udp_logged {
+            tracing::info!(
+                dropped = udp - udp_logged,
+                "UDP flow limit reached (--max-udp-flows-per-client or --max-udp-flows): datagrams to new destinations dropped"
             );
         }
     }
@@ -380,9 +419,9 @@ impl Tunnel {
                     while let Some(a) = e.stack.poll_accepted() {
                         accepted.push(a);
                     }
+                    e.log_limit_refusals();
                 }
-                let since = e.epoch.elapsed();
-                e.metrics.update(&e.node, &e.stack, since);
+                e.metrics.update(&e.node, &e.stack);
                 let reresolve: Vec<(PeerId, String, u16)> = std::mem::take(&mut e.reresolve)
                     .into_iter()
                     .filter_map(|p| e.dynamic.iter().find(|d| d.peer == p))

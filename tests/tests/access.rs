@@ -338,3 +338,376 @@ fn no_secret_reaches_the_logs_even_at_trace_level() {
         }
     }
 }
+
+#[test]
+fn a_config_holding_a_key_that_others_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    use underpass_tests::{binary, keys, run, Process, Scratch};
+    let scratch = Scratch::new("config-mode");
+    let k = keys();
+    let text = format!(
+        "[Interface]\nPrivateKey = {}\nAddress = 10.0.0.2/32\nListenPort = {}\n\n\
+         [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:1\nAllowedIPs = 0.0.0.0/0\n",
+        k.private,
+        free_port(),
+        keys().public
+    );
+    let path = scratch.write("wg.conf", &text);
+    let chmod = |mode: u32| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let p = path.to_str().unwrap();
+    let fix = format!("chmod 600 {p}");
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // --check warns, for the client and the gateway, and still passes.
+    for (mode, args) in [
+        (0o644, vec!["--config", p, "--check"]),
+        (0o640, vec!["gateway", "--config", p, "--check"]),
+    ] {
+        chmod(mode);
+        let out = run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "config OK\n");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&fix) && err.contains("readable by group or others"),
+            "{args:?} at {mode:o} did not say what to run: {err}"
+        );
+        assert!(
+            !err.contains(&k.private),
+            "the key is in the warning: {err}"
+        );
+    }
+    // So does starting with it.
+    chmod(0o604);
+    let socks = format!("127.0.0.1:{}", free_port());
+    let mut client = Process::start("client", &scratch, &["--config", p, "--socks5", &socks]);
+    client.wait_for_log(&fix, Duration::from_secs(20));
+    drop(client);
+
+    // Private to its owner: nothing to say.
+    chmod(0o600);
+    let out = run(&["--config", p, "--check"]);
+    assert!(
+        out.status.success() && !stderr(&out).contains("chmod"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Text from stdin or UNDERPASS_CONFIG has no mode: never warned about.
+    let mut child = std::process::Command::new(binary())
+        .args(["--config", "-", "--check"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && !stderr(&out).contains("chmod"),
+        "{}",
+        stderr(&out)
+    );
+    let out = std::process::Command::new(binary())
+        .arg("--check")
+        .env("UNDERPASS_CONFIG", &text)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && !stderr(&out).contains("chmod"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Sends `request` (a GET of `/hello`) on `s` and reads until the answer's
+/// body has come: a kept connection still works.
+fn hello_over(s: &mut TcpStream, request: &str) {
+    s.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("hello underpass\n") {
+        match s.read(&mut buf) {
+            Ok(0) => panic!(
+                "closed before the answer: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no answer ({e}): {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+}
+
+/// A SOCKS5 CONNECT to `server` and an HTTP proxy connection that has
+/// been used once, both kept open: clients that got through.
+fn established(pair: &Pair, server: &HttpServer) -> (TcpStream, TcpStream, String) {
+    let (mut tunnel, code) = socks::connect(pair.socks, server.addr);
+    assert_eq!(code, 0, "SOCKS CONNECT");
+    hello_over(&mut tunnel, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    let via_proxy = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.url("/hello"),
+        server.addr
+    );
+    let mut proxied = dial(pair.http);
+    hello_over(&mut proxied, &via_proxy);
+    (tunnel, proxied, via_proxy)
+}
+
+/// A SOCKS5 client that greeted and got its method, then stalls before its
+/// request: negotiating, and known to have been accepted.
+fn stalled_socks(socks: SocketAddr) -> TcpStream {
+    let mut s = dial(socks);
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut reply = [0u8; 2];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [5, 0]);
+    s
+}
+
+/// An HTTP client whose only request was not a proxy request (answered
+/// 400): still negotiating, and known to have been accepted.
+fn stalled_http(http: SocketAddr) -> TcpStream {
+    let mut s = dial(http);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    s
+}
+
+/// What a new SOCKS5 client and a new HTTP client get now: the bytes
+/// after a greeting, and the HTTP answer; `None` when there was neither an
+/// answer nor a close within 5 s.
+fn newcomers(pair: &Pair, server: &HttpServer) -> (Option<Vec<u8>>, Option<String>) {
+    let limit = Some(Duration::from_secs(5));
+    let mut s = TcpStream::connect(pair.socks).unwrap();
+    s.set_read_timeout(limit).unwrap();
+    let _ = s.write_all(&[5, 1, 0]);
+    let mut socks_got = Vec::new();
+    let socks = match s.read_to_end(&mut socks_got) {
+        Err(e) if e.kind() != std::io::ErrorKind::ConnectionReset => None,
+        _ => Some(socks_got),
+    };
+    let mut h = TcpStream::connect(pair.http).unwrap();
+    h.set_read_timeout(limit).unwrap();
+    let request = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", server.url("/hello"));
+    let _ = h.write_all(request.as_bytes());
+    let mut http_got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let http = loop {
+        match h.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => http_got.extend_from_slice(&buf[..n]),
+            Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+        if String::from_utf8_lossy(&http_got).contains("hello underpass\n") {
+            break true;
+        }
+    };
+    let http = http.then(|| String::from_utf8_lossy(&http_got).into_owned());
+    (socks, http)
+}
+
+/// [`newcomers`], which must have been answered or closed.
+fn answered(got: (Option<Vec<u8>>, Option<String>)) -> (Vec<u8>, String) {
+    (
+        got.0
+            .expect("a new SOCKS client was neither answered nor closed within 5 s"),
+        got.1
+            .expect("a new HTTP client got no complete answer within 5 s"),
+    )
+}
+
+#[test]
+fn past_the_negotiating_cap_newcomers_are_refused_and_established_clients_keep_working() {
+    let server = HttpServer::start();
+    let pair = Pair::start(
+        "negotiating-cap",
+        PairOptions {
+            client_args: vec!["--max-negotiating".into(), "20".into()],
+            ..Default::default()
+        },
+    );
+    let (mut tunnel, mut proxied, via_proxy) = established(&pair, &server);
+    // 20 negotiating: 10 on each proxy, all accepted.
+    let mut stalled_s: Vec<_> = (0..10).map(|_| stalled_socks(pair.socks)).collect();
+    let _stalled_h: Vec<_> = (0..10).map(|_| stalled_http(pair.http)).collect();
+
+    // The 21st: SOCKS5 closes at once, HTTP answers 503.
+    let (socks_got, http_got) = answered(newcomers(&pair, &server));
+    assert!(
+        socks_got.is_empty(),
+        "SOCKS answered past the cap: {socks_got:?}"
+    );
+    assert!(
+        http_got.starts_with("HTTP/1.1 503") && http_got.contains("Retry-After: 1"),
+        "HTTP past the cap: {http_got:?}"
+    );
+    // Those that got through before are served as ever.
+    hello_over(&mut tunnel, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    hello_over(&mut proxied, &via_proxy);
+    assert!(
+        pair.client
+            .log()
+            .contains("still negotiating (--max-negotiating)"),
+        "the refusal was not logged:\n{}",
+        pair.client.log()
+    );
+
+    // One gives up: there is room for the next.
+    drop(stalled_s.pop());
+    let url = server.url("/hello");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = curl(&["--max-time", "5", "--socks5", &pair.socks.to_string(), &url]);
+        if out.status.success() {
+            assert_eq!(curl_text(&out), "hello underpass\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no room after a negotiating client left: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Raises this process's soft limit on open files to the hard one (the
+/// slowloris test holds over a thousand sockets).
+fn raise_own_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read or write the struct given.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
+#[test]
+fn slowloris_at_a_1024_descriptor_limit_leaves_the_proxies_answering() {
+    const SLOW: usize = 1100;
+    let own = raise_own_fd_limit();
+    if own < SLOW as u64 + 200 {
+        eprintln!("skipped: this process may open only {own} files");
+        return;
+    }
+    let server = HttpServer::start();
+    let forward = free_port();
+    let pair = Pair::start(
+        "slowloris",
+        PairOptions {
+            extra_client: format!(
+                "\n[TCPClientTunnel]\nBindAddress = 127.0.0.1:{forward}\nTarget = {}\n",
+                server.addr
+            ),
+            ..Default::default()
+        },
+    );
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pair.client.id().to_string(), "--nofile=1024:1024"])
+        .status()
+        .expect("prlimit (util-linux) is installed");
+    assert!(status.success(), "prlimit failed");
+    let (mut tunnel, mut proxied, via_proxy) = established(&pair, &server);
+
+    // 1,100 clients that connect and say nothing, half on each proxy.
+    let started = Instant::now();
+    let _slow: Vec<TcpStream> = (0..SLOW)
+        .map(|i| {
+            let to = if i % 2 == 0 { pair.socks } else { pair.http };
+            TcpStream::connect(to).unwrap_or_else(|e| panic!("slow client {i}: {e}"))
+        })
+        .collect();
+
+    // Newcomers get a clear refusal at once, not a hang...
+    let asked = Instant::now();
+    let got = newcomers(&pair, &server);
+    eprintln!(
+        "{SLOW} slow clients opened in {:?}; then a new SOCKS client got {:?} and a new HTTP client {:?}, in {:?} for both; the client holds {} descriptors",
+        asked - started,
+        got.0,
+        got.1.as_deref().map(|h| h.lines().next().unwrap_or("")),
+        asked.elapsed(),
+        pair.client.open_fds()
+    );
+    let (socks_got, http_got) = answered(got);
+    assert!(
+        socks_got.is_empty(),
+        "SOCKS answered past the cap: {socks_got:?}"
+    );
+    assert!(http_got.starts_with("HTTP/1.1 503"), "HTTP: {http_got:?}");
+    // ...clients that got through are served, and a forward still takes
+    // new clients: descriptors are left for them.
+    hello_over(&mut tunnel, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    hello_over(&mut proxied, &via_proxy);
+    let mut f = dial(([127, 0, 0, 1], forward).into());
+    hello_over(&mut f, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "took {:?}: the slow clients' own timeouts may have freed the way",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_http_client_sending_only_refused_requests_is_dropped_after_the_negotiation_timeout() {
+    let pair = Pair::start("refused-only", PairOptions::default());
+    let started = Instant::now();
+    let mut s = dial(pair.http);
+    // A request the proxy does not serve every 5 s, each answered 400 in
+    // time: hyper's timeout for one head never fires.
+    let refusal = b"CONNECT host:port\n";
+    'client: loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "still connected after {:?}",
+            started.elapsed()
+        );
+        if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+            break;
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(refusal) {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break 'client,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 400"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let after = started.elapsed();
+    assert!(
+        (Duration::from_secs(29)..Duration::from_secs(40)).contains(&after),
+        "dropped after {after:?}"
+    );
+}

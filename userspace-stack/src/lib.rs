@@ -31,4 +31,4 @@ pub use stack::{
     Accepted, Congestion, Policy, Protocol, Stack, StackError, StackOptions, StackStats, TcpOptions,
 };
 pub use tcp::{ConnId, ListenerId, TcpError, TcpState};
-pub use udp::{UdpError, UdpId};
+pub use udp::{UdpError, UdpId, UdpOptions};

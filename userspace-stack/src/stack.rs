@@ -26,7 +26,7 @@ use crate::slots::Slots;
 use crate::tcp::{Conn, ConnId, Listener};
 
 use crate::sender::Outbound;
-use crate::udp::UdpEntry;
+use crate::udp::{UdpEntry, UdpOptions};
 
 /// How TCP sockets are set up. The defaults were chosen by measurement;
 /// see BENCHMARKS.md.
@@ -101,6 +101,8 @@ pub struct StackOptions {
     /// Largest IP packet (the tunnel MTU).
     pub mtu: usize,
     pub tcp: TcpOptions,
+    /// How many UDP flows a gateway's accept-any takes in.
+    pub udp: UdpOptions,
     /// DNS servers reached through the tunnel (the config's `DNS`).
     pub dns_servers: Vec<IpAddr>,
     /// What all TCP connections together may claim for buffers (receive
@@ -124,6 +126,7 @@ impl StackOptions {
             addresses,
             mtu: 1420,
             tcp: TcpOptions::default(),
+            udp: UdpOptions::default(),
             dns_servers: Vec::new(),
             buffer_budget: 512 << 20,
             max_outbound_packets: 64,
@@ -182,6 +185,9 @@ pub(crate) struct AcceptAny {
     pub syns: AddrSet<(SocketAddr, SocketAddr)>,
     /// Accepted connections still open, by source address.
     pub per_source: AddrMap<IpAddr, usize>,
+    /// Accept-any UDP sockets still open, by the source address whose
+    /// datagram opened them.
+    pub udp_per_source: AddrMap<IpAddr, usize>,
 }
 
 impl AcceptAny {
@@ -208,6 +214,9 @@ pub struct StackStats {
     /// Connections refused at [`TcpOptions::max_connections`] or
     /// [`TcpOptions::max_connections_per_source`].
     pub refused_by_limit: u64,
+    /// Datagrams to a new destination dropped at [`UdpOptions::max_flows`]
+    /// or [`UdpOptions::max_flows_per_source`].
+    pub udp_refused_by_limit: u64,
     /// TCP buffer memory: resident (estimated: what was written through the
     /// buffers since they last gave their pages back), and claimed (the
     /// windows and send allowances connections may fill), in bytes.
@@ -345,6 +354,7 @@ impl Stack {
             listening: AddrMap::with_hasher(hasher.clone()),
             syns: AddrSet::with_hasher(hasher.clone()),
             per_source: AddrMap::with_hasher(hasher.clone()),
+            udp_per_source: AddrMap::with_hasher(hasher.clone()),
         });
     }
 
@@ -385,8 +395,8 @@ impl Stack {
         let seg = crate::segment::Segment::parse(packet);
         let tuple = seg.map(|s| (s.dst, s.src));
         let tracked = tuple.is_some_and(|t| self.by_tuple.contains_key(&t));
-        if !tracked {
-            self.inspect_new(now, seg.as_ref(), packet);
+        if !tracked && !self.inspect_new(now, seg.as_ref(), packet) {
+            return; // refused without an answer (a UDP flow past its limit)
         }
         let (Some(seg), Some(tuple), true) = (seg, tuple, tracked) else {
             self.device.push_rx(packet);
@@ -421,8 +431,14 @@ impl Stack {
     }
 
     /// Flows the stack does not track yet: a gateway's new ones, and the
-    /// options of SYNs a listener or accept-any will take.
-    fn inspect_new(&mut self, now: Instant, seg: Option<&crate::segment::Segment>, packet: &[u8]) {
+    /// options of SYNs a listener or accept-any will take. False when the
+    /// packet must be dropped unseen by smoltcp.
+    fn inspect_new(
+        &mut self,
+        now: Instant,
+        seg: Option<&crate::segment::Segment>,
+        packet: &[u8],
+    ) -> bool {
         if let Some(seg) = seg {
             let (syn, ack) = (seg.has(crate::segment::SYN), seg.has(crate::segment::ACK));
             if syn && !ack && !seg.has(crate::segment::RST) {
@@ -432,22 +448,24 @@ impl Stack {
                     self.accept_syn(seg.src, seg.dst);
                 }
             }
-            return;
+            return true;
         }
         let Some(ip) = IpHeader::parse(packet) else {
-            return;
+            return true;
         };
         let (proto, offset) = match packet[0] >> 4 {
             4 => (packet[9], usize::from(packet[0] & 0x0f) * 4),
             _ => (packet[6], 40),
         };
         let Some(l4) = packet.get(offset..ip.len) else {
-            return;
+            return true;
         };
         if proto == 17 && l4.len() >= 8 && self.accept_any.is_some() {
+            let src = SocketAddr::new(ip.src, u16::from_be_bytes([l4[0], l4[1]]));
             let dst = SocketAddr::new(ip.dst, u16::from_be_bytes([l4[2], l4[3]]));
-            self.accept_udp(dst);
+            return self.accept_udp(src, dst);
         }
+        true
     }
 
     /// Runs smoltcp over everything received since the last poll, without

@@ -1,7 +1,7 @@
 //! UDP through the tunnel: bound sockets with `send_to` / `recv_from`, and
 //! the gateway's accept-any sockets.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
 
 use smoltcp::iface::SocketHandle;
@@ -32,22 +32,71 @@ pub enum UdpError {
     InUse,
 }
 
+/// How many UDP flows a gateway's accept-any takes in. Each is a socket
+/// here (one per destination) and, in the gateway, a host socket: a file
+/// descriptor and a local port of the host.
+#[derive(Debug, Clone)]
+pub struct UdpOptions {
+    /// Accept-any UDP sockets open at once; past it a datagram to a new
+    /// destination is dropped, without an ICMP answer.
+    pub max_flows: usize,
+    /// Accept-any UDP sockets open at once that one source address (one
+    /// gateway client) opened, so one client cannot take them all.
+    pub max_flows_per_source: usize,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        UdpOptions {
+            max_flows: 4096,
+            max_flows_per_source: 1024,
+        }
+    }
+}
+
 pub(crate) struct UdpEntry {
     pub handle: SocketHandle,
     pub local: SocketAddr,
     /// Ephemeral or claimed port to release.
     pub port: Option<u16>,
+    /// Accept-any: the source address whose datagram opened the socket.
+    pub source: Option<IpAddr>,
 }
 
-/// Datagrams and bytes each UDP socket buffers per direction.
-const PACKETS: usize = 256;
-const BYTES: usize = 256 * 1024;
+/// Datagrams and bytes a UDP socket buffers in one direction.
+#[derive(Clone, Copy)]
+struct Room {
+    packets: usize,
+    bytes: usize,
+}
 
-fn new_socket() -> udp::Socket<'static> {
-    udp::Socket::new(
-        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; PACKETS], vec![0; BYTES]),
-        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; PACKETS], vec![0; BYTES]),
-    )
+/// A bound socket's, each way.
+const BOUND: Room = Room {
+    packets: 256,
+    bytes: 256 * 1024,
+};
+/// A gateway's accept-any socket (one per destination a client names),
+/// from the client: all the datagrams of one flow that one turn of the
+/// loop reads must fit, as its task drains them only after.
+const ACCEPTED_RX: Room = Room {
+    packets: 256,
+    bytes: 256 * 1024,
+};
+/// To the client: small, as a full buffer makes the gateway's task wait
+/// (the host socket holds the rest) rather than drop.
+const ACCEPTED_TX: Room = Room {
+    packets: 32,
+    bytes: 32 * 1024,
+};
+
+fn new_socket(rx: Room, tx: Room) -> udp::Socket<'static> {
+    let buffer = |r: Room| {
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; r.packets],
+            vec![0; r.bytes],
+        )
+    };
+    udp::Socket::new(buffer(rx), buffer(tx))
 }
 
 impl Stack {
@@ -63,7 +112,7 @@ impl Stack {
                 p
             }
         };
-        let mut socket = new_socket();
+        let mut socket = new_socket(BOUND, BOUND);
         if socket.bind(port).is_err() {
             self.ports.release(port);
             return Err(UdpError::Unaddressable);
@@ -74,6 +123,7 @@ impl Stack {
             handle,
             local,
             port: Some(port),
+            source: None,
         })))
     }
 
@@ -100,9 +150,10 @@ impl Stack {
             return Err(UdpError::NoRoute);
         }
         let socket = self.udp_socket(id)?;
+        let capacity = socket.payload_send_capacity();
         match socket.send_slice(payload, to_endpoint(dst)) {
             Ok(()) => Ok(()),
-            Err(udp::SendError::BufferFull) if payload.len() > BYTES => Err(UdpError::TooLarge),
+            Err(udp::SendError::BufferFull) if payload.len() > capacity => Err(UdpError::TooLarge),
             Err(udp::SendError::BufferFull) => Err(UdpError::WouldBlock),
             Err(udp::SendError::Unaddressable) => Err(UdpError::Unaddressable),
         }
@@ -153,38 +204,62 @@ impl Stack {
     pub fn udp_close(&mut self, id: UdpId) {
         if let Some(entry) = self.udp.remove(id.0) {
             self.sockets.remove(entry.handle);
-            self.udp_any.retain(|_, v| *v != id);
             if let Some(port) = entry.port {
                 self.ports.release(port);
+            } else if self.udp_any.get(&entry.local) == Some(&id) {
+                self.udp_any.remove(&entry.local);
+            }
+            if let (Some(source), Some(any)) = (entry.source, self.accept_any.as_mut()) {
+                if let Some(n) = any.udp_per_source.get_mut(&source) {
+                    *n -= 1;
+                    if *n == 0 {
+                        any.udp_per_source.remove(&source);
+                    }
+                }
             }
         }
     }
 
-    /// A datagram to `dst` arrived at a gateway: make its socket if this is
-    /// the first and the policy allows.
-    pub(crate) fn accept_udp(&mut self, dst: SocketAddr) {
+    /// A datagram from `src` to `dst` arrived at a gateway: make its socket
+    /// if this is the first and the policy and the limits allow. False if
+    /// the datagram must be dropped unanswered (a limit).
+    pub(crate) fn accept_udp(&mut self, src: SocketAddr, dst: SocketAddr) -> bool {
         if self.udp_any.contains_key(&dst) || self.is_local_port(dst) {
-            return;
+            return true;
         }
         let any = self.accept_any.as_mut().expect("checked by caller");
         if !(any.policy)(Protocol::Udp, dst) {
             self.stats.refused_by_policy += 1;
-            return;
+            return true; // smoltcp answers with ICMP port unreachable
         }
-        let mut socket = new_socket();
+        let limits = &self.options.udp;
+        if self.udp_any.len() >= limits.max_flows
+            || any.udp_per_source.get(&src.ip()).copied().unwrap_or(0)
+                >= limits.max_flows_per_source
+        {
+            // No ICMP answer: a client spraying destinations gets nothing
+            // back for its effort, and costs the gateway no reply.
+            self.stats.udp_refused_by_limit += 1;
+            tracing::debug!(%src, %dst, "accept-any: UDP flow limit reached");
+            return false;
+        }
+        let mut socket = new_socket(ACCEPTED_RX, ACCEPTED_TX);
         if socket.bind(to_endpoint(dst)).is_err() {
-            return;
+            return true;
         }
+        *any.udp_per_source.entry(src.ip()).or_default() += 1;
         let handle = self.sockets.add(socket);
         let id = UdpId(self.udp.insert(UdpEntry {
             handle,
             local: dst,
             port: None,
+            source: Some(src.ip()),
         }));
         self.udp_any.insert(dst, id);
         self.accepted.push_back(Accepted::Udp {
             socket: id,
             local: dst,
         });
+        true
     }
 }

@@ -553,3 +553,59 @@ fn loss_recovery_holds_whatever_the_seed_at_two_percent_loss() {
         bulk_both_ways(&mut net, 4 * MIB);
     }
 }
+
+#[test]
+fn udp_flow_limits_drop_new_destinations_silently_and_free_up_on_close() {
+    // The gateway takes 3 UDP flows from one source and 4 in all.
+    let mut net = Net::with(
+        23,
+        Link::CLEAN,
+        |_| {},
+        |o| {
+            o.udp.max_flows_per_source = 3;
+            o.udp.max_flows = 4;
+        },
+    );
+    let sock = net.stack(CLIENT).udp_bind(None).unwrap();
+    let dst = |i: u16| addr(&format!("198.51.100.9:{}", 1000 + i));
+    for i in 0..6 {
+        net.stack(CLIENT)
+            .udp_send_to(sock, &[1; 100], dst(i))
+            .unwrap();
+    }
+    let mut accepted = Vec::new();
+    net.run_until(Duration::from_secs(5), "three flows accepted", |net| {
+        while let Some(Accepted::Udp { socket, local }) = net.stack(GATEWAY).poll_accepted() {
+            accepted.push((socket, local));
+        }
+        net.stack(GATEWAY).stats().udp_refused_by_limit == 3
+    });
+    assert_eq!(accepted.len(), 3, "{accepted:?}");
+    assert_eq!(net.stack(GATEWAY).stats().udp_open, 3);
+    // Refused without an answer: nothing (no ICMP) came back.
+    let packets_out = net.stack(GATEWAY).stats().packets_out;
+    assert_eq!(packets_out, 0, "the gateway answered a refused datagram");
+
+    // Closing one makes room for a new destination from the same source.
+    net.stack(GATEWAY).udp_close(accepted[0].0);
+    net.stack(CLIENT)
+        .udp_send_to(sock, &[2; 100], dst(7))
+        .unwrap();
+    net.run_until(Duration::from_secs(5), "a flow after a close", |net| {
+        matches!(net.stack(GATEWAY).poll_accepted(), Some(Accepted::Udp { local, .. }) if local == dst(7))
+    });
+    // Another source (the client's IPv6 address) has room of its own, but
+    // the total stops it at four.
+    for port in [53, 54] {
+        let v6 = addr(&format!("[2001:db8::9]:{port}"));
+        net.stack(CLIENT).udp_send_to(sock, &[3; 100], v6).unwrap();
+    }
+    let mut v6_accepted = 0;
+    net.run_until(Duration::from_secs(5), "the total limit", |net| {
+        while let Some(Accepted::Udp { .. }) = net.stack(GATEWAY).poll_accepted() {
+            v6_accepted += 1;
+        }
+        net.stack(GATEWAY).stats().udp_refused_by_limit == 4
+    });
+    assert_eq!(v6_accepted, 1);
+}
