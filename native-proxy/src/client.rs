@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::accept::Listening;
+use crate::accept::{Listening, Negotiations};
 use crate::cli::UpArgs;
 use crate::config::{ProxyConfig, ProxyListener};
 use crate::config_source::{ConfigSource, ENV_FILE, ENV_TEXT};
@@ -80,6 +80,8 @@ pub async fn run(args: UpArgs) -> Result<(), Failure> {
 pub struct Client {
     pub tunnel: Tunnel,
     listeners: Vec<(&'static str, TcpListener, ProxyListener)>,
+    /// `--max-negotiating`: one pool for all the proxy listeners.
+    negotiations: Negotiations,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, Failure> {
@@ -110,7 +112,11 @@ impl Client {
                 "the config has no DNS =: host names given to the proxies resolve on this host, outside the tunnel (DNS leaks)"
             );
         }
-        Ok(Client { tunnel, listeners })
+        Ok(Client {
+            tunnel,
+            listeners,
+            negotiations: Negotiations::new(common.max_negotiating as usize),
+        })
     }
 
     /// The addresses the proxies listen on, `(kind, addr)`.
@@ -136,13 +142,13 @@ impl Client {
                 target: None,
             });
             let auth = config.auth.map(Rc::new);
-            let t = tunnel.clone();
+            let (t, n) = (tunnel.clone(), self.negotiations.clone());
             match kind {
                 "socks5" => {
-                    tokio::task::spawn_local(socks::serve(listener, t, auth));
+                    tokio::task::spawn_local(socks::serve(listener, t, auth, n));
                 }
                 _ => {
-                    tokio::task::spawn_local(http_proxy::serve(listener, t, auth));
+                    tokio::task::spawn_local(http_proxy::serve(listener, t, auth, n));
                 }
             }
         }

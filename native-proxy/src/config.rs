@@ -31,6 +31,10 @@ pub struct ProxyConfig {
     pub gateway: GatewaySection,
     /// Formatted `FILE:LINE: message`.
     pub warnings: Vec<String>,
+    /// Environment variables whose values the config took as a key or a
+    /// password (`PrivateKey = $WG_KEY`): `exec` keeps them from the
+    /// command.
+    pub secret_vars: Vec<String>,
 }
 
 /// A `[Socks5]` or `[http]` section.
@@ -137,6 +141,11 @@ const SECTIONS: &str = "Interface, Peer, Socks5, http, TCPClientTunnel, TCPServe
 struct Source {
     text: String,
     origins: Vec<(PathBuf, usize)>,
+    /// See [`ProxyConfig::secret_vars`].
+    secret_vars: Vec<String>,
+    /// Files read (imports) that hold a key themselves and that others
+    /// may read.
+    exposed: Vec<String>,
 }
 
 impl Source {
@@ -177,6 +186,50 @@ fn var_name(value: &str) -> Option<&str> {
         .and_then(|v| v.strip_suffix('}'))
         .or_else(|| value.strip_prefix('$'))?;
     is_var_name(name).then_some(name)
+}
+
+/// Keys whose values are secrets.
+const SECRET_KEYS: [&str; 3] = ["PrivateKey", "PresharedKey", "Password"];
+
+/// `(key, value)` of a line that sets one of `keys`.
+fn setting<'a>(line: &'a str, keys: &[&str]) -> Option<(&'a str, &'a str)> {
+    let (key, value) = line.split_once('=')?;
+    let key = key.trim();
+    let value = value.trim();
+    let value = value.split_once(" #").map_or(value, |(v, _)| v.trim());
+    keys.iter()
+        .any(|k| k.eq_ignore_ascii_case(key))
+        .then_some((key, value))
+}
+
+/// Whether the text itself holds a WireGuard key (not a `$VAR` naming
+/// one).
+fn holds_key(text: &str) -> bool {
+    text.lines()
+        .filter_map(|l| setting(l, &["PrivateKey", "PresharedKey"]))
+        .any(|(_, value)| !value.is_empty() && var_name(value).is_none())
+}
+
+/// A warning when `path` holds a key and its group or others may read it
+/// (as wg-quick warns), with the command that fixes it.
+pub fn exposure_warning(path: &Path, text: &str) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o044 != 0 && holds_key(text)).then(|| {
+            format!(
+                "{}: holds a private key and is readable by group or others (mode {mode:04o}); run: chmod 600 {}",
+                path.display(),
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, text);
+        None
+    }
 }
 
 /// Applies `$VAR` to one line of `file`; the line itself otherwise.
@@ -250,8 +303,16 @@ fn assemble(
     let mut source = Source {
         text: String::new(),
         origins: Vec::new(),
+        secret_vars: Vec::new(),
+        exposed: Vec::new(),
     };
-    let push = |source: &mut Source, line: String, file: &Path, number: usize| {
+    let push = |source: &mut Source, raw: &str, line: String, file: &Path, number: usize| {
+        let secret = setting(raw, &SECRET_KEYS).and_then(|(_, value)| var_name(value));
+        if let Some(name) = secret {
+            if !source.secret_vars.iter().any(|v| v == name) {
+                source.secret_vars.push(name.to_string());
+            }
+        }
         source.text.push_str(&line);
         source.text.push('\n');
         source.origins.push((file.to_path_buf(), number));
@@ -275,16 +336,17 @@ fn assemble(
                         key: Some("WGConfig".into()),
                         message: format!("cannot read {}: {e}", path.display()),
                     })?;
+                    source.exposed.extend(exposure_warning(&path, &imported));
                     for (j, l) in imported.trim_start_matches('\u{feff}').lines().enumerate() {
                         let expanded = expand_line(l, &path, j + 1, env)?;
-                        push(&mut source, expanded, &path, j + 1);
+                        push(&mut source, l, expanded, &path, j + 1);
                     }
                     continue;
                 }
             }
         }
         let expanded = expand_line(line, name, number, env)?;
-        push(&mut source, expanded, name, number);
+        push(&mut source, line, expanded, name, number);
     }
     Ok(source)
 }
@@ -299,9 +361,13 @@ impl ProxyConfig {
             message: format!("cannot read: {e}"),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_text(&text, &path.display().to_string(), base, &|name| {
+        let mut cfg = Self::from_text(&text, &path.display().to_string(), base, &|name| {
             std::env::var(name).ok()
-        })
+        })?;
+        // Only a file has a mode: text from stdin or the environment is
+        // not checked (its imports are).
+        cfg.warnings.extend(exposure_warning(path, &text));
+        Ok(cfg)
     }
 
     /// The same from text in memory (stdin, an environment variable);
@@ -329,6 +395,7 @@ impl ProxyConfig {
                     format!("{}:{line}: {}", file.display(), w.message)
                 })
                 .collect(),
+            secret_vars: source.secret_vars.clone(),
             wg: wg.clone(),
             socks5: Vec::new(),
             http: Vec::new(),
@@ -338,6 +405,7 @@ impl ProxyConfig {
             stdio_tunnels: Vec::new(),
             gateway: GatewaySection::default(),
         };
+        cfg.warnings.extend(source.exposed.iter().cloned());
         let mut gateway_line = None;
         for section in &wg.sections {
             let s = Reader {

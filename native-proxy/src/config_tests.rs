@@ -278,3 +278,63 @@ fn errors_never_repeat_a_secret() {
         assert!(err.starts_with("test.conf:"), "{err:?} names no line");
     }
 }
+
+#[test]
+fn variables_that_hold_a_key_or_password_are_remembered() {
+    let env = |name: &str| match name {
+        "WG_KEY" => Some(PRIVATE.to_string()),
+        "PW" => Some("hunter2".to_string()),
+        "WHO" => Some("alice".to_string()),
+        _ => None,
+    };
+    let text = "[Interface]\nPrivateKey = $WG_KEY\nAddress = 10.0.0.2/32\n\n[Socks5]\nBindAddress = 127.0.0.1:1080\nUsername = $WHO\nPassword = ${PW}\n";
+    let c = ProxyConfig::from_text(text, "env.conf", Path::new("."), &env).unwrap();
+    assert_eq!(c.secret_vars, ["WG_KEY", "PW"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_key_file_others_may_read_is_warned_about_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("underpass-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    };
+    let warned = |path: &Path| {
+        let c = ProxyConfig::load(path).unwrap();
+        c.warnings.into_iter().find(|w| w.contains("chmod 600"))
+    };
+    for mode in [0o644, 0o640, 0o604] {
+        let path = write("open.conf", &wg(), mode);
+        let w = warned(&path).unwrap_or_else(|| panic!("no warning at {mode:o}"));
+        assert!(
+            w.contains(&format!("chmod 600 {}", path.display()))
+                && w.contains(&format!("{mode:04o}")),
+            "{w}"
+        );
+        assert!(!w.contains(PRIVATE), "{w}");
+    }
+    assert_eq!(warned(&write("closed.conf", &wg(), 0o600)), None);
+    // A key that comes from the environment is not in the file.
+    let by_name = wg().replace(PRIVATE, "$WG_KEY");
+    assert_eq!(
+        exposure_warning(&write("var.conf", &by_name, 0o644), &by_name),
+        None
+    );
+    // An imported file is checked on its own.
+    let wg_path = write("wg.conf", &wg(), 0o644);
+    let main = write(
+        "main.conf",
+        "WGConfig = wg.conf\n\n[Socks5]\nBindAddress = 127.0.0.1:1080\n",
+        0o644,
+    );
+    let w = warned(&main).expect("the import holding the key");
+    assert!(w.starts_with(&wg_path.display().to_string()), "{w}");
+    // Text from stdin or the environment has no mode to check.
+    assert!(parse(&wg()).unwrap().warnings.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

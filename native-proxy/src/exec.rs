@@ -12,7 +12,8 @@ use tokio::process::Command;
 
 use crate::cli::ExecArgs;
 use crate::client::{load_config, Client};
-use crate::config::{Credentials, ProxyListener};
+use crate::config::{Credentials, ProxyConfig, ProxyListener};
+use crate::config_source::{ENV_FILE, ENV_TEXT};
 use crate::Failure;
 
 /// The shell's statuses for a command that cannot be run.
@@ -82,7 +83,13 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
         .split_first()
         .ok_or_else(|| Failure::usage("exec needs a command after --"))?;
     tracing::debug!(command = ?args.command, "starting the command");
-    let spawned = Command::new(program).args(rest).envs(env).spawn();
+    let mut command = Command::new(program);
+    command.args(rest).envs(env);
+    crate::setup::restore_fd_limit_for(&mut command);
+    for name in withheld(&cfg) {
+        command.env_remove(name);
+    }
+    let spawned = command.spawn();
     let child = match spawned {
         Ok(child) => child,
         Err(e) => {
@@ -121,6 +128,16 @@ fn spawn_failure(program: &std::ffi::OsStr, e: std::io::Error) -> Failure {
             message: format!("cannot run {name}: {e}"),
         }
     }
+}
+
+/// The variables the command must not inherit: the config itself (its
+/// private key) or its path, and the variables the config took a key or
+/// password from. The command reaches the tunnel through the proxies;
+/// it has no use for the secrets behind them.
+fn withheld(cfg: &ProxyConfig) -> Vec<&str> {
+    let mut names = vec![ENV_TEXT, ENV_FILE];
+    names.extend(cfg.secret_vars.iter().map(String::as_str));
+    names
 }
 
 fn random_credentials() -> Credentials {

@@ -6,7 +6,9 @@
 //! for the next request to the same host. Failures answer as a proxy
 //! should: 407 for missing credentials, 502 for a host that cannot be
 //! reached, 504 for one that does not answer, 400 for what is not a proxy
-//! request.
+//! request. Until a client's first request that is forwarded or tunnelled
+//! it counts as negotiating ([`crate::accept::Negotiations`]), for 30 s
+//! at most.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,13 +28,16 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::accept::accept;
+use crate::accept::{accept, Negotiating, Negotiations};
 use crate::config::Credentials;
 use crate::splice::splice;
 use crate::tunnel::{is_connection_limit, ConnectError, Tunnel};
 
 /// Requests whose headers take longer than this are dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client must have sent a request the proxy serves (see [`route`])
+/// this long after connecting, or it is dropped.
+const NEGOTIATION_TIMEOUT: Duration = HEADER_TIMEOUT;
 /// Largest request head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -41,35 +46,62 @@ type Body = Either<Incoming, Full<Bytes>>;
 /// Upstream connections of one client connection, by host and port.
 type Upstreams = Rc<RefCell<HashMap<(String, u16), SendRequest<Incoming>>>>;
 
-pub async fn serve(listener: TcpListener, tunnel: Tunnel, auth: Option<Rc<Credentials>>) {
+pub async fn serve(
+    listener: TcpListener,
+    tunnel: Tunnel,
+    auth: Option<Rc<Credentials>>,
+    negotiations: Negotiations,
+) {
     loop {
         let (stream, peer) = accept(&listener, &tunnel, "HTTP proxy").await;
+        let Some(slot) = negotiations.enter("HTTP proxy") else {
+            tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
+            negotiations.refuse_http(stream);
+            continue;
+        };
         let (tunnel, auth) = (tunnel.clone(), auth.clone());
         tokio::task::spawn_local(async move {
-            if let Err(e) = serve_connection(stream, tunnel, auth).await {
+            if let Err(e) = serve_connection(stream, tunnel, auth, slot).await {
                 tracing::debug!(%peer, error = %e, "HTTP proxy connection ended");
             }
         });
     }
 }
 
+/// Serves one client connection; it counts as negotiating (holds `slot`)
+/// until a request passes [`route`].
 async fn serve_connection(
     stream: TcpStream,
     tunnel: Tunnel,
     auth: Option<Rc<Credentials>>,
+    slot: Negotiating,
 ) -> Result<(), hyper::Error> {
     let upstreams: Upstreams = Rc::default();
+    let slot = Rc::new(RefCell::new(Some(slot)));
+    let negotiating = slot.clone();
     let service = hyper::service::service_fn(move |req| {
         let (tunnel, auth, upstreams) = (tunnel.clone(), auth.clone(), upstreams.clone());
-        async move { Ok::<_, Infallible>(handle(req, tunnel, auth.as_deref(), upstreams).await) }
+        let slot = slot.clone();
+        async move { Ok::<_, Infallible>(handle(req, tunnel, auth.as_deref(), upstreams, &slot).await) }
     });
-    hyper::server::conn::http1::Builder::new()
+    let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(MAX_HEAD)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await
+        .with_upgrades();
+    tokio::pin!(conn);
+    // hyper times out each head alone: a client could send refused
+    // requests one after another and stay negotiating for ever.
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = tokio::time::sleep(NEGOTIATION_TIMEOUT) => {}
+    }
+    if negotiating.borrow().is_some() {
+        tracing::debug!("HTTP proxy client sent no request to forward in time; closed");
+        return Ok(());
+    }
+    conn.await
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
@@ -244,8 +276,13 @@ async fn handle(
     tunnel: Tunnel,
     auth: Option<&Credentials>,
     upstreams: Upstreams,
+    negotiating: &RefCell<Option<Negotiating>>,
 ) -> Response<Body> {
-    match route(req.method(), req.uri(), req.headers(), auth) {
+    let routed = route(req.method(), req.uri(), req.headers(), auth);
+    if routed.is_ok() {
+        negotiating.borrow_mut().take();
+    }
+    match routed {
         Ok(Route::Connect { host, port }) => connect(req, &host, port, tunnel).await,
         Ok(Route::Forward { host, port }) => forward(req, &host, port, &tunnel, &upstreams).await,
         Err(refusal) => {
@@ -312,6 +349,21 @@ async fn upstream(
     Ok(sender)
 }
 
+/// The `Host` value for `host:port` (the host unbracketed, as [`route`]
+/// gives it): an IPv6 literal in brackets, the port unless it is 80.
+fn host_header(host: &str, port: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == 80 {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 async fn forward(
     req: Request<Incoming>,
     host: &str,
@@ -330,15 +382,14 @@ async fn forward(
         Err(_) => return text(StatusCode::BAD_REQUEST, "invalid path"),
     };
     strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
-        let value = if port == 80 {
-            host.to_string()
-        } else {
-            format!("{host}:{port}")
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
+    // RFC 9112 section 3.2.2: the target's host replaces whatever Host the
+    // client sent, so the origin never sees a name the request did not go
+    // to.
+    match HeaderValue::from_str(&host_header(host, port)) {
+        Ok(v) => {
             parts.headers.insert(header::HOST, v);
         }
+        Err(_) => return text(StatusCode::BAD_REQUEST, "invalid host"),
     }
     let method = parts.method.clone();
     let mut sender = match upstream(host, port, tunnel, upstreams).await {
@@ -356,4 +407,18 @@ async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Either::Left(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_header_names_the_target_with_ipv6_in_brackets() {
+        assert_eq!(host_header("example.com", 80), "example.com");
+        assert_eq!(host_header("example.com", 8080), "example.com:8080");
+        assert_eq!(host_header("10.0.0.5", 81), "10.0.0.5:81");
+        assert_eq!(host_header("::1", 80), "[::1]");
+        assert_eq!(host_header("fd00::5", 8080), "[fd00::5]:8080");
+    }
 }

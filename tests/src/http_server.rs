@@ -3,6 +3,7 @@
 //!
 //! - `GET /bytes/LEN?seed=S` answers LEN bytes of stream S;
 //! - `GET /hello` answers `hello underpass\n`;
+//! - `GET /host` answers the `Host` header it received (or nothing);
 //! - `POST` or `PUT /sink` reads the body (sized or chunked) and answers
 //!   `LEN CHECKSUM\n`;
 //! - `GET /fast/LEN` answers LEN bytes as fast as it can (benchmarks), and
@@ -86,6 +87,7 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
         let mut length = None;
         let mut chunked = false;
         let mut close = false;
+        let mut host = String::new();
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h)? == 0 {
@@ -101,6 +103,7 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
                 "content-length" => length = value.parse::<u64>().ok(),
                 "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
                 "connection" => close = value.eq_ignore_ascii_case("close"),
+                "host" => host = value.to_string(),
                 _ => {}
             }
         }
@@ -139,6 +142,12 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
                 out,
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{reply}",
                 reply.len()
+            )?;
+        } else if path == "/host" {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{host}",
+                host.len()
             )?;
         } else if path == "/hello" {
             let text = "hello underpass\n";

@@ -178,6 +178,57 @@ impl Process {
         }
     }
 
+    /// Starts the binary with at most `nofile` open files (soft and hard
+    /// limit, so it cannot raise them), as on a host where 1,024 is the
+    /// limit.
+    pub fn start_with_fd_limit(
+        nofile: u64,
+        name: &str,
+        scratch: &Scratch,
+        args: &[&str],
+    ) -> Process {
+        use std::os::unix::process::CommandExt;
+        let log = scratch.path(&format!("{name}.log"));
+        let err = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err);
+        // SAFETY: runs between fork and exec and calls only setrlimit,
+        // which is async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: nofile as libc::rlim_t,
+                    rlim_max: nofile as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Process {
+            child,
+            log,
+            name: name.into(),
+        }
+    }
+
+    /// The process id (for /proc).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -194,6 +245,11 @@ impl Process {
                 .unwrap_or(0)
         };
         (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Its open file descriptors now (`/proc/PID/fd`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
     }
 
     /// Waits until the log contains `needle`; fails with the log.

@@ -412,3 +412,56 @@ fn up_wait_prints_the_listeners_once_the_peer_answers() {
         stderr(&out)
     );
 }
+
+#[test]
+fn exec_keeps_the_config_and_its_secrets_from_the_command() {
+    let site = Site::start("exec-env-secrets");
+    let text = site.client_config(None, "");
+    let key = site.client_keys.private.clone();
+    // The command prints its environment; it still gets the proxies and
+    // the variables that are not secrets.
+    let env_of = |out: &Output| {
+        assert!(out.status.success(), "{}", stderr(out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let names = |env: &str| -> Vec<String> {
+        env.lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
+            .collect()
+    };
+
+    // The whole config in UNDERPASS_CONFIG.
+    let env = env_of(&exec(
+        &["--", "env"],
+        &[("UNDERPASS_CONFIG", &text), ("UNRELATED", "kept")],
+        Duration::from_secs(60),
+    ));
+    assert!(names(&env).iter().any(|n| n == "ALL_PROXY"), "{env}");
+    assert!(env.contains("UNRELATED=kept"), "{env}");
+    assert!(
+        !names(&env).iter().any(|n| n == "UNDERPASS_CONFIG"),
+        "the command got UNDERPASS_CONFIG"
+    );
+    assert!(!env.contains(&key), "the private key reached the command");
+
+    // Its path in UNDERPASS_CONFIG_FILE, the key in a variable it names.
+    let by_name = text.replace(&key, "$WG_TEST_PRIVATE_KEY");
+    let config = site.write_config("by-name.conf", &by_name);
+    let env = env_of(&exec(
+        &["--", "env"],
+        &[
+            ("UNDERPASS_CONFIG_FILE", config.to_str().unwrap()),
+            ("WG_TEST_PRIVATE_KEY", &key),
+            ("UNRELATED", "kept"),
+        ],
+        Duration::from_secs(60),
+    ));
+    assert!(env.contains("UNRELATED=kept"), "{env}");
+    for withheld in ["UNDERPASS_CONFIG_FILE", "WG_TEST_PRIVATE_KEY"] {
+        assert!(
+            !names(&env).iter().any(|n| n == withheld),
+            "the command got {withheld}"
+        );
+    }
+    assert!(!env.contains(&key), "the private key reached the command");
+}

@@ -679,3 +679,207 @@ fn metrics_and_pcap_show_the_traffic() {
     assert!(bytes.len() > 24 + 10 * 16, "{} bytes captured", bytes.len());
     assert_eq!(&bytes[..4], &0xa1b2_c3d4u32.to_le_bytes());
 }
+
+/// A UDP echo server on loopback that also keeps every payload it got.
+fn recording_udp_echo() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            log.lock().unwrap().push(buf[..n].to_vec());
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    (addr, seen)
+}
+
+/// A UDP ASSOCIATE naming `named` (IPv4) as the client's UDP address; the
+/// control connection (the association lives as long as it) and the
+/// relay's address.
+fn udp_associate(socks: SocketAddr, named: SocketAddr) -> (TcpStream, SocketAddr) {
+    let mut control = TcpStream::connect(socks).unwrap();
+    control
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    control.write_all(&[5, 1, 0]).unwrap();
+    let mut reply = [0u8; 2];
+    control.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [5, 0]);
+    control.write_all(&socks::request(3, named)).unwrap();
+    let mut reply = [0u8; 10];
+    control.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..4], &[5, 0, 0, 1], "UDP ASSOCIATE succeeded");
+    let relay = SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    (control, relay)
+}
+
+/// `payload` to `target` in a SOCKS5 UDP header.
+fn socks_datagram(target: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let SocketAddr::V4(v4) = target else {
+        panic!("IPv4 targets only")
+    };
+    let mut d = vec![0, 0, 0, 1];
+    d.extend_from_slice(&v4.ip().octets());
+    d.extend_from_slice(&v4.port().to_be_bytes());
+    d.extend_from_slice(payload);
+    d
+}
+
+/// Sends `payload` to `echo` through `relay` from `from` until the echo
+/// comes back (5 tries of 2 s: the path may lose the first datagram).
+fn echo_through_relay(from: &UdpSocket, relay: SocketAddr, echo: SocketAddr, payload: &[u8]) {
+    from.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let datagram = socks_datagram(echo, payload);
+    for _ in 0..5 {
+        from.send_to(&datagram, relay).unwrap();
+        let mut buf = [0u8; 2048];
+        if let Ok((n, _)) = from.recv_from(&mut buf) {
+            assert_eq!(&buf[10..n], payload, "the echo of what was sent");
+            return;
+        }
+    }
+    panic!(
+        "the association's own client ({}) got no answer through the relay in 5 tries",
+        from.local_addr().unwrap()
+    );
+}
+
+/// Nothing arrives on `socket` for a second (it was not answered).
+fn nothing_arrives(socket: &UdpSocket, who: &str) {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    if let Ok((n, _)) = socket.recv_from(&mut buf) {
+        panic!("{who} got an answer through the relay: {:?}", &buf[..n]);
+    }
+}
+
+#[test]
+fn a_udp_association_takes_datagrams_only_from_the_client_that_asked() {
+    let (echo, seen) = recording_udp_echo();
+    let pair = Pair::start("udp-impostor", PairOptions::default());
+
+    // The client asks without naming its address; another loopback
+    // address sends to the relay first.
+    let (_control, relay) = udp_associate(pair.socks, "0.0.0.0:0".parse().unwrap());
+    let impostor = UdpSocket::bind("127.0.0.9:0").unwrap();
+    impostor
+        .send_to(&socks_datagram(echo, b"from 127.0.0.9"), relay)
+        .unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    echo_through_relay(&client, relay, echo, b"from the client");
+    nothing_arrives(&impostor, "a socket on 127.0.0.9");
+
+    // The client names its port (not its address): another port of the
+    // same host that sends first is not the client.
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let named = SocketAddr::from(([0, 0, 0, 0], client.local_addr().unwrap().port()));
+    let (_control, relay) = udp_associate(pair.socks, named);
+    let neighbour = UdpSocket::bind("127.0.0.1:0").unwrap();
+    neighbour
+        .send_to(&socks_datagram(echo, b"from another port"), relay)
+        .unwrap();
+    echo_through_relay(&client, relay, echo, b"from the named port");
+    nothing_arrives(&neighbour, "another port of the client's host");
+
+    let seen = seen.lock().unwrap();
+    for intruder in [&b"from 127.0.0.9"[..], b"from another port"] {
+        assert!(
+            !seen.iter().any(|d| d == intruder),
+            "{:?} went through the tunnel",
+            String::from_utf8_lossy(intruder)
+        );
+    }
+}
+
+#[test]
+fn the_http_proxy_gives_the_origin_the_targets_host() {
+    let server = HttpServer::start();
+    let pair = Pair::start("http-host", PairOptions::default());
+    let proxy = format!("http://{}", pair.http);
+    let url = server.url("/host");
+    // The client's own Host names somewhere else: the origin must see the
+    // host the request went to (RFC 9112 section 3.2.2).
+    let out = curl(&["-x", &proxy, "-H", "Host: somewhere-else.example", &url]);
+    assert_eq!(curl_text(&out), server.addr.to_string());
+    // HTTP/1.0 with no Host at all: the proxy writes one.
+    assert_eq!(http10_body(pair.http, &url), server.addr.to_string());
+}
+
+#[test]
+fn the_http_proxy_brackets_an_ipv6_target_in_the_host_it_writes() {
+    // Client and gateway with IPv6 tunnel addresses, an origin on [::1].
+    let server = HttpServer::start_on("[::1]:0".parse().unwrap());
+    let scratch = Scratch::new("http-host-v6");
+    let (c, g) = (keys(), keys());
+    let port = free_port();
+    let gateway_conf = scratch.write(
+        "gateway.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {GATEWAY_IP}/32, fd00:50::1/128\nListenPort = {port}\n\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = {CLIENT_IP}/32, fd00:50::2/128\n\n\
+             [Gateway]\nAllowedDestinations = ::1/128\n",
+            g.private, c.public
+        ),
+    );
+    let mut gateway = Process::start(
+        "gateway",
+        &scratch,
+        &["gateway", "--config", gateway_conf.to_str().unwrap()],
+    );
+    gateway.wait_for_log("gateway listening", Duration::from_secs(20));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let client_conf = scratch.write(
+        "client.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_IP}/32, fd00:50::2/128\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{port}\nAllowedIPs = 0.0.0.0/0, ::/0\n\n\
+             [http]\nBindAddress = {http}\n",
+            c.private, g.public
+        ),
+    );
+    let mut client = Process::start(
+        "client",
+        &scratch,
+        &["--config", client_conf.to_str().unwrap()],
+    );
+    client.wait_for_log("handshake completed", Duration::from_secs(20));
+    wait_tcp(http, Duration::from_secs(10));
+    let url = server.url("/host");
+    assert!(url.starts_with("http://[::1]:"), "{url}");
+    let expected = format!("[::1]:{}", server.addr.port());
+    // HTTP/1.0 with no Host: the one the proxy writes has the brackets.
+    assert_eq!(http10_body(http, &url), expected);
+    // A client's Host is replaced by the same.
+    let out = curl(&[
+        "-x",
+        &format!("http://{http}"),
+        "-H",
+        "Host: somewhere-else.example",
+        &url,
+    ]);
+    assert_eq!(curl_text(&out), expected);
+}
+
+/// The body of the answer to `GET url HTTP/1.0` (no Host) through the
+/// HTTP proxy at `proxy`.
+fn http10_body(proxy: SocketAddr, url: &str) -> String {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(format!("GET {url} HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    match reply.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.") => body.to_string(),
+        _ => panic!("not an HTTP answer: {reply:?}"),
+    }
+}

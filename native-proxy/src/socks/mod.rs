@@ -2,7 +2,9 @@
 //! through the tunnel.
 //!
 //! Every failure gets its reply code and a clean close; a client that
-//! stalls during the negotiation is dropped after [`HANDSHAKE_TIMEOUT`].
+//! stalls during the negotiation is dropped after [`HANDSHAKE_TIMEOUT`],
+//! and one that comes while too many are negotiating
+//! ([`crate::accept::Negotiations`]) is closed unanswered.
 
 pub mod proto;
 
@@ -15,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::accept::accept;
+use crate::accept::{accept, Negotiating, Negotiations};
 use crate::config::Credentials;
 use crate::splice::splice_host;
 use crate::tunnel::{ConnectError, Tunnel, TunnelUdp};
@@ -24,12 +26,22 @@ use proto::{Address, Command, ProtoError, Reply};
 /// How long a client may take to greet, authenticate and ask.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(listener: TcpListener, tunnel: Tunnel, auth: Option<Rc<Credentials>>) {
+pub async fn serve(
+    listener: TcpListener,
+    tunnel: Tunnel,
+    auth: Option<Rc<Credentials>>,
+    negotiations: Negotiations,
+) {
     loop {
         let (stream, peer) = accept(&listener, &tunnel, "SOCKS5").await;
+        let Some(slot) = negotiations.enter("SOCKS5") else {
+            // SOCKS5 has no reply before the greeting: closed unanswered.
+            refused(&tunnel);
+            continue;
+        };
         let (tunnel, auth) = (tunnel.clone(), auth.clone());
         tokio::task::spawn_local(async move {
-            if let Err(e) = handle(stream, &tunnel, auth.as_deref()).await {
+            if let Err(e) = handle(stream, &tunnel, auth.as_deref(), slot).await {
                 tracing::debug!(%peer, error = %e, "SOCKS5 connection ended");
             }
         });
@@ -81,16 +93,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Negotiates, then serves one request.
+/// Negotiates (holding `slot` until the request is read), then serves
+/// one request.
 async fn handle(
     mut stream: TcpStream,
     tunnel: &Tunnel,
     auth: Option<&Credentials>,
+    slot: Negotiating,
 ) -> io::Result<()> {
     let mut buf = Vec::new();
     let request = tokio::time::timeout(HANDSHAKE_TIMEOUT, negotiate(&mut stream, &mut buf, auth))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "negotiation took too long"))??;
+    drop(slot);
     let Some(request) = request else {
         refused(tunnel);
         return Ok(());
@@ -210,11 +225,38 @@ async fn connect(
         .map(|_| ())
 }
 
+/// Which datagrams on a relay socket belong to the association: those
+/// from the control connection's IP (any other host, or another loopback
+/// address, could otherwise take the association by sending first), and
+/// from the port the client named in its request when it named one.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    ip: IpAddr,
+    port: Option<u16>,
+}
+
+impl Sender {
+    fn new(control_peer: IpAddr, requested: &Address) -> Sender {
+        let port = match requested {
+            Address::Ip(a) if a.port() != 0 => Some(a.port()),
+            _ => None,
+        };
+        Sender {
+            ip: control_peer.to_canonical(),
+            port,
+        }
+    }
+
+    fn admits(&self, src: SocketAddr) -> bool {
+        src.ip().to_canonical() == self.ip && self.port.is_none_or(|p| p == src.port())
+    }
+}
+
 /// UDP ASSOCIATE: a relay socket on the listener's address, answering only
 /// the client that asked, alive as long as the control connection.
 async fn associate(mut control: TcpStream, tunnel: &Tunnel, requested: Address) -> io::Result<()> {
     let local_ip = control.local_addr()?.ip();
-    let client_ip = control.peer_addr()?.ip();
+    let sender = Sender::new(control.peer_addr()?.ip(), &requested);
     let relay = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
     let inner = match tunnel.udp_bind() {
         Ok(s) => s,
@@ -225,12 +267,10 @@ async fn associate(mut control: TcpStream, tunnel: &Tunnel, requested: Address) 
         }
     };
     reply(&mut control, Reply::Succeeded, relay.local_addr()?).await?;
-    // The client may name the address it will send from; a zero port or
-    // address means "whatever it turns out to be".
-    let mut client: Option<SocketAddr> = match requested {
-        Address::Ip(a) if a.port() != 0 && !a.ip().is_unspecified() => Some(a),
-        _ => None,
-    };
+    // Where answers go: the first admitted sender's address. The client
+    // sends from one socket; a second one on its host that was not named
+    // cannot take over.
+    let mut client: Option<SocketAddr> = None;
     let relay = Rc::new(relay);
     let mut from_client = vec![0u8; 65536];
     let mut from_tunnel = vec![0u8; 65536];
@@ -244,8 +284,9 @@ async fn associate(mut control: TcpStream, tunnel: &Tunnel, requested: Address) 
             }
             r = relay.recv_from(&mut from_client) => {
                 let (n, src) = r?;
-                if src.ip() != client_ip && !(is_loopback_pair(src.ip(), client_ip)) {
-                    continue; // only the client that asked
+                if !sender.admits(src) {
+                    tracing::debug!(%src, "UDP datagram from outside the association dropped");
+                    continue;
                 }
                 match client {
                     Some(c) if c != src => continue,
@@ -267,12 +308,6 @@ async fn associate(mut control: TcpStream, tunnel: &Tunnel, requested: Address) 
     }
 }
 
-/// Loopback clients may show up as 127.0.0.1 on one socket and ::1 on
-/// another only if the listener is dual-stack; treat them alike.
-fn is_loopback_pair(a: IpAddr, b: IpAddr) -> bool {
-    a.is_loopback() && b.is_loopback()
-}
-
 /// Sends one client datagram into the tunnel.
 async fn forward_out(tunnel: &Tunnel, inner: &TunnelUdp, datagram: &[u8]) {
     let Ok((header, payload)) = proto::parse_udp(datagram) else {
@@ -290,5 +325,39 @@ async fn forward_out(tunnel: &Tunnel, inner: &TunnelUdp, datagram: &[u8]) {
     };
     if let Err(e) = inner.send_to(payload, dst).await {
         tracing::debug!(%dst, error = %e, "UDP datagram not sent");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_udp_association_admits_only_the_control_ip_and_the_named_port() {
+        let control: IpAddr = "127.0.0.1".parse().unwrap();
+        let any = Sender::new(control, &Address::Ip(addr("0.0.0.0:0")));
+        assert!(any.admits(addr("127.0.0.1:5000")));
+        assert!(
+            !any.admits(addr("127.0.0.9:5000")),
+            "another loopback address"
+        );
+        assert!(!any.admits(addr("[::1]:5000")));
+        assert!(
+            any.admits(addr("[::ffff:127.0.0.1]:5000")),
+            "the same IP, v4-mapped"
+        );
+
+        let named = Sender::new(control, &Address::Ip(addr("0.0.0.0:4000")));
+        assert!(named.admits(addr("127.0.0.1:4000")));
+        assert!(!named.admits(addr("127.0.0.1:4001")), "not the port named");
+
+        // The IP named in the request does not widen the association.
+        let elsewhere = Sender::new(control, &Address::Ip(addr("192.0.2.7:4000")));
+        assert!(!elsewhere.admits(addr("192.0.2.7:4000")));
+        assert!(elsewhere.admits(addr("127.0.0.1:4000")));
     }
 }
