@@ -89,21 +89,33 @@ fn a_tcp_connection_survives_the_clients_source_port_changing() {
     let pair = Pair::start(
         "rebind",
         PairOptions {
-            impair: Some((Impairment::default(), 2)),
+            // A bottleneck keeps the transfer crossing the tunnel for
+            // seconds: 24 MiB at 48 Mbit/s, about 4 s. (A reader held back
+            // by curl's --limit-rate did not: the kernel's socket buffer in
+            // front of curl grows to tcp_rmem's maximum, 32 MiB on some
+            // hosts, and took the whole file in the first second.)
+            impair: Some((
+                Impairment::path(Duration::from_millis(2), 0.0, Some(48.0)),
+                2,
+            )),
             ..Default::default()
         },
     );
     let relay = pair.relay.as_ref().unwrap();
     let old_port = relay.source_port();
-    // A transfer slow enough to still be running when the NAT rebinds.
-    // curl's rate limit holds back its reads, not the sender: the kernel
-    // socket buffer in front of curl takes up to 6 MiB at once, so the
-    // file must be well larger than that to still cross the tunnel later.
     std::thread::scope(|s| {
         let transfer = s.spawn(|| {
-            pair.download_checked(&server, 24 * 1024 * 1024, 9, &["--limit-rate", "4M"]);
+            pair.download_checked(&server, 24 * 1024 * 1024, 9, &[]);
         });
-        std::thread::sleep(Duration::from_millis(1000));
+        // Rebind once the transfer is well under way (a quarter of it).
+        let started = Instant::now();
+        while relay.down.received.load(Ordering::Relaxed) < 4000 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the transfer did not get going within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let before = relay.down.received.load(Ordering::Relaxed);
         relay.rebind();
         assert_ne!(relay.source_port(), old_port);
