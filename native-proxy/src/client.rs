@@ -280,3 +280,20 @@ impl Running {
         let _ = self.run.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::no_dns_server_warning;
+
+    #[test]
+    fn a_dns_line_with_search_domains_only_is_named_as_such() {
+        let none = no_dns_server_warning(&[]);
+        assert!(none.starts_with("the config has no DNS =:"), "{none}");
+        let search = no_dns_server_warning(&["corp.example".into()]);
+        assert!(
+            search.starts_with("DNS = names search domains (corp.example) but no server address")
+                && !search.contains("no DNS ="),
+            "{search}"
+        );
+    }
+}

@@ -397,3 +397,31 @@ fn a_udp_proxy_tunnel_that_never_times_out_still_answers() {
     };
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "127.0.0.1");
 }
+
+#[test]
+fn a_dns_line_of_search_domains_is_warned_about_as_such_and_only_without_a_server() {
+    let scratch = Scratch::new("wireproxy-dns-search");
+    let (c, g) = (keys(), keys());
+    let config = |dns: &str| {
+        format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_IP}/32\nDNS = {dns}\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:9\n\n\
+             [Socks5]\nBindAddress = 127.0.0.1:{}\n",
+            c.private,
+            g.public,
+            free_port()
+        )
+    };
+    let search_only = scratch.write("search.conf", &config("corp.example"));
+    let mut client = Process::start("search", &scratch, &["-c", search_only.to_str().unwrap()]);
+    client.wait_for_log(
+        "DNS = names search domains (corp.example) but no server address",
+        Duration::from_secs(10),
+    );
+    assert!(!client.log().contains("no DNS ="), "{}", client.log());
+
+    let with_server = scratch.write("server.conf", &config("10.50.0.1, corp.example"));
+    let mut client = Process::start("server", &scratch, &["-c", with_server.to_str().unwrap()]);
+    client.wait_for_log("socks5 listening", Duration::from_secs(10));
+    assert!(!client.log().contains("DNS"), "{}", client.log());
+}

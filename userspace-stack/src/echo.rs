@@ -74,7 +74,16 @@ fn checksums() -> ChecksumCapabilities {
 }
 
 fn parse(packet: &[u8]) -> Option<Echo<'_>> {
-    match packet.first()? >> 4 {
+    // Most packets are not ICMP: a look at the protocol byte settles it.
+    let icmp = match packet.first()? >> 4 {
+        4 => packet.get(9) == Some(&1),
+        6 => packet.get(6) == Some(&58),
+        _ => false,
+    };
+    if !icmp {
+        return None;
+    }
+    match packet[0] >> 4 {
         4 => {
             let ip = Ipv4Packet::new_checked(packet).ok()?;
             let repr = Ipv4Repr::parse(&ip, &checksums()).ok()?;
