@@ -425,3 +425,38 @@ fn a_dns_line_of_search_domains_is_warned_about_as_such_and_only_without_a_serve
     client.wait_for_log("socks5 listening", Duration::from_secs(10));
     assert!(!client.log().contains("DNS"), "{}", client.log());
 }
+
+#[test]
+fn silent_logs_warnings_but_not_information() {
+    let scratch = Scratch::new("wireproxy-silent");
+    let (c, g) = (keys(), keys());
+    let socks_port = free_port();
+    let config = scratch.write(
+        "client.conf",
+        &wireproxy_config(&c, &g, 9, socks_port, free_port()),
+    );
+    for (flag, info_expected) in [("-s", false), ("--silent", false), ("-c", true)] {
+        let log = scratch.path(&format!("{flag}.log"));
+        let mut args = vec![flag, "-c", config.to_str().unwrap()];
+        if flag == "-c" {
+            args.remove(0);
+        }
+        let mut child = Command::new(binary())
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_tcp(
+            SocketAddr::from(([127, 0, 0, 1], socks_port)),
+            Duration::from_secs(10),
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("WARN"), "{flag}: {text}");
+        assert_eq!(text.contains("INFO"), info_expected, "{flag}: {text}");
+    }
+}
