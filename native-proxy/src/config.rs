@@ -4,8 +4,11 @@
 //! Before core parses the text, two wireproxy features are applied line by
 //! line, each line remembering where it came from: `WGConfig = path` at the
 //! top imports a wg-quick file, and a value `$NAME` or `${NAME}` comes from
-//! the environment. Every error names the file, the line and the key, and
-//! never quotes a value that may be a secret.
+//! the environment (`$$` at the start of a value is a literal `$`). Values
+//! are read as wireproxy reads them (see core's `ini_value`). Every error
+//! names the file, the line and the key, and never quotes a value that may
+//! be a secret. What each role makes of the sections is the `wireproxy`
+//! module's.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
