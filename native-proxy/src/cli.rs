@@ -13,6 +13,7 @@ use crate::Failure;
 #[command(
     name = "underpass",
     version,
+    disable_version_flag = true,
     about = "A WireGuard client without root or TUN: SOCKS5 and HTTP proxies and port forwards",
     long_about = "A WireGuard client without root or TUN: SOCKS5 and HTTP proxies and port forwards.\n\n\
                   Without a subcommand it runs the client from --config: the proxies and forwards of its \
@@ -20,6 +21,9 @@ use crate::Failure;
                   sections (wireproxy's format), plus --socks5 and --http."
 )]
 pub struct Cli {
+    /// Print the version (wireproxy's -v, clap's -V).
+    #[arg(short = 'v', long, visible_short_alias = 'V', action = clap::ArgAction::Version)]
+    version: Option<bool>,
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
@@ -53,8 +57,10 @@ pub enum Command {
 /// What every tunnel-running mode shares.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Serve Prometheus metrics on /metrics and a health check on /healthz.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve Prometheus metrics on /metrics, a health check on /healthz
+    /// and wireproxy's readiness check on /readyz (-i/--info as in
+    /// wireproxy; ADDR may be localhost:PORT or :PORT, every address).
+    #[arg(short = 'i', long, visible_alias = "info", value_name = "ADDR", value_parser = listen_addr)]
     pub metrics: Option<SocketAddr>,
     /// Write the tunnel's inner IP packets to a pcap file.
     #[arg(long, value_name = "FILE")]
@@ -152,7 +158,8 @@ impl Default for Common {
 pub struct ClientArgs {
     /// The configuration: wg-quick format plus wireproxy's sections
     /// (`-` reads stdin). Without it, UNDERPASS_CONFIG (the text itself)
-    /// or UNDERPASS_CONFIG_FILE.
+    /// or UNDERPASS_CONFIG_FILE, else wireproxy's default files:
+    /// /etc/wireproxy/wireproxy.conf, $HOME/.config/wireproxy.conf.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Serve SOCKS5 here (in addition to the config's [Socks5]).
@@ -161,11 +168,27 @@ pub struct ClientArgs {
     /// Serve an HTTP proxy here (in addition to the config's [http]).
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
-    /// Check the configuration, print `config OK` and exit.
-    #[arg(long)]
+    /// Check the configuration, print `config OK` and exit (-n and
+    /// --configtest as in wireproxy).
+    #[arg(short = 'n', long, visible_alias = "configtest")]
     pub check: bool,
+    /// Log only warnings and errors (RUST_LOG still decides when set).
+    #[arg(short, long)]
+    pub silent: bool,
+    /// Run in the background: return once the listeners are up (or with
+    /// the error that kept them from coming up); logs then go nowhere.
+    #[arg(short, long)]
+    pub daemon: bool,
     #[command(flatten)]
     pub common: Common,
+}
+
+/// A listening address: `ip:port`, `[v6]:port`, `localhost:port`, or
+/// `:port` for every address (as Go, and so wireproxy's `-i`, reads it).
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    crate::config::parse_bind(text).ok_or_else(|| {
+        format!("`{text}` is not an address and port; expected e.g. 127.0.0.1:9100, localhost:9100 or :9100")
+    })
 }
 
 /// How long `up --wait` and `exec` wait for the peers to answer.

@@ -21,19 +21,47 @@ use crate::{http_proxy, socks, Failure};
 /// The client's configuration from `--config`, stdin or the environment,
 /// its warnings logged.
 pub fn load_config(flag: Option<&Path>) -> Result<ProxyConfig, Failure> {
-    let source = ConfigSource::choose(flag, &|name| std::env::var(name).ok())
-        .map_err(Failure::usage)?
-        .ok_or_else(|| {
-            Failure::usage(format!(
-                "no configuration: give --config FILE (or - for stdin), or set {ENV_TEXT} or {ENV_FILE} \
-                 (try `underpass quickstart` to run without a WireGuard server)"
-            ))
-        })?;
-    let cfg = source.load().map_err(Failure::usage)?;
+    let chosen =
+        ConfigSource::choose(flag, &|name| std::env::var(name).ok()).map_err(Failure::usage)?;
+    let home = std::env::var("HOME").ok();
+    let source = match chosen {
+        Some(source) => source,
+        None => match ConfigSource::default_file(home.as_deref(), &|p| p.is_file()) {
+            Some(path) => {
+                tracing::info!("config from {}", path.display());
+                ConfigSource::File(path)
+            }
+            None => {
+                return Err(Failure::usage(format!(
+                    "no configuration: give --config FILE (or - for stdin), set {ENV_TEXT} or {ENV_FILE}, \
+                     or write /etc/wireproxy/wireproxy.conf or ~/.config/wireproxy.conf \
+                     (try `underpass quickstart` to run without a WireGuard server)"
+                )))
+            }
+        },
+    };
+    let mut cfg = source.load().map_err(Failure::usage)?;
+    cfg.for_client();
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
     Ok(cfg)
+}
+
+/// The warning for a client without a DNS server, worded after what its
+/// `DNS =` holds: nothing, or search domains only.
+fn no_dns_server_warning(search: &[String]) -> String {
+    let leak =
+        "host names given to the proxies resolve on this host, outside the tunnel (DNS leaks)";
+    if search.is_empty() {
+        format!("the config has no DNS =: {leak}")
+    } else {
+        format!(
+            "DNS = names search domains ({}) but no server address: {leak}; add the tunnel's DNS server, e.g. DNS = 10.0.0.1, {}",
+            search.join(", "),
+            search[0]
+        )
+    }
 }
 
 /// `underpass up` (and `underpass --config FILE`).
@@ -72,6 +100,7 @@ pub async fn run(args: UpArgs) -> Result<(), Failure> {
         let _ = writeln!(out, "ready");
         let _ = out.flush();
     }
+    crate::daemon::started();
     running.serve().await
 }
 
@@ -108,9 +137,7 @@ impl Client {
         }
         let tunnel = setup::build(cfg, Role::Client, common).await?;
         if !tunnel.has_dns() && !listeners.is_empty() {
-            tracing::warn!(
-                "the config has no DNS =: host names given to the proxies resolve on this host, outside the tunnel (DNS leaks)"
-            );
+            tracing::warn!("{}", no_dns_server_warning(&cfg.wg.interface.dns_search));
         }
         Ok(Client {
             tunnel,
@@ -154,6 +181,13 @@ impl Client {
         }
         listening.extend(forwards.listening.iter().cloned());
         tunnel.connect_peers();
+        let pings = tunnel.with(|e| {
+            let c = e.metrics.check_alive.as_ref();
+            c.map(|c| (c.targets().collect::<Vec<_>>(), c.interval))
+        });
+        if let Some((targets, interval)) = pings {
+            tokio::task::spawn_local(check_alive(tunnel.clone(), targets, interval));
+        }
         let engine = tunnel.clone();
         let run = tokio::task::spawn_local(async move { engine.run().await });
         Ok(Running {
@@ -167,6 +201,22 @@ impl Client {
     /// Runs everything until SIGINT/SIGTERM (or the stdio tunnel ends).
     pub async fn serve(self, cfg: &ProxyConfig) -> Result<(), Failure> {
         self.launch(cfg).await?.serve().await
+    }
+}
+
+/// wireproxy's `CheckAlive`: pings every target through the tunnel each
+/// `interval`; the engine notes the answers for `/readyz`.
+async fn check_alive(tunnel: Tunnel, targets: Vec<std::net::IpAddr>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for &ip in &targets {
+            if let Err(e) = tunnel.with(|e| e.stack.ping(ip)) {
+                tracing::debug!(%ip, error = %e, "CheckAlive: ping not sent");
+            }
+        }
+        tunnel.wake();
     }
 }
 
@@ -228,5 +278,22 @@ impl Running {
     pub async fn stop(self) {
         self.tunnel.shutdown();
         let _ = self.run.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_dns_server_warning;
+
+    #[test]
+    fn a_dns_line_with_search_domains_only_is_named_as_such() {
+        let none = no_dns_server_warning(&[]);
+        assert!(none.starts_with("the config has no DNS =:"), "{none}");
+        let search = no_dns_server_warning(&["corp.example".into()]);
+        assert!(
+            search.starts_with("DNS = names search domains (corp.example) but no server address")
+                && !search.contains("no DNS ="),
+            "{search}"
+        );
     }
 }

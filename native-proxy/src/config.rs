@@ -4,8 +4,11 @@
 //! Before core parses the text, two wireproxy features are applied line by
 //! line, each line remembering where it came from: `WGConfig = path` at the
 //! top imports a wg-quick file, and a value `$NAME` or `${NAME}` comes from
-//! the environment. Every error names the file, the line and the key, and
-//! never quotes a value that may be a secret.
+//! the environment (`$$` at the start of a value is a literal `$`). Values
+//! are read as wireproxy reads them (see core's `ini_value`). Every error
+//! names the file, the line and the key, and never quotes a value that may
+//! be a secret. What each role makes of the sections is the `wireproxy`
+//! module's.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,11 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use underpass_core::config::{Config, Section};
+use underpass_core::config::{ini_quoted, Config, Section};
 
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+mod wireproxy;
+
+pub use wireproxy::{FoundSection, ResolveStrategy};
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -29,6 +35,11 @@ pub struct ProxyConfig {
     pub udp_proxy_tunnels: Vec<UdpProxyTunnel>,
     pub stdio_tunnels: Vec<StdioTunnel>,
     pub gateway: GatewaySection,
+    /// `[Resolve] ResolveStrategy`: which address family of a name is
+    /// tried first.
+    pub resolve: ResolveStrategy,
+    /// Every section, where it is: the checks by role look at them.
+    pub found: Vec<FoundSection>,
     /// Formatted `FILE:LINE: message`.
     pub warnings: Vec<String>,
     /// Environment variables whose values the config took as a key or a
@@ -94,7 +105,8 @@ pub struct TcpServerTunnel {
 pub struct UdpProxyTunnel {
     pub bind: SocketAddr,
     pub target: Target,
-    pub inactivity_timeout: Duration,
+    /// `None`: never (`InactivityTimeout = 0`, as in wireproxy).
+    pub inactivity_timeout: Option<Duration>,
     pub line: usize,
 }
 
@@ -135,7 +147,7 @@ impl fmt::Display for LoadError {
 }
 
 const DEFAULT_UDP_INACTIVITY: Duration = Duration::from_secs(180);
-const SECTIONS: &str = "Interface, Peer, Socks5, http, TCPClientTunnel, TCPServerTunnel, UDPProxyTunnel, STDIOTunnel, Gateway";
+const SECTIONS: &str = "Interface, Peer, Socks5, http, TCPClientTunnel, TCPServerTunnel, UDPProxyTunnel, STDIOTunnel, Resolve, Gateway";
 
 /// The text to parse, with the origin of every line.
 struct Source {
@@ -192,14 +204,12 @@ fn var_name(value: &str) -> Option<&str> {
 const SECRET_KEYS: [&str; 3] = ["PrivateKey", "PresharedKey", "Password"];
 
 /// `(key, value)` of a line that sets one of `keys`.
-fn setting<'a>(line: &'a str, keys: &[&str]) -> Option<(&'a str, &'a str)> {
+fn setting<'a>(line: &'a str, keys: &[&str]) -> Option<(&'a str, String)> {
     let (key, value) = line.split_once('=')?;
     let key = key.trim();
-    let value = value.trim();
-    let value = value.split_once(" #").map_or(value, |(v, _)| v.trim());
     keys.iter()
         .any(|k| k.eq_ignore_ascii_case(key))
-        .then_some((key, value))
+        .then(|| (key, underpass_core::config::ini_value(value).0))
 }
 
 /// Whether the text itself holds a WireGuard key (not a `$VAR` naming
@@ -207,7 +217,7 @@ fn setting<'a>(line: &'a str, keys: &[&str]) -> Option<(&'a str, &'a str)> {
 fn holds_key(text: &str) -> bool {
     text.lines()
         .filter_map(|l| setting(l, &["PrivateKey", "PresharedKey"]))
-        .any(|(_, value)| !value.is_empty() && var_name(value).is_none())
+        .any(|(_, value)| !value.is_empty() && var_name(&value).is_none())
 }
 
 /// A warning when `path` holds a key and its group or others may read it
@@ -242,16 +252,18 @@ fn expand_line(
     let Some((key, value)) = line.split_once('=') else {
         return Ok(line.to_string());
     };
-    if line.trim_start().starts_with('#') || line.trim_start().starts_with('[') {
+    if line.trim_start().starts_with(['#', ';', '[']) {
         return Ok(line.to_string());
     }
-    let value = value.trim();
-    let value = value.split_once(" #").map_or(value, |(v, _)| v.trim());
-    let Some(name) = var_name(value) else {
+    let (value, _) = underpass_core::config::ini_value(value);
+    if let Some(literal) = wireproxy::dollar_literal(&value) {
+        return Ok(format!("{} = {}", key.trim(), ini_quoted(&literal)));
+    }
+    let Some(name) = var_name(&value) else {
         return Ok(line.to_string());
     };
     match env(name) {
-        Some(v) if !v.contains('\n') => Ok(format!("{} = {}", key.trim(), v.trim())),
+        Some(v) if !v.contains('\n') => Ok(format!("{} = {}", key.trim(), ini_quoted(v.trim()))),
         Some(_) => Err(LoadError {
             file: file.to_path_buf(),
             line: number,
@@ -307,8 +319,8 @@ fn assemble(
         exposed: Vec::new(),
     };
     let push = |source: &mut Source, raw: &str, line: String, file: &Path, number: usize| {
-        let secret = setting(raw, &SECRET_KEYS).and_then(|(_, value)| var_name(value));
-        if let Some(name) = secret {
+        let secret = setting(raw, &SECRET_KEYS);
+        if let Some(name) = secret.as_ref().and_then(|(_, value)| var_name(value)) {
             if !source.secret_vars.iter().any(|v| v == name) {
                 source.secret_vars.push(name.to_string());
             }
@@ -404,6 +416,8 @@ impl ProxyConfig {
             udp_proxy_tunnels: Vec::new(),
             stdio_tunnels: Vec::new(),
             gateway: GatewaySection::default(),
+            resolve: ResolveStrategy::default(),
+            found: wireproxy::found_sections(&wg, &source),
         };
         cfg.warnings.extend(source.exposed.iter().cloned());
         let mut gateway_line = None;
@@ -452,8 +466,11 @@ impl ProxyConfig {
                 "udpproxytunnel" => {
                     s.only(&["BindAddress", "Target", "InactivityTimeout"])?;
                     let timeout = match s.optional("InactivityTimeout") {
-                        Some(_) => Duration::from_secs(s.number("InactivityTimeout", 1, 86_400)?),
-                        None => DEFAULT_UDP_INACTIVITY,
+                        Some(_) => match s.number("InactivityTimeout", 0, 86_400)? {
+                            0 => None,
+                            seconds => Some(Duration::from_secs(seconds)),
+                        },
+                        None => Some(DEFAULT_UDP_INACTIVITY),
                     };
                     cfg.udp_proxy_tunnels.push(UdpProxyTunnel {
                         bind: s.bind()?,
@@ -469,6 +486,7 @@ impl ProxyConfig {
                         line: source.origin(section.line).1,
                     });
                 }
+                "resolve" => cfg.resolve = wireproxy::resolve_section(&s)?,
                 "gateway" => {
                     if let Some(first) = gateway_line {
                         return Err(source.error(
@@ -577,7 +595,7 @@ impl Reader<'_> {
                 e.line,
                 "BindAddress",
                 format!(
-                    "`{}` is not an address and port; expected e.g. 127.0.0.1:1080 or [::1]:1080",
+                    "`{}` is not an address and port; expected e.g. 127.0.0.1:1080, [::1]:1080 or :1080 (every address)",
                     shown(&e.value)
                 ),
             )
@@ -626,10 +644,18 @@ impl Reader<'_> {
     }
 }
 
-/// `ip:port`, `[v6]:port`, or `localhost:port` (127.0.0.1).
-fn parse_bind(value: &str) -> Option<SocketAddr> {
+/// `ip:port`, `[v6]:port`, `localhost:port` (127.0.0.1), or `:port`:
+/// every address, IPv4 and IPv6 (as Go, and so wireproxy, reads it).
+pub(crate) fn parse_bind(value: &str) -> Option<SocketAddr> {
     if let Ok(addr) = value.parse::<SocketAddr>() {
         return Some(addr);
+    }
+    if let Some(port) = value.strip_prefix(':') {
+        let port = port.parse::<u16>().ok()?;
+        return Some(SocketAddr::new(
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            port,
+        ));
     }
     let (host, port) = value.rsplit_once(':')?;
     let port = port.parse::<u16>().ok()?;

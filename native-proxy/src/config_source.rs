@@ -52,6 +52,16 @@ impl ConfigSource {
         }
     }
 
+    /// wireproxy's default files, in its order, for when nothing names a
+    /// config: the first that exists.
+    pub fn default_file(home: Option<&str>, exists: &dyn Fn(&Path) -> bool) -> Option<PathBuf> {
+        let mut paths = vec![PathBuf::from("/etc/wireproxy/wireproxy.conf")];
+        if let Some(home) = home.filter(|h| !h.is_empty()) {
+            paths.push(Path::new(home).join(".config/wireproxy.conf"));
+        }
+        paths.into_iter().find(|p| exists(p))
+    }
+
     /// Reads and parses; messages name the source (`<stdin>:3: ...`).
     pub fn load(&self) -> Result<ProxyConfig, LoadError> {
         let env = |name: &str| std::env::var(name).ok();
@@ -117,5 +127,26 @@ mod tests {
         let both =
             ConfigSource::choose(None, &vars(&[(ENV_TEXT, "x"), (ENV_FILE, "y")])).unwrap_err();
         assert!(both.contains("both"), "{both}");
+    }
+
+    #[test]
+    fn wireproxys_default_files_are_tried_in_its_order() {
+        let etc = Path::new("/etc/wireproxy/wireproxy.conf");
+        let home = Path::new("/home/u/.config/wireproxy.conf");
+        let both = |p: &Path| p == etc || p == home;
+        assert_eq!(
+            ConfigSource::default_file(Some("/home/u"), &both).as_deref(),
+            Some(etc)
+        );
+        let home_only = |p: &Path| p == home;
+        assert_eq!(
+            ConfigSource::default_file(Some("/home/u"), &home_only).as_deref(),
+            Some(home)
+        );
+        assert_eq!(ConfigSource::default_file(None, &home_only), None);
+        assert_eq!(
+            ConfigSource::default_file(Some("/home/u"), &|_| false),
+            None
+        );
     }
 }

@@ -19,7 +19,7 @@ fn wg() -> String {
 #[test]
 fn a_wireproxy_config_with_every_section_parses() {
     let text = format!(
-        "{}\n[Socks5]\nBindAddress = 127.0.0.1:25344\n\n[http]\nBindAddress = 127.0.0.1:25345\nUsername = alice\nPassword = pa#ss\n\n\
+        "{}\n[Socks5]\nBindAddress = 127.0.0.1:25344\n\n[http]\nBindAddress = 127.0.0.1:25345\nUsername = alice\nPassword = `pa#ss`\n\n\
          [TCPClientTunnel]\nBindAddress = 127.0.0.1:2222\nTarget = 10.0.0.5:22\n\n\
          [TCPClientTunnel]\nBindAddress = localhost:5432\nTarget = db.internal:5432\n\n\
          [TCPServerTunnel]\nListenPort = 8080\nTarget = localhost:80\n\n\
@@ -49,7 +49,7 @@ fn a_wireproxy_config_with_every_section_parses() {
     assert_eq!(c.udp_proxy_tunnels[0].target.to_string(), "[fd00::53]:53");
     assert_eq!(
         c.udp_proxy_tunnels[0].inactivity_timeout,
-        Duration::from_secs(30)
+        Some(Duration::from_secs(30))
     );
     assert_eq!(c.stdio_tunnels[0].target.host, "ssh.internal");
     assert_eq!(
@@ -337,4 +337,133 @@ fn a_key_file_others_may_read_is_warned_about_with_the_fix() {
     // Text from stdin or the environment has no mode to check.
     assert!(parse(&wg()).unwrap().warnings.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn wireproxys_finer_points_read_as_wireproxy_reads_them() {
+    let env = |name: &str| (name == "PW").then(|| "from#env".to_string());
+    let text = format!(
+        "{}\n[Socks5]\nBindAddress = :1080\nUsername = $$HOME\nPassword = pa#ss;x\n\n\
+         [http]\nBindAddress = 127.0.0.1:8118\nUsername = \"bob\"\nPassword = $PW\n\n\
+         [UDPProxyTunnel]\nBindAddress = 127.0.0.1:5353\nTarget = 10.0.0.1:53\nInactivityTimeout = 0\n\n\
+         [Resolve]\nResolveStrategy = IPv6\n",
+        wg()
+    );
+    let c = ProxyConfig::from_text(&text, "w.conf", Path::new("."), &env).unwrap();
+    let socks = &c.socks5[0];
+    assert_eq!(socks.bind, "[::]:1080".parse().unwrap());
+    let auth = socks.auth.as_ref().unwrap();
+    // `$$` is a literal `$`; a glued `#` starts a comment (with a warning).
+    assert_eq!(
+        (auth.username.as_str(), auth.password.as_str()),
+        ("$HOME", "pa")
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.starts_with("w.conf:14: Password: `#` starts a comment")),
+        "{:?}",
+        c.warnings
+    );
+    // A variable's value is taken whole, `#` and all; quotes come off.
+    let auth = c.http[0].auth.as_ref().unwrap();
+    assert_eq!(
+        (auth.username.as_str(), auth.password.as_str()),
+        ("bob", "from#env")
+    );
+    assert_eq!(c.udp_proxy_tunnels[0].inactivity_timeout, None);
+    assert_eq!(c.resolve, ResolveStrategy::Ipv6);
+    assert_eq!(parse(&wg()).unwrap().resolve, ResolveStrategy::Auto);
+    let bad = parse(&format!("{}\n[Resolve]\nResolveStrategy = both\n", wg())).unwrap_err();
+    assert_eq!(
+        (bad.line, bad.key.as_deref()),
+        (12, Some("ResolveStrategy"))
+    );
+    assert!(bad.message.contains("expected auto, ipv4 or ipv6"), "{bad}");
+}
+
+#[test]
+fn resolve_strategies_order_a_names_addresses() {
+    let ips = || -> Vec<IpAddr> {
+        ["10.0.0.1", "fd00::1", "10.0.0.2"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect()
+    };
+    let v4_only: Vec<IpNet> = vec!["10.0.0.2/32".parse().unwrap()];
+    let dual: Vec<IpNet> = vec![
+        "10.0.0.2/32".parse().unwrap(),
+        "fd00::2/128".parse().unwrap(),
+    ];
+    let order = |s: ResolveStrategy, addrs: &[IpNet]| {
+        let mut v = ips();
+        s.order(addrs, &mut v);
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        order(ResolveStrategy::Auto, &v4_only),
+        "10.0.0.1 10.0.0.2 fd00::1"
+    );
+    assert_eq!(
+        order(ResolveStrategy::Auto, &dual),
+        "fd00::1 10.0.0.1 10.0.0.2"
+    );
+    assert_eq!(
+        order(ResolveStrategy::Ipv4, &dual),
+        "10.0.0.1 10.0.0.2 fd00::1"
+    );
+    assert_eq!(
+        order(ResolveStrategy::Ipv6, &v4_only),
+        "fd00::1 10.0.0.1 10.0.0.2"
+    );
+}
+
+#[test]
+fn a_client_gives_a_peer_without_allowed_ips_all_traffic_and_a_gateway_does_not() {
+    let text = wg().replace("AllowedIPs = 0.0.0.0/0\n", "");
+    let mut client = parse(&text).unwrap();
+    client.for_client();
+    let all: Vec<IpNet> = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+    assert_eq!(client.wg.peers[0].allowed_ips, all);
+    assert!(
+        client
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("test.conf:6: [Peer] has no AllowedIPs")),
+        "{:?}",
+        client.warnings
+    );
+
+    let mut gateway = parse(&text).unwrap();
+    gateway.for_gateway().unwrap();
+    assert!(gateway.wg.peers[0].allowed_ips.is_empty());
+    assert!(gateway
+        .warnings
+        .iter()
+        .any(|w| w.contains("the gateway accepts nothing from it")));
+
+    // Sections a gateway would not serve are refused, by file and line.
+    let mut with_socks =
+        parse(&format!("{text}\n[Socks5]\nBindAddress = 127.0.0.1:1080\n")).unwrap();
+    let e = with_socks.for_gateway().unwrap_err();
+    assert_eq!(e.line, 10);
+    assert!(
+        e.to_string()
+            .starts_with("test.conf:10: [Socks5] is a client's section"),
+        "{e}"
+    );
+    // A client warns of [Gateway], which it does not read.
+    let mut with_gateway = parse(&format!(
+        "{}\n[Gateway]\nAllowedDestinations = 10.0.0.0/8\n",
+        wg()
+    ))
+    .unwrap();
+    with_gateway.for_client();
+    assert!(with_gateway
+        .warnings
+        .iter()
+        .any(|w| w.contains("[Gateway] is read by `underpass gateway` only")));
 }

@@ -151,11 +151,17 @@ async fn tcp_server(id: ListenerId, tunnel: Tunnel, target: Target) {
     }
 }
 
+/// Local clients one UDPProxyTunnel keeps at once (a tunnel socket and a
+/// task each); past it the one quiet the longest is forgotten, so clients
+/// kept forever (`InactivityTimeout = 0`) cannot pile up.
+const MAX_UDP_PROXY_CLIENTS: usize = 1024;
+
 /// Each local client gets its own tunnel socket, forgotten after the
-/// inactivity timeout.
-async fn udp_proxy(socket: UdpSocket, tunnel: Tunnel, target: Target, idle: Duration) {
+/// inactivity timeout (`None`: never, but see [`MAX_UDP_PROXY_CLIENTS`]).
+async fn udp_proxy(socket: UdpSocket, tunnel: Tunnel, target: Target, idle: Option<Duration>) {
+    type Client = (tokio::sync::mpsc::Sender<Vec<u8>>, std::time::Instant);
     let socket = Rc::new(socket);
-    let mut clients: HashMap<SocketAddr, tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut clients: HashMap<SocketAddr, Client> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, client) = match socket.recv_from(&mut buf).await {
@@ -165,10 +171,21 @@ async fn udp_proxy(socket: UdpSocket, tunnel: Tunnel, target: Target, idle: Dura
                 continue;
             }
         };
-        clients.retain(|_, tx| !tx.is_closed());
-        let tx = match clients.get(&client) {
-            Some(tx) => tx.clone(),
+        clients.retain(|_, (tx, _)| !tx.is_closed());
+        let now = std::time::Instant::now();
+        let tx = match clients.get_mut(&client) {
+            Some((tx, seen)) => {
+                *seen = now;
+                tx.clone()
+            }
             None => {
+                if clients.len() >= MAX_UDP_PROXY_CLIENTS {
+                    let quietest = clients.iter().min_by_key(|(_, (_, seen))| *seen);
+                    if let Some(old) = quietest.map(|(addr, _)| *addr) {
+                        tracing::info!(client = %old, limit = MAX_UDP_PROXY_CLIENTS, "UDPProxyTunnel: too many clients; the quietest one is forgotten");
+                        clients.remove(&old);
+                    }
+                }
                 let (tx, rx) = tokio::sync::mpsc::channel(256);
                 tokio::task::spawn_local(udp_client(
                     socket.clone(),
@@ -178,7 +195,7 @@ async fn udp_proxy(socket: UdpSocket, tunnel: Tunnel, target: Target, idle: Dura
                     target.clone(),
                     idle,
                 ));
-                clients.insert(client, tx.clone());
+                clients.insert(client, (tx.clone(), now));
                 tx
             }
         };
@@ -193,7 +210,7 @@ async fn udp_client(
     mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     tunnel: Tunnel,
     target: Target,
-    idle: Duration,
+    idle: Option<Duration>,
 ) {
     let dst = match tunnel.resolve(&target.host).await {
         Ok(ips) if !ips.is_empty() => SocketAddr::new(ips[0], target.port),
@@ -219,7 +236,12 @@ async fn udp_client(
                     let _ = socket.send_to(&buf[..n], client).await;
                 }
             }
-            _ = tokio::time::sleep(idle) => {
+            _ = async {
+                match idle {
+                    Some(idle) => tokio::time::sleep(idle).await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 tracing::debug!(%client, "UDP proxy client idle; forgotten");
                 return;
             }

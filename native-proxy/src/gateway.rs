@@ -31,9 +31,10 @@ use policy::Destinations;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: GatewayArgs) -> Result<(), Failure> {
-    let cfg = ConfigSource::from_flag(&args.config)
+    let mut cfg = ConfigSource::from_flag(&args.config)
         .load()
         .map_err(Failure::usage)?;
+    cfg.for_gateway().map_err(Failure::usage)?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }

@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod config;
 mod config_source;
+mod daemon;
 mod dns_answer;
 mod exec;
 mod forward;
@@ -97,8 +98,19 @@ pub fn main() -> ExitCode {
     fix_mmap_threshold();
     let cli = Cli::parse();
     // exec shares stderr with the command: only warnings, unless asked.
-    let quiet = matches!(cli.command, Some(Command::Exec(_)));
+    let client = match &cli.command {
+        None => Some(&cli.client),
+        Some(Command::Up(args)) => Some(&args.client),
+        _ => None,
+    };
+    let quiet = matches!(cli.command, Some(Command::Exec(_))) || client.is_some_and(|c| c.silent);
     init_logging(if quiet { "warn" } else { "info" });
+    if client.is_some_and(|c| c.daemon && !c.check) {
+        if let Err(f) = daemon::detach() {
+            eprintln!("underpass: {}", f.message);
+            return ExitCode::from(f.status);
+        }
+    }
     setup::raise_fd_limit();
     let result = match cli.command {
         Some(Command::Genkey) => cli::genkey(),

@@ -1,5 +1,6 @@
-//! `--metrics ADDR`: Prometheus text on `/metrics` and a health check on
-//! `/healthz`.
+//! `--metrics ADDR` (or wireproxy's `-i`/`--info`): Prometheus text on
+//! `/metrics`, a health check on `/healthz`, and wireproxy's readiness
+//! check on `/readyz` (its `CheckAlive` pings).
 //!
 //! The loop copies its counters into atomics once per turn; the HTTP
 //! server only reads them, so it needs nothing from the single-threaded
@@ -7,7 +8,7 @@
 //! clock it updated would stop with it.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,89 @@ pub struct Metrics {
     pub proxy_refused: AtomicU64,
     /// Whether this process dials out (client) or only answers (gateway).
     pub dials_out: std::sync::atomic::AtomicBool,
+    /// The config's `CheckAlive` targets (a client's).
+    pub check_alive: Option<CheckAlive>,
+}
+
+/// wireproxy's `CheckAlive`: targets pinged through the tunnel every
+/// `interval`, and when each last answered.
+pub struct CheckAlive {
+    pub interval: Duration,
+    targets: Vec<PingTarget>,
+    /// The stack's count of echo replies when last looked at.
+    replies_seen: AtomicU64,
+}
+
+struct PingTarget {
+    ip: IpAddr,
+    /// On the engine's clock, milliseconds: the answer last noted.
+    answered_ms: AtomicU64,
+    /// Unix time of that answer, seconds; 0: never (as wireproxy shows it).
+    answered_unix: AtomicU64,
+}
+
+/// How late an answer may be before /readyz fails: the interval plus
+/// this, as wireproxy allows for the round trip.
+const READY_LEEWAY: Duration = Duration::from_secs(2);
+
+impl CheckAlive {
+    pub fn new(targets: &[IpAddr], interval: Duration) -> CheckAlive {
+        CheckAlive {
+            interval,
+            targets: targets
+                .iter()
+                .map(|&ip| PingTarget {
+                    ip,
+                    answered_ms: AtomicU64::new(0),
+                    answered_unix: AtomicU64::new(0),
+                })
+                .collect(),
+            replies_seen: AtomicU64::new(0),
+        }
+    }
+
+    pub fn targets(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.targets.iter().map(|t| t.ip)
+    }
+
+    /// Notes the answers the stack has seen since the last look.
+    fn update(&self, stack: &Stack) {
+        let replies = stack.echo_replies();
+        if self.replies_seen.swap(replies, Relaxed) == replies {
+            return;
+        }
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for t in &self.targets {
+            let Some(at) = stack.echo_answered(t.ip) else {
+                continue;
+            };
+            let ms = at.since_epoch().as_millis() as u64 + 1;
+            if t.answered_ms.swap(ms, Relaxed) != ms {
+                t.answered_unix.store(unix, Relaxed);
+            }
+        }
+    }
+
+    /// Whether every target answered within the interval (and leeway),
+    /// and the JSON wireproxy's /readyz shows: `{"10.0.0.1":1712796899}`.
+    fn readiness(&self) -> (bool, String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let limit = (self.interval + READY_LEEWAY).as_secs();
+        let mut ready = true;
+        let mut body = String::from("{");
+        for (i, t) in self.targets.iter().enumerate() {
+            let last = t.answered_unix.load(Relaxed);
+            ready &= last > 0 && now.saturating_sub(last) <= limit;
+            let comma = if i > 0 { "," } else { "" };
+            let _ = write!(body, "{comma}\"{}\":{last}", t.ip);
+        }
+        body.push('}');
+        (ready, body)
+    }
 }
 
 impl Metrics {
@@ -113,6 +197,19 @@ impl Metrics {
         self.buffer_resident
             .store(st.buffer_resident as u64, Relaxed);
         self.buffer_claimed.store(st.buffer_claimed as u64, Relaxed);
+        if let Some(c) = &self.check_alive {
+            c.update(stack);
+        }
+    }
+
+    /// `/readyz`: with `CheckAlive`, whether every target answered in
+    /// time (wireproxy's check); without, whether the peer answered
+    /// recently (as `/healthz`). The body is wireproxy's JSON.
+    pub fn readiness(&self) -> (bool, String) {
+        match &self.check_alive {
+            Some(c) => c.readiness(),
+            None => (self.healthy(), "{}".to_string()),
+        }
     }
 
     /// Time since the last handshake, now; `None` before the first.
@@ -266,7 +363,8 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until the process ends.
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the
+/// process ends.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     use axum::http::StatusCode;
     use axum::routing::get;
@@ -277,6 +375,21 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
             get(move || {
                 let m = m.clone();
                 async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+            }),
+        )
+        .route(
+            "/readyz",
+            get({
+                let m = metrics.clone();
+                move || {
+                    let (ready, body) = m.readiness();
+                    let status = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    async move { (status, [("content-type", "application/json")], body + "\n") }
+                }
             }),
         )
         .route(

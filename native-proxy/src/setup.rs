@@ -28,6 +28,8 @@ pub enum Role {
 }
 
 pub const DEFAULT_MTU: u16 = 1420;
+/// wireproxy's default `CheckAliveInterval`, seconds.
+const DEFAULT_CHECK_ALIVE_INTERVAL: u16 = 5;
 
 /// Builds the engine of `cfg` and starts `--metrics`; the loop itself is
 /// started by the caller with [`Tunnel::run`].
@@ -115,9 +117,18 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
         recv_buf,
         "WireGuard socket"
     );
-    let metrics = Arc::new(Metrics::default());
+    let check_alive = (!gateway && !iface.check_alive.is_empty()).then(|| {
+        let seconds = iface
+            .check_alive_interval
+            .unwrap_or(DEFAULT_CHECK_ALIVE_INTERVAL);
+        metrics::CheckAlive::new(&iface.check_alive, Duration::from_secs(seconds.into()))
+    });
+    let mut metrics = Metrics::default();
+    metrics.check_alive = check_alive;
+    let metrics = Arc::new(metrics);
     metrics.dials_out.store(!gateway, Ordering::Relaxed);
     let mut engine = Engine::new(node, stack, udp, epoch, metrics.clone());
+    engine.resolve = cfg.resolve;
     if let Some(path) = &common.pcap {
         engine.pcap = Some(
             Pcap::create(path)

@@ -57,6 +57,8 @@ pub struct Engine {
     handshake_waiters: Vec<Waker>,
     pub pcap: Option<Pcap>,
     pub metrics: Arc<Metrics>,
+    /// Which family of a name's addresses goes first.
+    pub resolve: crate::config::ResolveStrategy,
     dynamic: Vec<DynamicEndpoint>,
     /// Peers whose host-name endpoint should be resolved again.
     reresolve: Vec<PeerId>,
@@ -114,6 +116,7 @@ impl Engine {
             handshake_waiters: Vec::new(),
             pcap: None,
             metrics,
+            resolve: Default::default(),
             dynamic: Vec::new(),
             reresolve: Vec::new(),
             on_accept: None,
@@ -578,6 +581,7 @@ impl Tunnel {
                 Ok(addrs) => {
                     let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
                     ips.dedup();
+                    self.order(&mut ips);
                     if ips.is_empty() {
                         Err(DnsError::NoRecords)
                     } else {
@@ -593,7 +597,15 @@ impl Tunnel {
             e.wake();
             id
         };
-        poll_fn(|cx| self.0.borrow_mut().stack.poll_resolve(cx, id)).await
+        let mut ips = poll_fn(|cx| self.0.borrow_mut().stack.poll_resolve(cx, id)).await?;
+        self.order(&mut ips);
+        Ok(ips)
+    }
+
+    /// `[Resolve] ResolveStrategy` applied to a name's addresses.
+    fn order(&self, ips: &mut [IpAddr]) {
+        let e = self.0.borrow();
+        e.resolve.order(e.stack.addresses(), ips);
     }
 
     /// Resolves and connects, trying each address in turn (the preferred

@@ -8,11 +8,13 @@
 //! needed, and it runs in a browser as well as under tokio.
 //!
 //! Start with [`Stack`]; connections are [`ConnId`]s, UDP sockets
-//! [`UdpId`]s, name lookups [`QueryId`]s.
+//! [`UdpId`]s, name lookups [`QueryId`]s; [`Stack::ping`] checks a path with
+//! ICMP echo.
 
 mod ack_seq;
 mod device;
 mod dns;
+mod echo;
 mod flow;
 mod memory;
 mod ports;
@@ -26,6 +28,7 @@ mod tcp;
 mod udp;
 
 pub use dns::{DnsError, QueryId};
+pub use echo::{EchoError, MAX_ECHO_TARGETS};
 pub use sender::SenderInfo;
 pub use stack::{
     Accepted, Congestion, Policy, Protocol, Stack, StackError, StackOptions, StackStats, TcpOptions,

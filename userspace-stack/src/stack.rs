@@ -258,6 +258,7 @@ pub struct Stack {
     /// Accept-any UDP sockets by the endpoint they are bound to.
     pub(crate) udp_any: AddrMap<SocketAddr, crate::udp::UdpId>,
     pub(crate) dns: Resolver,
+    pub(crate) pinger: crate::echo::Pinger,
     pub(crate) stats: StackStats,
 }
 
@@ -309,6 +310,7 @@ impl Stack {
         let dns = Resolver::new(options.dns_servers.clone(), options.seed);
         let hasher = addr_hasher(options.seed);
         let budget = options.buffer_budget;
+        let options_seed = options.seed;
         let mut stack = Stack {
             iface,
             device,
@@ -330,6 +332,7 @@ impl Stack {
             udp: Slots::default(),
             udp_any: AddrMap::with_hasher(hasher.clone()),
             dns,
+            pinger: crate::echo::Pinger::new(options_seed, hasher.clone()),
             stats: StackStats::default(),
         };
         stack.dns_open();
@@ -395,6 +398,9 @@ impl Stack {
         let seg = crate::segment::Segment::parse(packet);
         let tuple = seg.map(|s| (s.dst, s.src));
         let tracked = tuple.is_some_and(|t| self.by_tuple.contains_key(&t));
+        if seg.is_none() && self.echo_receive(now, packet) {
+            return;
+        }
         if !tracked && !self.inspect_new(now, seg.as_ref(), packet) {
             return; // refused without an answer (a UDP flow past its limit)
         }

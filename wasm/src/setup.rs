@@ -22,7 +22,17 @@ pub struct Plan {
 
 impl Plan {
     pub fn from_config(text: &str) -> Result<Plan, String> {
-        let config = Config::parse(text).map_err(|e| format!("config: {e}"))?;
+        let mut config = Config::parse(text).map_err(|e| format!("config: {e}"))?;
+        // A peer without AllowedIPs gets all traffic, as wireproxy (and
+        // the native client) has it.
+        if let [peer] = config.peers.as_mut_slice() {
+            if peer.allowed_ips.is_empty() {
+                peer.allowed_ips = ["0.0.0.0/0", "::/0"]
+                    .iter()
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+            }
+        }
         if config.interface.addresses.is_empty() {
             return Err(format!(
                 "config line {}: [Interface] needs an Address (the tunnel address the peer routes to this page)",
@@ -152,5 +162,23 @@ pub async fn open_websocket(url: &str, shown: &str) -> Result<WebSocket, String>
                 format!("the relay at {shown} refused the connection: {why}")
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Plan;
+
+    #[test]
+    fn a_peer_without_allowed_ips_gets_all_traffic() {
+        let text = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\nAddress = 10.0.0.2/32\n\n\
+                    [Peer]\nPublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nEndpoint = 127.0.0.1:51820\n";
+        let plan = Plan::from_config(text).unwrap();
+        let all: Vec<String> = plan.config.peers[0]
+            .allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(all, ["0.0.0.0/0", "::/0"]);
     }
 }

@@ -81,6 +81,14 @@ pub enum ConfigErrorKind {
     Dns(String),
     #[error("`{0}` is not a usable MTU; expected {MTU}")]
     Mtu(String),
+    #[error("`{0}` is not an IP address; expected {CHECK_ALIVE}")]
+    CheckAlive(String),
+    #[error("`{0}` is not an interval; expected {CHECK_ALIVE_INTERVAL}")]
+    CheckAliveInterval(String),
+    /// `CheckAliveInterval` with no `CheckAlive` to use it (wireproxy
+    /// refuses it too).
+    #[error("set, but there is no CheckAlive; expected CheckAlive = <address to ping> with it")]
+    IntervalWithoutCheckAlive,
     #[error("`{0}` is not a port; expected {PORT}")]
     ListenPort(String),
     #[error("`{0}` is not a network; expected {ALLOWED_IPS}")]
@@ -127,15 +135,24 @@ pub(super) const ENDPOINT: &str =
     "host:port such as 203.0.113.1:51820, [2001:db8::1]:51820 or vpn.example.com:51820";
 pub(super) const ALLOWED_IPS: &str =
     "networks such as 0.0.0.0/0, 10.0.0.0/24 or fd00::/64, comma-separated";
+pub(super) const CHECK_ALIVE: &str =
+    "addresses to ping through the tunnel, such as 10.0.0.1 or fd00::1, comma-separated";
+pub(super) const CHECK_ALIVE_INTERVAL: &str = "seconds between pings, from 1 to 65535";
 pub(super) const KEEPALIVE: &str = "seconds from 1 to 65535, or 0 or off for none";
 
 /// The keys of `[Interface]` and `[Peer]`, as spelled, and what each takes.
-pub(super) const KEYS: [(&str, SectionKind, &str); 10] = [
+pub(super) const KEYS: [(&str, SectionKind, &str); 12] = [
     ("PrivateKey", SectionKind::Interface, KEY),
     ("Address", SectionKind::Interface, ADDRESS),
     ("DNS", SectionKind::Interface, DNS),
     ("MTU", SectionKind::Interface, MTU),
     ("ListenPort", SectionKind::Interface, PORT),
+    ("CheckAlive", SectionKind::Interface, CHECK_ALIVE),
+    (
+        "CheckAliveInterval",
+        SectionKind::Interface,
+        CHECK_ALIVE_INTERVAL,
+    ),
     ("PublicKey", SectionKind::Peer, KEY),
     ("PresharedKey", SectionKind::Peer, KEY),
     ("Endpoint", SectionKind::Peer, ENDPOINT),

@@ -5,11 +5,14 @@
 //! (wireproxy's `[Socks5]`, `[http]`, `[TCPClientTunnel]`, ...) is kept as
 //! written, in file order, for the layers above to check.
 //!
-//! Section names and keys are case-insensitive. In `[Interface]`, `[Peer]`
-//! and on header lines a `#` starts a comment wherever it is, as in wg(8);
-//! in other sections only at the start of a line or a value or after
-//! whitespace, so a password such as `pa#ss` survives. A leading byte order mark and CRLF
-//! line ends are accepted.
+//! Section names and keys are case-insensitive. Values are read as
+//! wireproxy's INI library reads them (see [`ini_value`]): a `#` or `;`
+//! starts a comment wherever it is (as a `#` does in wg(8)), unless the
+//! value is in backquotes; quotes around a value are removed. A line
+//! starting with `;` is a comment too. In a wireproxy section a comment
+//! glued to a value (`Password = pa#ss`) is taken as wireproxy takes it,
+//! with a warning. A leading byte order mark and CRLF line ends are
+//! accepted.
 //!
 //! Every error names the line (and the key, when there is one) and says
 //! what was expected. No error or warning ever contains the text of a
@@ -32,6 +35,7 @@ mod tests;
 use error::*;
 pub use error::{ConfigError, ConfigErrorKind, EndpointError, SectionKind};
 use parse::*;
+pub use parse::{ini_quoted, ini_value};
 
 /// A parsed configuration.
 ///
@@ -59,6 +63,11 @@ pub struct Interface {
     pub dns_search: Vec<String>,
     pub mtu: Option<u16>,
     pub listen_port: Option<u16>,
+    /// wireproxy's `CheckAlive`: addresses to ping through the tunnel to
+    /// tell whether it works.
+    pub check_alive: Vec<IpAddr>,
+    /// wireproxy's `CheckAliveInterval`, seconds; `None`: the default.
+    pub check_alive_interval: Option<u16>,
     /// Line of the `[Interface]` header.
     pub line: usize,
 }
@@ -243,6 +252,8 @@ impl PartialEq for Interface {
             && self.dns_search == o.dns_search
             && self.mtu == o.mtu
             && self.listen_port == o.listen_port
+            && self.check_alive == o.check_alive
+            && self.check_alive_interval == o.check_alive_interval
     }
 }
 
@@ -322,6 +333,13 @@ impl Config {
         if let Some(mtu) = i.mtu {
             setting(&mut out, "MTU", mtu);
         }
+        if !i.check_alive.is_empty() {
+            let all: Vec<String> = i.check_alive.iter().map(ToString::to_string).collect();
+            setting(&mut out, "CheckAlive", all.join(", "));
+        }
+        if let Some(seconds) = i.check_alive_interval {
+            setting(&mut out, "CheckAliveInterval", seconds);
+        }
         for peer in &self.peers {
             out.push_str("\n[Peer]\n");
             setting(&mut out, "PublicKey", peer.public_key.to_base64());
@@ -341,7 +359,7 @@ impl Config {
         for section in &self.sections {
             let _ = write!(out, "\n[{}]\n", section.name);
             for entry in &section.entries {
-                setting(&mut out, &entry.key, &entry.value);
+                setting(&mut out, &entry.key, ini_quoted(&entry.value));
             }
         }
         out

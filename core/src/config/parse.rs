@@ -30,6 +30,8 @@ pub(super) struct InterfaceDraft {
     dns_search: Vec<String>,
     mtu: Option<u16>,
     listen_port: Option<u16>,
+    check_alive: Vec<IpAddr>,
+    check_alive_interval: Option<u16>,
 }
 
 #[derive(Default)]
@@ -56,23 +58,26 @@ pub(super) fn error(line: usize, key: &str, kind: ConfigErrorKind) -> ConfigErro
 impl Parser {
     pub(super) fn line(&mut self, n: usize, raw: &str) -> Result<(), ConfigError> {
         let text = raw.trim();
-        if text.starts_with('[') {
-            return self.header(n, strip_comment(text, true).trim_end());
-        }
-        let text = strip_comment(text, self.current != Some(Current::Other)).trim_end();
-        if text.is_empty() {
+        if text.is_empty() || text.starts_with(['#', ';']) {
             return Ok(());
         }
+        if text.starts_with('[') {
+            return self.header(n, strip_comment(text).trim_end());
+        }
         let (key, value) = match text.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => (key.trim(), value.trim()),
+            Some((key, value)) if !key.trim().is_empty() => (key.trim(), value),
             _ => return Err(at(n, ConfigErrorKind::NotKeyValue)),
         };
+        let (value, glued) = ini_value(value);
         match (self.current, self.sections.last_mut()) {
-            (Some(Current::Known(section)), _) => self.setting(n, section, key, value),
+            (Some(Current::Known(section)), _) => self.setting(n, section, key, &value),
             (Some(Current::Other), Some(section)) => {
-                let (key, value) = (key.to_string(), value.to_string());
+                if let Some(mark) = glued {
+                    let message = glued_comment_message(key, mark);
+                    self.warnings.push(Warning { line: n, message });
+                }
                 section.entries.push(Entry {
-                    key,
+                    key: key.to_string(),
                     value,
                     line: n,
                 });
@@ -165,7 +170,7 @@ impl Parser {
         let Some(seen) = seen else {
             return Err(err(ConfigErrorKind::OutsideSection));
         };
-        if !matches!(key, "Address" | "DNS" | "AllowedIPs") {
+        if !matches!(key, "Address" | "DNS" | "AllowedIPs" | "CheckAlive") {
             if let Some(&(_, first_line)) = seen.iter().find(|s| s.0 == key) {
                 return Err(err(ConfigErrorKind::Repeated { first_line }));
             }
@@ -195,6 +200,16 @@ impl Parser {
                         }
                     }
                 }
+                "CheckAlive" => {
+                    for item in items {
+                        let bad = || err(ConfigErrorKind::CheckAlive(shown(item)));
+                        i.check_alive.push(item.parse().map_err(|_| bad())?);
+                    }
+                }
+                "CheckAliveInterval" => match number(ConfigErrorKind::CheckAliveInterval)? {
+                    0 => return Err(err(ConfigErrorKind::CheckAliveInterval(shown(value)))),
+                    seconds => i.check_alive_interval = Some(seconds),
+                },
                 "MTU" => match number(ConfigErrorKind::Mtu)? {
                     mtu @ 576.. => i.mtu = Some(mtu),
                     _ => return Err(err(ConfigErrorKind::Mtu(shown(value)))),
@@ -249,6 +264,11 @@ impl Parser {
             );
             self.warnings.push(Warning { line, message });
         }
+        let interval_line = draft.seen.iter().find(|s| s.0 == "CheckAliveInterval");
+        if let (Some(&(_, line)), true) = (interval_line, draft.check_alive.is_empty()) {
+            let kind = ConfigErrorKind::IntervalWithoutCheckAlive;
+            return Err(error(line, "CheckAliveInterval", kind));
+        }
         let own = private_key.public_key();
         let mut first_with_key = BTreeMap::new();
         let mut peers = Vec::with_capacity(self.peers.len());
@@ -283,6 +303,8 @@ impl Parser {
             dns_search: draft.dns_search,
             mtu: draft.mtu,
             listen_port: draft.listen_port,
+            check_alive: draft.check_alive,
+            check_alive_interval: draft.check_alive_interval,
             line: draft.line,
         };
         let (sections, warnings) = (self.sections, self.warnings);
@@ -342,18 +364,61 @@ pub(super) fn distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
-/// Cuts a comment off: at any `#` when `anywhere`, else only at a `#` that
-/// starts the text or follows whitespace or `=` (so that no value written
-/// back as `Key = Value` can start a comment).
-pub(super) fn strip_comment(text: &str, anywhere: bool) -> &str {
-    let mut after_space = true;
-    for (i, c) in text.char_indices() {
-        if c == '#' && (anywhere || after_space) {
-            return &text[..i];
+/// Cuts a comment off a header line: at the first `#` or `;`.
+pub(super) fn strip_comment(text: &str) -> &str {
+    text.find(['#', ';']).map_or(text, |i| &text[..i])
+}
+
+/// A value as wireproxy's INI library (go-ini, as wireproxy sets it up)
+/// reads it, so a wireproxy config means here what it meant there: text
+/// in backquotes or triple double quotes is taken as it is; otherwise a
+/// `#` or `;` anywhere starts a comment, and one pair of quotes around
+/// what is left is removed. Also returns the comment mark when it came
+/// right after the value's text (`pa#ss`), which is worth a warning.
+pub fn ini_value(raw: &str) -> (String, Option<char>) {
+    let text = raw.trim();
+    for quote in ["\"\"\"", "`"] {
+        if let Some(rest) = text.strip_prefix(quote) {
+            if let Some(end) = rest.rfind(quote) {
+                return (rest[..end].to_string(), None);
+            }
         }
-        after_space = c.is_whitespace() || c == '=';
     }
-    text
+    let (text, glued) = match text.char_indices().find(|(_, c)| matches!(c, '#' | ';')) {
+        Some((i, mark)) => {
+            let before = &text[..i];
+            let glued = !before.is_empty() && !before.ends_with(char::is_whitespace);
+            (before.trim_end(), glued.then_some(mark))
+        }
+        None => (text, None),
+    };
+    let unquoted = ['"', '\''].into_iter().find_map(|q| {
+        let inner = text.strip_prefix(q)?.strip_suffix(q)?;
+        (!inner.contains(q)).then_some(inner)
+    });
+    (unquoted.unwrap_or(text).to_string(), glued)
+}
+
+/// `value` written so that [`ini_value`] reads it back unchanged: as it
+/// is, in backquotes, or in triple double quotes.
+pub fn ini_quoted(value: &str) -> String {
+    [
+        value.to_string(),
+        format!("`{value}`"),
+        format!("\"\"\"{value}\"\"\""),
+    ]
+    .into_iter()
+    .find(|written| ini_value(written).0 == value)
+    .unwrap_or_else(|| value.to_string())
+}
+
+pub(super) fn glued_comment_message(key: &str, mark: char) -> String {
+    format!(
+        "{}: `{mark}` starts a comment, as in wireproxy, so the value ends before it; \
+         to keep the `{mark}`, write the value in backquotes: {} = `...`",
+        shown(key),
+        shown(key)
+    )
 }
 
 /// A value for an error message: at most 40 characters, control characters

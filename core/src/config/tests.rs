@@ -97,7 +97,7 @@ fn a_realistic_config_parses() {
     assert_eq!(b.preshared_key, None);
 
     let lines: Vec<_> = c.warnings.iter().map(|w| w.line).collect();
-    assert_eq!(lines, [9, 15]);
+    assert_eq!(lines, [9, 15, 28]);
     assert_eq!(
         c.warnings[0].to_string(),
         "line 9: ignored: PostUp runs commands, underpass does not"
@@ -121,7 +121,12 @@ fn a_realistic_config_parses() {
             ("tcpclienttunnel", 31)
         ]
     );
-    assert_eq!(c.sections[1].get("PASSWORD").unwrap().value, "pa#ss");
+    // As wireproxy reads it: the `#` starts a comment, with a warning.
+    assert_eq!(c.sections[1].get("PASSWORD").unwrap().value, "pa");
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.line == 28 && w.message.contains("backquotes")));
     assert_eq!(c.sections[1].get("password").unwrap().line, 28);
     let last = &c.sections[3];
     assert_eq!(last.get("Target").unwrap().value, "c:3");
@@ -130,7 +135,7 @@ fn a_realistic_config_parses() {
     assert_eq!(c.sections_named("TCPCLIENTTUNNEL").count(), 2);
 
     let debug = format!("{c:?}");
-    assert!(!debug.contains(PRIVATE) && !debug.contains(PSK) && !debug.contains("pa#ss"));
+    assert!(!debug.contains(PRIVATE) && !debug.contains(PSK) && !debug.contains("\"pa\""));
 }
 
 #[test]
@@ -347,7 +352,7 @@ fn odd_but_valid_layouts_are_accepted() {
         .iter()
         .map(|e| e.value.as_str())
         .collect();
-    assert_eq!(values, ["", "x=", "a#b"]);
+    assert_eq!(values, ["", "x=", "a"]);
     assert_eq!(Config::parse(&c.to_wg_quick()), Ok(c));
     let crlf = format!("[Interface]\r\nPrivateKey = {PRIVATE}\r\n\r\n");
     assert!(Config::parse(&crlf).is_ok());
@@ -512,6 +517,8 @@ prop_compose! {
         search in prop::collection::vec("[a-z][a-z0-9-]{0,8}[a-z](\\.[a-z]{2,5}){0,2}", 0..2),
         mtu in prop::option::of(576u16..),
         listen_port in any::<Option<u16>>(),
+        check_alive in (prop::collection::vec(any::<IpAddr>(), 0..3), prop::option::of(1u16..))
+            .prop_map(|(ips, interval)| { let interval = interval.filter(|_| !ips.is_empty()); (ips, interval) }),
         peers in prop::collection::vec((
             any::<[u8; 32]>(),
             prop::option::of(any::<[u8; 32]>()),
@@ -542,6 +549,7 @@ prop_compose! {
                 private_key: PrivateKey::from_bytes(secret),
                 addresses: addresses.into_iter().map(|(ip, len)| net(ip, len)).collect(),
                 dns, dns_search: search, mtu, listen_port, line: 0,
+                check_alive: check_alive.0, check_alive_interval: check_alive.1,
             },
             peers,
             sections: sections.into_iter()
@@ -551,9 +559,9 @@ prop_compose! {
                     line: 0,
                     entries: entries.into_iter()
                         .map(|(key, value)| {
-                            // A `#` after a space or at the start would be a comment.
-                            let value = value.replace(" #", " x").replace("=#", "=x");
-                            let value = if value.starts_with('#') { format!("x{value}") } else { value };
+                            // Neither backquotes nor triple quotes can hold a
+                            // value with both in it.
+                            let value = if ini_value(&ini_quoted(&value)).0 == value { value } else { value.replace('`', "x") };
                             Entry { key, value, line: 0 }
                         })
                         .collect(),
@@ -589,4 +597,70 @@ proptest! {
         let text = c.to_wg_quick();
         prop_assert_eq!(Config::parse(&text), Ok(c), "{}", text);
     }
+}
+
+#[test]
+fn values_read_as_wireproxy_reads_them() {
+    let cases = [
+        ("plain", "plain", None),
+        ("  spaced  ", "spaced", None),
+        ("pa#ss", "pa", Some('#')),
+        ("pa;ss", "pa", Some(';')),
+        ("value # comment", "value", None),
+        ("value ;comment", "value", None),
+        ("`pa#ss` # kept", "pa#ss", None),
+        ("\"\"\"a;b`c\"\"\"", "a;b`c", None),
+        ("\"quoted\"", "quoted", None),
+        ("'single'", "single", None),
+        ("\"pa#ss\"", "\"pa", Some('#')),
+        ("'a'b'", "'a'b'", None),
+        ("$$HOME", "$$HOME", None),
+        ("#all comment", "", None),
+        ("`unclosed", "`unclosed", None),
+    ];
+    for (raw, value, glued) in cases {
+        assert_eq!(ini_value(raw), (value.to_string(), glued), "{raw}");
+    }
+    for value in ["a#b", "a;b", "'q'", "\"q\"", " x ", "a`b#", "plain"] {
+        assert_eq!(ini_value(&ini_quoted(value)).0, value, "{value}");
+    }
+}
+
+#[test]
+fn semicolon_lines_and_header_comments_are_comments() {
+    let text = format!("; wireproxy style\n[Interface] ; the interface\nPrivateKey = {PRIVATE} ; key\nAddress = 10.0.0.2/32;home\n[Socks5]\n; BindAddress = 1.2.3.4:1\nBindAddress = `127.0.0.1:1080`\n");
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.interface.addresses, [net("10.0.0.2/32")]);
+    assert_eq!(c.sections[0].entries.len(), 1);
+    assert_eq!(c.sections[0].entries[0].value, "127.0.0.1:1080");
+}
+
+#[test]
+fn check_alive_is_read_and_checked() {
+    let c = Config::parse(&format!(
+        "{}CheckAlive = 10.0.0.1, fd00::1\nCheckAlive = 1.1.1.1\nCheckAliveInterval = 3\n",
+        base()
+    ))
+    .unwrap();
+    let ips: Vec<IpAddr> = ["10.0.0.1", "fd00::1", "1.1.1.1"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(c.interface.check_alive, ips);
+    assert_eq!(c.interface.check_alive_interval, Some(3));
+    assert_eq!(Config::parse(&c.to_wg_quick()), Ok(c));
+
+    let e = Config::parse(&format!("{}CheckAliveInterval = 3\n", base())).unwrap_err();
+    assert_eq!(
+        (e.line, e.kind),
+        (3, ConfigErrorKind::IntervalWithoutCheckAlive)
+    );
+    let e = Config::parse(&format!("{}CheckAlive = example.com\n", base())).unwrap_err();
+    assert!(e.to_string().contains("is not an IP address"), "{e}");
+    let e = Config::parse(&format!(
+        "{}CheckAlive = 10.0.0.1\nCheckAliveInterval = 0\n",
+        base()
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("from 1 to 65535"), "{e}");
 }
