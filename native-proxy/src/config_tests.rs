@@ -32,7 +32,8 @@ fn a_wireproxy_config_with_every_section_parses() {
         c.socks5,
         [ProxyListener {
             bind: "127.0.0.1:25344".parse().unwrap(),
-            auth: None
+            auth: None,
+            tls: None,
         }]
     );
     assert_eq!(c.http[0].auth.as_ref().unwrap().password, "pa#ss");
@@ -337,4 +338,53 @@ fn a_key_file_others_may_read_is_warned_about_with_the_fix() {
     // Text from stdin or the environment has no mode to check.
     assert!(parse(&wg()).unwrap().warnings.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_sni_section_parses_with_port_443_unless_target_port_is_set() {
+    let c = parse(&format!(
+        "{}\n[SNI]\nBindAddress = 0.0.0.0:443\n\n[SNI]\nBindAddress = 127.0.0.1:8443\nTargetPort = 8443\n",
+        wg()
+    ))
+    .unwrap();
+    assert_eq!(c.sni.len(), 2);
+    assert_eq!(c.sni[0].bind, "0.0.0.0:443".parse().unwrap());
+    assert_eq!(c.sni[0].port, 443);
+    assert_eq!(c.sni[1].port, 8443);
+    for (bad, key) in [
+        ("BindAddress = 127.0.0.1:1\nTargetPort = 0\n", "TargetPort"),
+        ("BindAddress = 127.0.0.1:1\nTarget = x:1\n", "Target"),
+        ("TargetPort = 443\n", "BindAddress"),
+    ] {
+        let e = parse(&format!("{}\n[SNI]\n{bad}", wg())).unwrap_err();
+        assert!(
+            e.key.as_deref() == Some(key) || e.message.contains(key),
+            "{bad:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn https_proxy_files_go_together_and_must_be_readable() {
+    let e = parse(&format!(
+        "{}\n[http]\nBindAddress = 127.0.0.1:1\nKeyFile = key.pem\n",
+        wg()
+    ))
+    .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("KeyFile"));
+    assert!(e.message.contains("go together"), "{e}");
+    let e = parse(&format!(
+        "{}\n[http]\nBindAddress = 127.0.0.1:1\nCertFile = /nonexistent/cert.pem\nKeyFile = /nonexistent/key.pem\n",
+        wg()
+    ))
+    .unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (13, Some("CertFile")), "{e}");
+    assert!(e.message.contains("/nonexistent/cert.pem"), "{e}");
+    // The SOCKS5 section has no such keys.
+    let e = parse(&format!(
+        "{}\n[Socks5]\nBindAddress = 127.0.0.1:1\nCertFile = c.pem\n",
+        wg()
+    ))
+    .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("CertFile"));
 }

@@ -46,6 +46,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     let ours = ProxyListener {
         bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         auth: auth.clone(),
+        tls: None,
     };
     let socks5: Vec<_> = std::iter::once(ours.clone())
         .chain(cfg.socks5.iter().cloned())

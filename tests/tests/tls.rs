@@ -1,0 +1,311 @@
+//! TLS in front of the tunnel, as wireproxy configs ask for it: the HTTPS
+//! proxy (`[http] CertFile`/`KeyFile`) and the transparent TLS proxy
+//! (`[SNI]`), with curl. Certificates are made per test with openssl.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use underpass_tests::http_server::HttpServer;
+use underpass_tests::*;
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 (curl trusts
+/// it given as the CA): `(cert.pem, key.pem)` in `scratch`.
+fn certificate(scratch: &Scratch) -> (PathBuf, PathBuf) {
+    let (cert, key) = (scratch.path("cert.pem"), scratch.path("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (the test command installs it)");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// An `[http]` section for an HTTPS proxy with these files.
+fn https_proxy_section(port: u16, cert: &Path, key: &Path) -> String {
+    format!(
+        "\n[http]\nBindAddress = 127.0.0.1:{port}\nCertFile = {}\nKeyFile = {}\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+#[test]
+fn the_https_proxy_forwards_and_tunnels_over_tls() {
+    let server = HttpServer::start();
+    let scratch = Scratch::new("https-proxy-cert");
+    let (cert, key) = certificate(&scratch);
+    let port = free_port();
+    let pair = Pair::start(
+        "https-proxy",
+        PairOptions {
+            extra_client: https_proxy_section(port, &cert, &key),
+            ..Default::default()
+        },
+    );
+    wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(5));
+    let proxy = format!("https://localhost:{port}");
+    let ca = cert.to_str().unwrap();
+    let url = server.url("/hello");
+    // An absolute-form request, then a CONNECT tunnel (-p), both inside
+    // TLS to the proxy.
+    for extra in [&[][..], &["-p"][..]] {
+        let mut args = vec!["--proxy", &proxy, "--proxy-cacert", ca];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        assert_eq!(curl_text(&curl(&args)), "hello underpass\n", "{extra:?}");
+    }
+    // Plain HTTP to it gets nowhere.
+    let plain = curl(&["--proxy", &format!("http://127.0.0.1:{port}"), &url]);
+    assert!(!plain.status.success(), "plain HTTP passed the HTTPS proxy");
+    // A client that does not trust the certificate stops there.
+    let untrusted = curl(&["--proxy", &proxy, &url]);
+    assert!(!untrusted.status.success());
+    drop(pair);
+}
+
+#[test]
+fn bad_certificate_or_key_files_are_config_errors_naming_the_file() {
+    let scratch = Scratch::new("https-proxy-bad-files");
+    certificate(&scratch);
+    let other = Scratch::new("https-proxy-other-key");
+    let (_, other_key) = certificate(&other);
+    std::fs::copy(&other_key, scratch.path("other-key.pem")).unwrap();
+    scratch.write("garbage.pem", "not a certificate\n");
+    let k = keys();
+    let wg = format!(
+        "[Interface]\nPrivateKey = {}\nAddress = 10.9.0.2/32\n\n[Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:9\nAllowedIPs = 10.9.0.0/24\n\n[http]\nBindAddress = 127.0.0.1:{}\n",
+        k.private,
+        keys().public,
+        free_port()
+    );
+    for (name, files, blamed, says) in [
+        (
+            "missing",
+            "CertFile = nowhere.pem\nKeyFile = key.pem\n",
+            "CertFile",
+            "nowhere.pem",
+        ),
+        (
+            "garbage",
+            "CertFile = garbage.pem\nKeyFile = key.pem\n",
+            "CertFile",
+            "garbage.pem",
+        ),
+        (
+            "key-garbage",
+            "CertFile = cert.pem\nKeyFile = garbage.pem\n",
+            "KeyFile",
+            "garbage.pem",
+        ),
+        (
+            "mismatch",
+            "CertFile = cert.pem\nKeyFile = other-key.pem\n",
+            "KeyFile",
+            "other-key.pem",
+        ),
+        ("alone", "CertFile = cert.pem\n", "CertFile", "go together"),
+    ] {
+        let config = scratch.write(&format!("{name}.conf"), &format!("{wg}{files}"));
+        let out = run(&["--config", config.to_str().unwrap(), "--check"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{name}.conf:")) && err.contains(blamed) && err.contains(says),
+            "{name}: the error should name the config line, {blamed} and {says}: {err}"
+        );
+        assert!(!err.contains(&k.private), "the private key was printed");
+    }
+}
+
+#[test]
+fn stalled_tls_handshakes_count_as_negotiating() {
+    let server = HttpServer::start();
+    let scratch = Scratch::new("https-stall-cert");
+    let (cert, key) = certificate(&scratch);
+    let port = free_port();
+    let pair = Pair::start(
+        "https-stall",
+        PairOptions {
+            extra_client: https_proxy_section(port, &cert, &key),
+            client_args: vec!["--max-negotiating".into(), "2".into()],
+            ..Default::default()
+        },
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_tcp(addr, Duration::from_secs(5));
+    // Two clients connect and never say a word.
+    let mut stalled: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let proxy = format!("https://localhost:{port}");
+    let ca = cert.to_str().unwrap();
+    let url = server.url("/hello");
+    // The slots are taken once the stalled clients are accepted: poll
+    // until a newcomer is turned away.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = curl(&[
+            "--max-time",
+            "5",
+            "--proxy",
+            &proxy,
+            "--proxy-cacert",
+            ca,
+            &url,
+        ]);
+        if !out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a third client got in while two handshakes were pending"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        pair.client
+            .log()
+            .contains("still negotiating (--max-negotiating)"),
+        "the refusal was not logged:\n{}",
+        pair.client.log()
+    );
+    // One stalled client leaves: there is room again.
+    drop(stalled.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = curl(&[
+            "--max-time",
+            "5",
+            "--proxy",
+            &proxy,
+            "--proxy-cacert",
+            ca,
+            &url,
+        ]);
+        if out.status.success() {
+            assert_eq!(curl_text(&out), "hello underpass\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no room after a stalled client left"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The other one is closed when its handshake time runs out.
+    let mut last = stalled.pop().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let got = last.read(&mut buf);
+    assert!(
+        matches!(got, Ok(0) | Err(_)) && started.elapsed() < Duration::from_secs(15),
+        "a silent client was kept past the handshake timeout: {got:?} after {:?}",
+        started.elapsed()
+    );
+    let _ = last.write_all(b"x");
+}
+
+/// `openssl s_server` serving the files of `dir` over TLS (HTTP/1.0,
+/// `-WWW`); killed when dropped.
+struct TlsServer(std::process::Child);
+
+impl TlsServer {
+    fn start(dir: &Path, addr: SocketAddr, cert: &Path, key: &Path) -> TlsServer {
+        let child = Command::new("openssl")
+            .current_dir(dir)
+            .args(["s_server", "-quiet", "-WWW", "-accept", &addr.to_string()])
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl is installed");
+        wait_tcp(addr, Duration::from_secs(10));
+        TlsServer(child)
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_sni_proxy_connects_to_the_name_the_client_asks_for_through_the_tunnel() {
+    let files = Scratch::new("sni-server");
+    let (cert, key) = certificate(&files);
+    files.write("hello.txt", "hello over TLS\n");
+    // The TLS server stands behind the gateway, on a port of its own
+    // (TargetPort): port 443 would need privileges the tests do without.
+    let target = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _server = TlsServer::start(&files.0, target, &cert, &key);
+    let sni = free_port();
+    let mut pair = Pair::start(
+        "sni",
+        PairOptions {
+            extra_client: format!(
+                "\n[SNI]\nBindAddress = 127.0.0.1:{sni}\nTargetPort = {}\n",
+                target.port()
+            ),
+            ..Default::default()
+        },
+    );
+    let listen = SocketAddr::from(([127, 0, 0, 1], sni));
+    wait_tcp(listen, Duration::from_secs(5));
+    let ca = cert.to_str().unwrap();
+    // The client's name for the service leads to the SNI listener; the
+    // gateway resolves it ("localhost": 127.0.0.1, where the server is).
+    let resolve = format!("localhost:{sni}:127.0.0.1");
+    let url = format!("https://localhost:{sni}/hello.txt");
+    let out = curl(&["--cacert", ca, "--resolve", &resolve, &url]);
+    // The certificate checks out: the handshake went end to end untouched.
+    assert_eq!(curl_text(&out), "hello over TLS\n");
+
+    // No name in the ClientHello (curl sends none for an address).
+    let out = curl(&[
+        "--cacert",
+        ca,
+        &format!("https://127.0.0.1:{sni}/hello.txt"),
+    ]);
+    assert!(
+        !out.status.success(),
+        "a ClientHello without a name got through"
+    );
+    pair.client
+        .wait_for_log("ClientHello names no host", Duration::from_secs(5));
+
+    // Not TLS at all.
+    let mut plain = TcpStream::connect(listen).unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(plain.read(&mut buf), Ok(0) | Err(_)),
+        "plain HTTP got an answer"
+    );
+    pair.client
+        .wait_for_log("not a TLS ClientHello", Duration::from_secs(5));
+}
