@@ -205,6 +205,10 @@ fn dial_failure(host: &str, e: &ConnectError) -> Response<Body> {
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             r
         }
+        ConnectError::Io(io) if io.kind() == io::ErrorKind::PermissionDenied => text(
+            StatusCode::FORBIDDEN,
+            &format!("{host}: the gateway's policy does not allow this destination"),
+        ),
         ConnectError::Io(io) if io.kind() == io::ErrorKind::TimedOut => text(
             StatusCode::GATEWAY_TIMEOUT,
             &format!("{host} did not answer"),

@@ -14,6 +14,7 @@ mod ack_seq;
 mod device;
 mod dns;
 mod flow;
+mod icmp;
 mod memory;
 mod ports;
 mod reassembly;

@@ -279,6 +279,8 @@ fn connect_reply(e: &ConnectError) -> Reply {
                 Reply::ConnectionRefused
             }
             io::ErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
+            // The gateway's policy ("administratively prohibited").
+            io::ErrorKind::PermissionDenied => Reply::NotAllowed,
             io::ErrorKind::TimedOut | io::ErrorKind::HostUnreachable => Reply::HostUnreachable,
             _ => Reply::GeneralFailure,
         },
