@@ -249,23 +249,21 @@ impl Drop for TlsServer {
     }
 }
 
-#[test]
-fn the_sni_proxy_connects_to_the_name_the_client_asks_for_through_the_tunnel() {
-    let files = Scratch::new("sni-server");
+/// An `[SNI]` client (`target_port`: its `TargetPort`, none for 443) in
+/// front of a TLS server on 127.0.0.1 at that port behind the gateway;
+/// fetches a file by name through it, then checks the refusals.
+fn sni_round_trip(name: &str, target_port: Option<u16>) {
+    let files = Scratch::new(&format!("{name}-server"));
     let (cert, key) = certificate(&files);
     files.write("hello.txt", "hello over TLS\n");
-    // The TLS server stands behind the gateway, on a port of its own
-    // (TargetPort): port 443 would need privileges the tests do without.
-    let target = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let target = SocketAddr::from(([127, 0, 0, 1], target_port.unwrap_or(443)));
     let _server = TlsServer::start(&files.0, target, &cert, &key);
     let sni = free_port();
+    let port_line = target_port.map_or(String::new(), |p| format!("TargetPort = {p}\n"));
     let mut pair = Pair::start(
-        "sni",
+        name,
         PairOptions {
-            extra_client: format!(
-                "\n[SNI]\nBindAddress = 127.0.0.1:{sni}\nTargetPort = {}\n",
-                target.port()
-            ),
+            extra_client: format!("\n[SNI]\nBindAddress = 127.0.0.1:{sni}\n{port_line}"),
             ..Default::default()
         },
     );
@@ -308,4 +306,37 @@ fn the_sni_proxy_connects_to_the_name_the_client_asks_for_through_the_tunnel() {
     );
     pair.client
         .wait_for_log("not a TLS ClientHello", Duration::from_secs(5));
+}
+
+#[test]
+fn the_sni_proxy_connects_to_the_name_the_client_asks_for_through_the_tunnel() {
+    // A port of its own (TargetPort): 443 needs root, see below.
+    sni_round_trip("sni", Some(free_port()));
+}
+
+#[test]
+fn the_sni_proxy_goes_to_port_443_as_wireproxy_does() {
+    // Port 443 of 127.0.0.1 in a network namespace of the test's own,
+    // where nothing else can hold it.
+    let _ = underpass_tests::binary();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: not root (a network namespace needs it)");
+        return;
+    }
+    // SAFETY: unshare affects only this thread's namespaces, and the
+    // processes it starts.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        eprintln!(
+            "skipped: unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip is installed");
+    assert!(up.success(), "ip link set lo up");
+    sni_round_trip("sni-443", None);
 }
