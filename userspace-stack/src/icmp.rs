@@ -5,8 +5,9 @@
 //! with `REJECT --reject-with icmp-admin-prohibited` does: ICMP
 //! destination unreachable, code 13 (ICMPv6: type 1, code 1), quoting the
 //! SYN, sent from the destination's address (always inside the client's
-//! `AllowedIPs` for that peer, since the client routed the SYN there). A
-//! closed port still gets an RST. The client's stack fails the connection
+//! `AllowedIPs` for that peer, since the client routed the SYN there),
+//! and then the RST it sent before, for clients that ignore ICMP (older
+//! underpass: smoltcp does). A closed port gets the RST alone. The client's stack fails the connection
 //! that SYN belonged to with [`crate::TcpError::Prohibited`], so a proxy
 //! can answer "not allowed" rather than "refused".
 

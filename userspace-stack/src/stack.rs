@@ -445,8 +445,10 @@ impl Stack {
                 self.syns
                     .insert((seg.src, seg.dst), crate::flow::Syn::of(seg, now));
                 if self.accept_any.is_some() && !self.accept_syn(seg.src, seg.dst) {
+                    // smoltcp's RST follows: a client that ignores the ICMP
+                    // (an older underpass) still learns of the refusal at
+                    // once; one that reads it is done before the RST.
                     self.prohibit(packet);
-                    return false;
                 }
             }
             return true;
@@ -473,8 +475,8 @@ impl Stack {
         true
     }
 
-    /// Answers a SYN the policy refused with "administratively prohibited"
-    /// instead of smoltcp's RST, so the client can tell a refusal by policy
+    /// Answers a SYN the policy refused with "administratively prohibited",
+    /// ahead of smoltcp's RST, so the client can tell a refusal by policy
     /// from a closed port. At most one per SYN, none while the outbound
     /// queue is full.
     fn prohibit(&mut self, syn: &[u8]) {
