@@ -338,6 +338,25 @@ mod tests {
         assert_eq!(client_hello_name(&[22, 3, 1, 0xff, 0xff]), Hello::NotTls);
     }
 
+    #[test]
+    fn real_client_hellos_name_their_host() {
+        // Recorded from curl and openssl s_client (fuzz/corpus/tls_hello).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tls_hello");
+        let mut found: Vec<Hello> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|f| client_hello_name(&std::fs::read(f.unwrap().path()).unwrap()))
+            .collect();
+        found.sort_by_key(|h| format!("{h:?}"));
+        assert_eq!(
+            found,
+            [
+                Hello::Name("db.internal".into()),
+                Hello::Name("example.com".into()),
+                Hello::NoName
+            ]
+        );
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..400)) {
