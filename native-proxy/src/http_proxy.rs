@@ -465,6 +465,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_refusal_by_the_gateways_policy_is_403_a_closed_port_502() {
+        let failed =
+            |kind| dial_failure("h", &ConnectError::Io(io::Error::new(kind, "x"))).status();
+        assert_eq!(
+            failed(io::ErrorKind::PermissionDenied),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            failed(io::ErrorKind::ConnectionRefused),
+            StatusCode::BAD_GATEWAY
+        );
+    }
+
+    #[test]
     fn the_host_header_names_the_target_with_ipv6_in_brackets() {
         assert_eq!(host_header("example.com", 80), "example.com");
         assert_eq!(host_header("example.com", 8080), "example.com:8080");

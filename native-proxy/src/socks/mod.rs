@@ -430,6 +430,16 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_by_the_gateways_policy_is_reply_2_a_closed_port_5() {
+        let reply = |kind| connect_reply(&ConnectError::Io(io::Error::new(kind, "x")));
+        assert_eq!(reply(io::ErrorKind::PermissionDenied), Reply::NotAllowed);
+        assert_eq!(
+            reply(io::ErrorKind::ConnectionRefused),
+            Reply::ConnectionRefused
+        );
+    }
+
+    #[test]
     fn a_udp_association_admits_only_the_control_ip_and_the_named_port() {
         let control: IpAddr = "127.0.0.1".parse().unwrap();
         let any = Sender::new(control, &Address::Ip(addr("0.0.0.0:0")));
