@@ -491,8 +491,16 @@ impl ProxyConfig {
                 }
                 "sni" => {
                     s.only(&["BindAddress", "TargetPort"])?;
+                    let bind = s.bind()?;
+                    if !bind.ip().is_loopback() {
+                        let (file, line) = source.origin(section.line);
+                        cfg.warnings.push(format!(
+                            "{}:{line}: [SNI] on {bind} has no credentials (TLS cannot carry them): anyone who can reach it can reach any TLS service through the tunnel",
+                            file.display()
+                        ));
+                    }
                     cfg.sni.push(SniProxy {
-                        bind: s.bind()?,
+                        bind,
                         port: match s.optional("TargetPort") {
                             Some(_) => s.number("TargetPort", 1, 65535)? as u16,
                             None => 443,

@@ -348,6 +348,18 @@ fn an_sni_section_parses_with_port_443_unless_target_port_is_set() {
     ))
     .unwrap();
     assert_eq!(c.sni.len(), 2);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("test.conf:") && w.contains("[SNI] on 0.0.0.0:443")),
+        "{:?}",
+        c.warnings
+    );
+    assert_eq!(
+        c.warnings.iter().filter(|w| w.contains("[SNI]")).count(),
+        1,
+        "loopback is not warned about"
+    );
     assert_eq!(c.sni[0].bind, "0.0.0.0:443".parse().unwrap());
     assert_eq!(c.sni[0].port, 443);
     assert_eq!(c.sni[1].port, 8443);
