@@ -138,8 +138,8 @@ mod tests {
         let mut name = vec![4, 1, 0, 80, 0, 0, 0, 9, 0];
         name.extend_from_slice(b"bad name\0");
         assert_eq!(parse_request(&name), Err(ProtoError::BadDomain));
-        let mut empty = vec![4, 1, 0, 80, 0, 0, 0, 9, 0, 0];
-        empty.truncate(10);
+        // SOCKS4a with an empty name.
+        let empty = [4, 1, 0, 80, 0, 0, 0, 9, 0, 0];
         assert_eq!(parse_request(&empty), Err(ProtoError::BadDomain));
         // A user id that never ends.
         let mut endless = vec![4, 1, 0, 80, 10, 0, 0, 5];
