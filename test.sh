@@ -26,8 +26,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # programs (interop_bench, wan_bench); chromium and chromium-driver run the
 # web demo and the wasm tests; nc is the plain (not proxy-aware) client of
 # the exec tests; useradd and setpriv (passwd, util-linux) run the client
-# unprivileged.
-APT_PACKAGES=(clang curl netcat-openbsd passwd wireguard-go wireguard-tools iproute2 tcpdump python3 iperf3 chromium chromium-driver)
+# unprivileged; openssl makes the certificates of the TLS tests.
+APT_PACKAGES=(clang curl openssl netcat-openbsd passwd wireguard-go wireguard-tools iproute2 tcpdump python3 iperf3 chromium chromium-driver)
 
 if [ "$install" = 1 ]; then
     step "install what is missing"

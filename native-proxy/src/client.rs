@@ -16,7 +16,7 @@ use crate::config_source::{ConfigSource, ENV_FILE, ENV_TEXT};
 use crate::forward::{self, Forwards};
 use crate::setup::{self, Role};
 use crate::tunnel::Tunnel;
-use crate::{http_proxy, socks, Failure};
+use crate::{http_proxy, sni, socks, Failure};
 
 /// The client's configuration from `--config`, stdin or the environment,
 /// its warnings logged.
@@ -78,11 +78,19 @@ pub async fn run(args: UpArgs) -> Result<(), Failure> {
     }
     let mut socks5 = cfg.socks5.clone();
     if let Some(bind) = args.client.socks5 {
-        socks5.push(ProxyListener { bind, auth: None });
+        socks5.push(ProxyListener {
+            bind,
+            auth: None,
+            tls: None,
+        });
     }
     let mut http = cfg.http.clone();
     if let Some(bind) = args.client.http {
-        http.push(ProxyListener { bind, auth: None });
+        http.push(ProxyListener {
+            bind,
+            auth: None,
+            tls: None,
+        });
     }
     let client = Client::start(&cfg, &socks5, &http, &args.client.common).await?;
     let running = client.launch(&cfg).await?;
@@ -109,6 +117,8 @@ pub async fn run(args: UpArgs) -> Result<(), Failure> {
 pub struct Client {
     pub tunnel: Tunnel,
     listeners: Vec<(&'static str, TcpListener, ProxyListener)>,
+    /// `[SNI]` listeners and the port they connect to.
+    sni: Vec<(TcpListener, u16)>,
     /// `--max-negotiating`: one pool for all the proxy listeners.
     negotiations: Negotiations,
 }
@@ -133,15 +143,22 @@ impl Client {
             listeners.push(("socks5", bind(l.bind, "SOCKS5").await?, l.clone()));
         }
         for l in http {
-            listeners.push(("http", bind(l.bind, "the HTTP proxy").await?, l.clone()));
+            let kind = if l.tls.is_some() { "https" } else { "http" };
+            listeners.push((kind, bind(l.bind, "the HTTP proxy").await?, l.clone()));
+        }
+        let mut sni = Vec::new();
+        for s in &cfg.sni {
+            sni.push((bind(s.bind, "the SNI proxy").await?, s.port));
         }
         let tunnel = setup::build(cfg, Role::Client, common).await?;
-        if !tunnel.has_dns() && !listeners.is_empty() {
+        let proxies = !listeners.is_empty() || !sni.is_empty();
+        if !tunnel.has_dns() && proxies {
             tracing::warn!("{}", no_dns_server_warning(&cfg.wg.interface.dns_search));
         }
         Ok(Client {
             tunnel,
             listeners,
+            sni,
             negotiations: Negotiations::new(common.max_negotiating as usize),
         })
     }
@@ -175,9 +192,26 @@ impl Client {
                     tokio::task::spawn_local(socks::serve(listener, t, auth, n));
                 }
                 _ => {
-                    tokio::task::spawn_local(http_proxy::serve(listener, t, auth, n));
+                    let tls = match &config.tls {
+                        Some(files) => Some(crate::tls::server_config(files).map_err(|e| {
+                            Failure::usage(format!("[http] on {addr}: {}: {}", e.key, e.message))
+                        })?),
+                        None => None,
+                    };
+                    tokio::task::spawn_local(http_proxy::serve(listener, t, auth, tls, n));
                 }
             }
+        }
+        for (listener, port) in self.sni {
+            let addr = listener.local_addr().map_err(Failure::runtime)?;
+            tracing::info!("SNI proxy listening on {addr} (to port {port} of each name)");
+            listening.push(Listening {
+                kind: "sni",
+                addr,
+                target: None,
+            });
+            let (t, n) = (tunnel.clone(), self.negotiations.clone());
+            tokio::task::spawn_local(sni::serve(listener, t, port, n));
         }
         listening.extend(forwards.listening.iter().cloned());
         tunnel.connect_peers();

@@ -18,6 +18,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use underpass_core::config::{ini_quoted, Config, Section};
 
+pub use crate::tls::TlsFiles;
+
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
@@ -34,6 +36,7 @@ pub struct ProxyConfig {
     pub tcp_server_tunnels: Vec<TcpServerTunnel>,
     pub udp_proxy_tunnels: Vec<UdpProxyTunnel>,
     pub stdio_tunnels: Vec<StdioTunnel>,
+    pub sni: Vec<SniProxy>,
     pub gateway: GatewaySection,
     /// `[Resolve] ResolveStrategy`: which address family of a name is
     /// tried first.
@@ -53,6 +56,19 @@ pub struct ProxyConfig {
 pub struct ProxyListener {
     pub bind: SocketAddr,
     pub auth: Option<Credentials>,
+    /// `[http] CertFile`/`KeyFile`: the proxy speaks HTTPS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// An `[SNI]` section: a transparent TLS proxy. Each connection goes to
+/// the name its ClientHello asks for, on `port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniProxy {
+    pub bind: SocketAddr,
+    /// `TargetPort`, 443 unless set (wireproxy has no such key and always
+    /// uses 443).
+    pub port: u16,
+    pub line: usize,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -147,7 +163,7 @@ impl fmt::Display for LoadError {
 }
 
 const DEFAULT_UDP_INACTIVITY: Duration = Duration::from_secs(180);
-const SECTIONS: &str = "Interface, Peer, Socks5, http, TCPClientTunnel, TCPServerTunnel, UDPProxyTunnel, STDIOTunnel, Resolve, Gateway";
+const SECTIONS: &str = "Interface, Peer, Socks5, http, TCPClientTunnel, TCPServerTunnel, UDPProxyTunnel, STDIOTunnel, SNI, Resolve, Gateway";
 
 /// The text to parse, with the origin of every line.
 struct Source {
@@ -415,6 +431,7 @@ impl ProxyConfig {
             tcp_server_tunnels: Vec::new(),
             udp_proxy_tunnels: Vec::new(),
             stdio_tunnels: Vec::new(),
+            sni: Vec::new(),
             gateway: GatewaySection::default(),
             resolve: ResolveStrategy::default(),
             found: wireproxy::found_sections(&wg, &source),
@@ -428,10 +445,20 @@ impl ProxyConfig {
             };
             match section.name.to_ascii_lowercase().as_str() {
                 "socks5" | "http" => {
-                    s.only(&["BindAddress", "Username", "Password"])?;
+                    let is_http = section.name.eq_ignore_ascii_case("http");
+                    if is_http {
+                        s.only(&["BindAddress", "Username", "Password", "CertFile", "KeyFile"])?;
+                    } else {
+                        s.only(&["BindAddress", "Username", "Password"])?;
+                    }
                     let listener = ProxyListener {
                         bind: s.bind()?,
                         auth: s.credentials()?,
+                        tls: if is_http {
+                            s.tls_files(base_dir)?
+                        } else {
+                            None
+                        },
                     };
                     if listener.auth.is_none() && !listener.bind.ip().is_loopback() {
                         let (file, line) = source.origin(section.line);
@@ -476,6 +503,25 @@ impl ProxyConfig {
                         bind: s.bind()?,
                         target: s.target()?,
                         inactivity_timeout: timeout,
+                        line: source.origin(section.line).1,
+                    });
+                }
+                "sni" => {
+                    s.only(&["BindAddress", "TargetPort"])?;
+                    let bind = s.bind()?;
+                    if !bind.ip().is_loopback() {
+                        let (file, line) = source.origin(section.line);
+                        cfg.warnings.push(format!(
+                            "{}:{line}: [SNI] on {bind} has no credentials (TLS cannot carry them): anyone who can reach it can reach any TLS service through the tunnel",
+                            file.display()
+                        ));
+                    }
+                    cfg.sni.push(SniProxy {
+                        bind,
+                        port: match s.optional("TargetPort") {
+                            Some(_) => s.number("TargetPort", 1, 65535)? as u16,
+                            None => 443,
+                        },
                         line: source.origin(section.line).1,
                     });
                 }
@@ -626,6 +672,36 @@ impl Reader<'_> {
                 ),
             )),
         }
+    }
+
+    /// `CertFile` and `KeyFile` of an `[http]` section (relative to the
+    /// config's directory, as `WGConfig`), read and checked now: a bad
+    /// file is a config error naming it.
+    fn tls_files(&self, base_dir: &Path) -> Result<Option<TlsFiles>, LoadError> {
+        let (cert, key) = match (self.optional("CertFile"), self.optional("KeyFile")) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            (Some(e), None) | (None, Some(e)) => {
+                return Err(self.err(
+                    e.line,
+                    &e.key,
+                    "CertFile and KeyFile go together; give both (an HTTPS proxy) or neither",
+                ))
+            }
+        };
+        let files = TlsFiles {
+            cert: base_dir.join(&cert.value),
+            key: base_dir.join(&key.value),
+        };
+        crate::tls::server_config(&files).map_err(|e| {
+            let line = if e.key == "CertFile" {
+                cert.line
+            } else {
+                key.line
+            };
+            self.err(line, e.key, e.message)
+        })?;
+        Ok(Some(files))
     }
 
     fn credentials(&self) -> Result<Option<Credentials>, LoadError> {

@@ -32,7 +32,8 @@ fn a_wireproxy_config_with_every_section_parses() {
         c.socks5,
         [ProxyListener {
             bind: "127.0.0.1:25344".parse().unwrap(),
-            auth: None
+            auth: None,
+            tls: None,
         }]
     );
     assert_eq!(c.http[0].auth.as_ref().unwrap().password, "pa#ss");
@@ -466,4 +467,65 @@ fn a_client_gives_a_peer_without_allowed_ips_all_traffic_and_a_gateway_does_not(
         .warnings
         .iter()
         .any(|w| w.contains("[Gateway] is read by `underpass gateway` only")));
+}
+
+#[test]
+fn an_sni_section_parses_with_port_443_unless_target_port_is_set() {
+    let c = parse(&format!(
+        "{}\n[SNI]\nBindAddress = 0.0.0.0:443\n\n[SNI]\nBindAddress = 127.0.0.1:8443\nTargetPort = 8443\n",
+        wg()
+    ))
+    .unwrap();
+    assert_eq!(c.sni.len(), 2);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("test.conf:") && w.contains("[SNI] on 0.0.0.0:443")),
+        "{:?}",
+        c.warnings
+    );
+    assert_eq!(
+        c.warnings.iter().filter(|w| w.contains("[SNI]")).count(),
+        1,
+        "loopback is not warned about"
+    );
+    assert_eq!(c.sni[0].bind, "0.0.0.0:443".parse().unwrap());
+    assert_eq!(c.sni[0].port, 443);
+    assert_eq!(c.sni[1].port, 8443);
+    for (bad, key) in [
+        ("BindAddress = 127.0.0.1:1\nTargetPort = 0\n", "TargetPort"),
+        ("BindAddress = 127.0.0.1:1\nTarget = x:1\n", "Target"),
+        ("TargetPort = 443\n", "BindAddress"),
+    ] {
+        let e = parse(&format!("{}\n[SNI]\n{bad}", wg())).unwrap_err();
+        assert!(
+            e.key.as_deref() == Some(key) || e.message.contains(key),
+            "{bad:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn https_proxy_files_go_together_and_must_be_readable() {
+    let e = parse(&format!(
+        "{}\n[http]\nBindAddress = 127.0.0.1:1\nKeyFile = key.pem\n",
+        wg()
+    ))
+    .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("KeyFile"));
+    assert!(e.message.contains("go together"), "{e}");
+    let e = parse(&format!(
+        "{}\n[http]\nBindAddress = 127.0.0.1:1\nCertFile = /nonexistent/cert.pem\nKeyFile = /nonexistent/key.pem\n",
+        wg()
+    ))
+    .unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (13, Some("CertFile")), "{e}");
+    assert!(e.message.contains("/nonexistent/cert.pem"), "{e}");
+    // The SOCKS5 section has no such keys.
+    let e = parse(&format!(
+        "{}\n[Socks5]\nBindAddress = 127.0.0.1:1\nCertFile = c.pem\n",
+        wg()
+    ))
+    .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("CertFile"));
 }

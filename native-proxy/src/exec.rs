@@ -46,6 +46,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     let ours = ProxyListener {
         bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         auth: auth.clone(),
+        tls: None,
     };
     let socks5: Vec<_> = std::iter::once(ours.clone())
         .chain(cfg.socks5.iter().cloned())
@@ -151,7 +152,9 @@ fn random_credentials() -> Credentials {
 }
 
 /// The variables proxy-aware tools read, in both the upper- and the
-/// lower-case spelling (curl reads only `http_proxy` in lower case).
+/// lower-case spelling (curl reads only `http_proxy` in lower case), and
+/// `NODE_USE_ENV_PROXY=1`: Node.js (24 and later) reads the proxy
+/// variables only when it is set.
 pub fn proxy_env(
     socks: SocketAddr,
     http: SocketAddr,
@@ -183,6 +186,7 @@ pub fn proxy_env(
         env.push((name.to_string(), value.into()));
         env.push((name.to_ascii_lowercase(), value.into()));
     }
+    env.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
     env
 }
 
@@ -263,6 +267,7 @@ mod tests {
         assert_eq!(get(&env, "http_proxy"), "http://u:p@127.0.0.1:8118");
         assert_eq!(get(&env, "HTTPS_PROXY"), "http://u:p@127.0.0.1:8118");
         assert_eq!(get(&env, "no_proxy"), "localhost,127.0.0.1,::1");
+        assert_eq!(get(&env, "NODE_USE_ENV_PROXY"), "1");
     }
 
     #[test]

@@ -154,6 +154,17 @@ pub fn socks(data: &[u8]) {
     let _ = proto::parse_request(data);
     let _ = proto::parse_user_pass(data);
     let _ = proto::parse_udp(data);
+    if let Ok(Some((_, used))) = crate::socks::v4::parse_request(data) {
+        assert!(used <= data.len());
+    }
+}
+
+/// The start of a TLS connection, as the SNI proxy reads it: a host name
+/// found is a valid one.
+pub fn tls_hello(data: &[u8]) {
+    if let crate::sni::Hello::Name(name) = crate::sni::client_hello_name(data) {
+        assert!(!name.is_empty() && name.len() <= 253 && name.is_ascii());
+    }
 }
 
 /// An HTTP request head as hyper would parse it, then the proxy's routing

@@ -9,6 +9,10 @@
 //! request. Until a client's first request that is forwarded or tunnelled
 //! it counts as negotiating ([`crate::accept::Negotiations`]), for 30 s
 //! at most.
+//!
+//! With `CertFile`/`KeyFile` it is an HTTPS proxy: clients speak TLS to it
+//! (`curl --proxy https://...`). The handshake counts as negotiating too,
+//! and must end within [`TLS_HANDSHAKE_TIMEOUT`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,6 +20,7 @@ use std::convert::Infallible;
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -26,7 +31,9 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::accept::{accept, Negotiating, Negotiations};
 use crate::config::Credentials;
@@ -40,28 +47,65 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const NEGOTIATION_TIMEOUT: Duration = HEADER_TIMEOUT;
 /// Largest request head accepted.
 const MAX_HEAD: usize = 64 * 1024;
+/// An HTTPS proxy client must have finished its TLS handshake this long
+/// after connecting, or it is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Body = Either<Incoming, Full<Bytes>>;
 
 /// Upstream connections of one client connection, by host and port.
 type Upstreams = Rc<RefCell<HashMap<(String, u16), SendRequest<Incoming>>>>;
 
+/// Serves the proxy on `listener`; over TLS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     tunnel: Tunnel,
     auth: Option<Rc<Credentials>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     negotiations: Negotiations,
 ) {
+    let tls = tls.map(TlsAcceptor::from);
+    let what = if tls.is_some() {
+        "HTTPS proxy"
+    } else {
+        "HTTP proxy"
+    };
     loop {
-        let (stream, peer) = accept(&listener, &tunnel, "HTTP proxy").await;
-        let Some(slot) = negotiations.enter("HTTP proxy") else {
+        let (stream, peer) = accept(&listener, &tunnel, what).await;
+        let Some(slot) = negotiations.enter(what) else {
             tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
-            negotiations.refuse_http(stream);
+            // A plain 503 means nothing to a client expecting TLS: it is
+            // closed instead.
+            if tls.is_none() {
+                negotiations.refuse_http(stream);
+            }
             continue;
         };
-        let (tunnel, auth) = (tunnel.clone(), auth.clone());
+        let (tunnel, auth, tls) = (tunnel.clone(), auth.clone(), tls.clone());
         tokio::task::spawn_local(async move {
-            if let Err(e) = serve_connection(stream, tunnel, auth, slot).await {
+            let served = match tls {
+                None => serve_connection(stream, tunnel, auth, slot).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => serve_connection(stream, tunnel, auth, slot).await,
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "HTTPS proxy: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(
+                                %peer,
+                                "HTTPS proxy: TLS handshake not finished in {} s; closed",
+                                TLS_HANDSHAKE_TIMEOUT.as_secs()
+                            );
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "HTTP proxy connection ended");
             }
         });
@@ -70,12 +114,15 @@ pub async fn serve(
 
 /// Serves one client connection; it counts as negotiating (holds `slot`)
 /// until a request passes [`route`].
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     tunnel: Tunnel,
     auth: Option<Rc<Credentials>>,
     slot: Negotiating,
-) -> Result<(), hyper::Error> {
+) -> Result<(), hyper::Error>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let upstreams: Upstreams = Rc::default();
     let slot = Rc::new(RefCell::new(Some(slot)));
     let negotiating = slot.clone();
@@ -158,6 +205,10 @@ fn dial_failure(host: &str, e: &ConnectError) -> Response<Body> {
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             r
         }
+        ConnectError::Io(io) if io.kind() == io::ErrorKind::PermissionDenied => text(
+            StatusCode::FORBIDDEN,
+            &format!("{host}: the gateway's policy does not allow this destination"),
+        ),
         ConnectError::Io(io) if io.kind() == io::ErrorKind::TimedOut => text(
             StatusCode::GATEWAY_TIMEOUT,
             &format!("{host} did not answer"),
@@ -412,6 +463,20 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_by_the_gateways_policy_is_403_a_closed_port_502() {
+        let failed =
+            |kind| dial_failure("h", &ConnectError::Io(io::Error::new(kind, "x"))).status();
+        assert_eq!(
+            failed(io::ErrorKind::PermissionDenied),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            failed(io::ErrorKind::ConnectionRefused),
+            StatusCode::BAD_GATEWAY
+        );
+    }
 
     #[test]
     fn the_host_header_names_the_target_with_ipv6_in_brackets() {

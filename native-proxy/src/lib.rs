@@ -26,8 +26,10 @@ mod pcap;
 mod quickstart;
 mod relay;
 mod setup;
+mod sni;
 mod socks;
 mod splice;
+mod tls;
 mod tunnel;
 mod udp;
 

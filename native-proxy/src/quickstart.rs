@@ -55,10 +55,12 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
     let socks = [ProxyListener {
         bind: args.socks5,
         auth: None,
+        tls: None,
     }];
     let http = [ProxyListener {
         bind: args.http,
         auth: None,
+        tls: None,
     }];
     let client = Client::start(&client_cfg, &socks, &http, &args.common).await?;
     let addrs = client.local_addrs();

@@ -92,6 +92,7 @@ fn io_error(e: TcpError) -> io::Error {
         TcpError::WriteClosed => io::ErrorKind::BrokenPipe,
         TcpError::InvalidHandle => io::ErrorKind::NotConnected,
         TcpError::NoRoute => io::ErrorKind::HostUnreachable,
+        TcpError::Prohibited => io::ErrorKind::PermissionDenied,
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, e)

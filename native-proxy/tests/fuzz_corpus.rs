@@ -42,3 +42,8 @@ fn http_request_corpus() {
 fn config_corpus() {
     replay("config", underpass::fuzz::config);
 }
+
+#[test]
+fn tls_hello_corpus() {
+    replay("tls_hello", underpass::fuzz::tls_hello);
+}

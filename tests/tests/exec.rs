@@ -437,6 +437,11 @@ fn exec_keeps_the_config_and_its_secrets_from_the_command() {
         Duration::from_secs(60),
     ));
     assert!(names(&env).iter().any(|n| n == "ALL_PROXY"), "{env}");
+    // Node.js reads the proxy variables only when told to.
+    assert!(
+        env.lines().any(|l| l == "NODE_USE_ENV_PROXY=1"),
+        "NODE_USE_ENV_PROXY=1 missing: {env}"
+    );
     assert!(env.contains("UNRELATED=kept"), "{env}");
     assert!(
         !names(&env).iter().any(|n| n == "UNDERPASS_CONFIG"),

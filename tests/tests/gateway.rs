@@ -182,6 +182,7 @@ struct Custom {
     gateway: Process,
     _client: Process,
     socks: SocketAddr,
+    http: SocketAddr,
     _scratch: Scratch,
 }
 
@@ -198,6 +199,7 @@ fn custom_pair(
     let (g, c): (Keys, Keys) = (keys(), keys());
     let port = free_port();
     let socks = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let gcfg = scratch.write(
         "gateway.conf",
         &format!(
@@ -211,7 +213,7 @@ fn custom_pair(
         &format!(
             "[Interface]\nPrivateKey = {}\nAddress = {client_addresses}\n\n\
              [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{port}\nAllowedIPs = 0.0.0.0/0, ::/0\n\n\
-             [Socks5]\nBindAddress = {socks}\n",
+             [Socks5]\nBindAddress = {socks}\n\n[http]\nBindAddress = {http}\n",
             c.private, g.public
         ),
     );
@@ -228,6 +230,7 @@ fn custom_pair(
         gateway,
         _client: client,
         socks,
+        http,
         _scratch: scratch,
     }
 }
@@ -257,12 +260,34 @@ fn an_ipv4_mapped_destination_is_judged_as_the_ipv4_address() {
         format!("http://[::ffff:127.0.0.1]:{port}/hello"),
         format!("http://[::ffff:7f00:1]:{port}/hello"),
     ] {
+        // The gateway answers "administratively prohibited": SOCKS5
+        // reply 2 (not allowed by ruleset), HTTP 403; not "refused".
         let got = fetch(pair.socks, &url);
         assert!(
-            got.as_ref().is_err_and(|e| e.contains("(5)")),
-            "{url}: {got:?} (want SOCKS reply 5, refused)"
+            got.as_ref().is_err_and(|e| e.contains("(2)")),
+            "{url}: {got:?} (want SOCKS reply 2, not allowed by ruleset)"
+        );
+        let out = curl(
+            &[
+                "--max-time",
+                "20",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-x",
+            ]
+            .into_iter()
+            .chain([format!("http://{}", pair.http).as_str(), url.as_str()])
+            .collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "403",
+            "{url} through the HTTP proxy"
         );
     }
+    // (A closed port the policy allows still gets reply 5: proxy.rs.)
     assert_eq!(
         server.connections.load(Ordering::Relaxed),
         0,
@@ -342,7 +367,7 @@ fn the_default_gateway_refuses_the_hosts_own_addresses_also_new_ones() {
     );
     let got = fetch(pair.socks, &url("198.18.0.1"));
     assert!(
-        got.as_ref().is_err_and(|e| e.contains("(5)")),
+        got.as_ref().is_err_and(|e| e.contains("(2)")),
         "the host's own address: {got:?}"
     );
     assert!(
@@ -360,7 +385,7 @@ fn the_default_gateway_refuses_the_hosts_own_addresses_also_new_ones() {
     let added = Instant::now();
     loop {
         match fetch(pair.socks, &url("198.18.0.2")) {
-            Err(e) if e.contains("(5)") => break,
+            Err(e) if e.contains("(2)") => break, // not allowed by ruleset
             got => assert!(
                 added.elapsed() < Duration::from_secs(5),
                 "the new address is still reachable {:?} after it appeared: {got:?}",
@@ -413,7 +438,7 @@ fn flows_to_the_tunnels_subnets_never_reach_the_hosts_network() {
     for host in ["10.74.0.3", "10.74.0.77", "10.75.1.1"] {
         let got = fetch(pair.socks, &format!("http://{host}:{port}/hello"));
         assert!(
-            got.as_ref().is_err_and(|e| e.contains("(5)")),
+            got.as_ref().is_err_and(|e| e.contains("(2)")),
             "{host}: {got:?}"
         );
     }

@@ -16,6 +16,7 @@ mod device;
 mod dns;
 mod echo;
 mod flow;
+mod icmp;
 mod memory;
 mod ports;
 mod reassembly;

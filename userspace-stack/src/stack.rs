@@ -450,11 +450,18 @@ impl Stack {
             if syn && !ack && !seg.has(crate::segment::RST) {
                 self.syns
                     .insert((seg.src, seg.dst), crate::flow::Syn::of(seg, now));
-                if self.accept_any.is_some() {
-                    self.accept_syn(seg.src, seg.dst);
+                if self.accept_any.is_some() && !self.accept_syn(seg.src, seg.dst) {
+                    // smoltcp's RST follows: a client that ignores the ICMP
+                    // (an older underpass) still learns of the refusal at
+                    // once; one that reads it is done before the RST.
+                    self.prohibit(packet);
                 }
             }
             return true;
+        }
+        if let Some((local, remote)) = crate::icmp::prohibited_tuple(packet) {
+            self.tcp_prohibited(local, remote);
+            return false;
         }
         let Some(ip) = IpHeader::parse(packet) else {
             return true;
@@ -472,6 +479,22 @@ impl Stack {
             return self.accept_udp(src, dst);
         }
         true
+    }
+
+    /// Answers a SYN the policy refused with "administratively prohibited",
+    /// ahead of smoltcp's RST, so the client can tell a refusal by policy
+    /// from a closed port. At most one per SYN, none while the outbound
+    /// queue is full.
+    fn prohibit(&mut self, syn: &[u8]) {
+        if self.device.tx_full() {
+            return;
+        }
+        let mut answer = self.device.tx_buffer();
+        if crate::icmp::write_prohibited(syn, &mut answer) {
+            self.device.tx.push_back(answer);
+        } else {
+            self.device.recycle_tx(answer);
+        }
     }
 
     /// Runs smoltcp over everything received since the last poll, without

@@ -56,6 +56,10 @@ pub enum TcpError {
     /// [`crate::TcpOptions::max_connections`] are open.
     #[error("too many open connections")]
     TooMany,
+    /// The far end's policy forbids the destination (an ICMP
+    /// "administratively prohibited" answered the SYN; see `icmp`).
+    #[error("connection not allowed by the gateway's policy")]
+    Prohibited,
 }
 
 /// A connection's state as a user sees it.
@@ -82,6 +86,8 @@ pub(crate) struct Conn {
     pub established: bool,
     /// We aborted it.
     pub aborted: bool,
+    /// An "administratively prohibited" answered its SYN.
+    pub prohibited: bool,
     /// Accept-any took it in: it counts against its source's limit.
     pub from_accept_any: bool,
 }
@@ -121,7 +127,9 @@ impl Stack {
 
     /// Why a closed connection closed.
     fn closed_error(conn: &Conn) -> TcpError {
-        if conn.reset || conn.aborted {
+        if conn.prohibited {
+            TcpError::Prohibited
+        } else if conn.reset || conn.aborted {
             if conn.established {
                 TcpError::Reset
             } else {
@@ -162,6 +170,7 @@ impl Stack {
             reset: false,
             established: false,
             aborted: false,
+            prohibited: false,
             from_accept_any: false,
         }));
         self.by_tuple.insert((local, remote), Flow::new(id, None));
@@ -437,6 +446,24 @@ impl Stack {
         self.release(id);
     }
 
+    /// Fails the connection `(local, remote)` if it is still waiting for
+    /// its SYN's answer: the gateway refused it by policy.
+    pub(crate) fn tcp_prohibited(&mut self, local: SocketAddr, remote: SocketAddr) {
+        let Some(flow) = self.by_tuple.get(&(local, remote)) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(flow.conn.0) else {
+            return;
+        };
+        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        if socket.state() == State::SynSent {
+            conn.prohibited = true;
+            // Closed at once (it wakes the connect); the RST smoltcp sends
+            // matches nothing at the gateway.
+            socket.abort();
+        }
+    }
+
     /// Closes the handle: a FIN goes after the data written (if not sent
     /// already); the socket and its buffers go once it is done.
     pub fn tcp_close(&mut self, id: ConnId) {
@@ -513,6 +540,7 @@ impl Stack {
             reset: false,
             established: false,
             aborted: false,
+            prohibited: false,
             from_accept_any: false,
         }));
         let syn = self.syns.take(&(remote, local));

@@ -287,15 +287,16 @@ fn a_reset_is_reported_as_reset() {
 }
 
 #[test]
-fn a_refused_destination_is_reported_as_refused() {
+fn a_destination_the_policy_refuses_is_reported_as_prohibited() {
     let mut net = Net::new(6, Link::CLEAN);
-    // Port 9 is outside the test gateway's policy: its SYN gets an RST.
+    // Port 9 is outside the test gateway's policy: its SYN gets an ICMP
+    // "administratively prohibited", not an RST.
     let c = net
         .stack(CLIENT)
         .tcp_connect(addr("198.51.100.7:9"))
         .unwrap();
     let result = net.connect_outcome(c, Duration::from_secs(5), "the refusal");
-    assert_eq!(result, Err(TcpError::Refused));
+    assert_eq!(result, Err(TcpError::Prohibited));
     assert_eq!(net.stack(GATEWAY).stats().refused_by_policy, 1);
 }
 

@@ -1,5 +1,6 @@
 //! The SOCKS5 server (RFC 1928, RFC 1929): CONNECT and UDP ASSOCIATE
-//! through the tunnel.
+//! through the tunnel; SOCKS4 and SOCKS4a CONNECT on the same port, told
+//! apart by the first byte.
 //!
 //! Every failure gets its reply code and a clean close; a client that
 //! stalls during the negotiation is dropped after [`HANDSHAKE_TIMEOUT`],
@@ -7,6 +8,7 @@
 //! ([`crate::accept::Negotiations`]) is closed unanswered.
 
 pub mod proto;
+pub mod v4;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -75,10 +77,46 @@ async fn read_message<T>(
     }
 }
 
+/// Which SOCKS a client speaks: its replies differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    V4,
+    V5,
+}
+
+/// A request read, and the SOCKS it came in.
+struct Asked {
+    flavor: Flavor,
+    request: proto::Request,
+}
+
 async fn reply(stream: &mut TcpStream, reply: Reply, bound: SocketAddr) -> io::Result<()> {
-    let mut out = Vec::with_capacity(22);
-    proto::encode_reply(reply, bound, &mut out);
-    stream.write_all(&out).await
+    answer(stream, Flavor::V5, reply, bound).await
+}
+
+/// Sends `reply` in the client's SOCKS; SOCKS4 has one failure code (91)
+/// for all of SOCKS5's.
+async fn answer(
+    stream: &mut TcpStream,
+    flavor: Flavor,
+    reply: Reply,
+    bound: SocketAddr,
+) -> io::Result<()> {
+    match flavor {
+        Flavor::V5 => {
+            let mut out = Vec::with_capacity(22);
+            proto::encode_reply(reply, bound, &mut out);
+            stream.write_all(&out).await
+        }
+        Flavor::V4 => {
+            let code = if reply == Reply::Succeeded {
+                v4::Reply::Granted
+            } else {
+                v4::Reply::Rejected
+            };
+            stream.write_all(&v4::encode_reply(code, bound)).await
+        }
+    }
 }
 
 fn unspecified() -> SocketAddr {
@@ -106,17 +144,23 @@ async fn handle(
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "negotiation took too long"))??;
     drop(slot);
-    let Some(request) = request else {
+    let Some(Asked { flavor, request }) = request else {
         refused(tunnel);
         return Ok(());
     };
     match request.command {
         // Bytes a client sent after its request without waiting for our
         // reply go through once the connection is up.
-        Command::Connect => connect(stream, tunnel, request.address, &buf).await,
+        Command::Connect => connect(stream, flavor, tunnel, request.address, &buf).await,
         Command::UdpAssociate => associate(stream, tunnel, request.address).await,
         Command::Bind => {
-            reply(&mut stream, Reply::CommandNotSupported, unspecified()).await?;
+            answer(
+                &mut stream,
+                flavor,
+                Reply::CommandNotSupported,
+                unspecified(),
+            )
+            .await?;
             refused(tunnel);
             Ok(())
         }
@@ -132,11 +176,22 @@ async fn negotiate(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     auth: Option<&Credentials>,
-) -> io::Result<Option<proto::Request>> {
+) -> io::Result<Option<Asked>> {
+    if buf.is_empty() {
+        let mut first = [0u8; 512];
+        let n = stream.read(&mut first).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&first[..n]);
+    }
+    if buf[0] == v4::VERSION {
+        return negotiate_v4(stream, buf, auth).await;
+    }
     let greeting = match read_message(stream, buf, proto::parse_greeting).await? {
         Ok(g) => g,
         Err(e) => {
-            // Not SOCKS5 (a SOCKS4 client, HTTP, garbage): a SOCKS5 "no
+            // Not SOCKS (HTTP, garbage): a SOCKS5 "no
             // acceptable method" is the only answer the protocol has.
             tracing::debug!(error = %e, "not a SOCKS5 greeting");
             stream
@@ -172,12 +227,47 @@ async fn negotiate(
         }
     }
     match read_message(stream, buf, proto::parse_request).await? {
-        Ok(request) => Ok(Some(request)),
+        Ok(request) => Ok(Some(Asked {
+            flavor: Flavor::V5,
+            request,
+        })),
         Err(e) => {
             reply(stream, e.reply(), unspecified()).await?;
             Ok(None)
         }
     }
+}
+
+/// A SOCKS4 or 4a request. SOCKS4 carries no password: where the section
+/// asks for one, it is refused (91) and logged.
+async fn negotiate_v4(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    auth: Option<&Credentials>,
+) -> io::Result<Option<Asked>> {
+    let request = match read_message(stream, buf, v4::parse_request).await? {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "bad SOCKS4 request");
+            answer(stream, Flavor::V4, Reply::GeneralFailure, unspecified()).await?;
+            return Ok(None);
+        }
+    };
+    if auth.is_some() {
+        tracing::info!(
+            peer = ?stream.peer_addr().ok(),
+            "SOCKS4 client refused: this SOCKS port requires a username and password, which only SOCKS5 carries"
+        );
+        answer(stream, Flavor::V4, Reply::NotAllowed, unspecified()).await?;
+        return Ok(None);
+    }
+    Ok(Some(Asked {
+        flavor: Flavor::V4,
+        request: proto::Request {
+            command: request.command,
+            address: request.address,
+        },
+    }))
 }
 
 /// The reply code for a failed connect.
@@ -189,6 +279,8 @@ fn connect_reply(e: &ConnectError) -> Reply {
                 Reply::ConnectionRefused
             }
             io::ErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
+            // The gateway's policy ("administratively prohibited").
+            io::ErrorKind::PermissionDenied => Reply::NotAllowed,
             io::ErrorKind::TimedOut | io::ErrorKind::HostUnreachable => Reply::HostUnreachable,
             _ => Reply::GeneralFailure,
         },
@@ -197,6 +289,7 @@ fn connect_reply(e: &ConnectError) -> Reply {
 
 async fn connect(
     mut stream: TcpStream,
+    flavor: Flavor,
     tunnel: &Tunnel,
     address: Address,
     early: &[u8],
@@ -208,8 +301,8 @@ async fn connect(
     let mut remote = match target {
         Ok(s) => s,
         Err(e) => {
-            tracing::debug!(%address, error = %e, "SOCKS5 CONNECT failed");
-            reply(&mut stream, connect_reply(&e), unspecified()).await?;
+            tracing::debug!(%address, error = %e, "SOCKS CONNECT failed");
+            answer(&mut stream, flavor, connect_reply(&e), unspecified()).await?;
             refused(tunnel);
             return Ok(());
         }
@@ -218,8 +311,8 @@ async fn connect(
         .with(|e| e.stack.tcp_endpoints(remote.id()))
         .map(|(local, _)| local)
         .unwrap_or_else(|_| unspecified());
-    reply(&mut stream, Reply::Succeeded, bound).await?;
-    tracing::debug!(%address, "SOCKS5 CONNECT");
+    answer(&mut stream, flavor, Reply::Succeeded, bound).await?;
+    tracing::debug!(%address, ?flavor, "SOCKS CONNECT");
     splice_host(&mut stream, &mut remote, early)
         .await
         .map(|_| ())
@@ -334,6 +427,16 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_refusal_by_the_gateways_policy_is_reply_2_a_closed_port_5() {
+        let reply = |kind| connect_reply(&ConnectError::Io(io::Error::new(kind, "x")));
+        assert_eq!(reply(io::ErrorKind::PermissionDenied), Reply::NotAllowed);
+        assert_eq!(
+            reply(io::ErrorKind::ConnectionRefused),
+            Reply::ConnectionRefused
+        );
     }
 
     #[test]

@@ -17,16 +17,17 @@ const MAX_PENDING_ACCEPTS: usize = 1024;
 
 impl Stack {
     /// A SYN to `dst` with no connection yet: make sure a listening socket
-    /// waits there, if the policy allows.
-    pub(crate) fn accept_syn(&mut self, src: SocketAddr, dst: SocketAddr) {
+    /// waits there, if the policy allows. False when the policy refuses
+    /// (the caller answers "administratively prohibited", see `icmp`).
+    pub(crate) fn accept_syn(&mut self, src: SocketAddr, dst: SocketAddr) -> bool {
         if self.by_tuple.contains_key(&(dst, src)) || self.is_local_port(dst) {
             // A retransmitted SYN of a connection we have, or a port of our
             // own address that a listener serves.
-            return;
+            return true;
         }
         let any = self.accept_any.as_mut().expect("checked by caller");
         if !any.syns.insert((src, dst)) {
-            return; // the same SYN twice in one batch
+            return true; // the same SYN twice in one batch
         }
         // Every SYN of a batch needs its own listener: smoltcp hands each
         // listening socket one SYN, and answers the rest with RST.
@@ -38,12 +39,12 @@ impl Stack {
                 .count()
         });
         if listening >= wanted {
-            return;
+            return true;
         }
         if !(any.policy)(Protocol::Tcp, dst) {
             self.stats.refused_by_policy += 1;
             tracing::debug!(%src, %dst, "accept-any: destination not allowed");
-            return; // smoltcp answers the SYN with RST
+            return false;
         }
         let limits = &self.options.tcp;
         if self.conns.len() >= limits.max_connections
@@ -52,12 +53,12 @@ impl Stack {
         {
             self.stats.refused_by_limit += 1;
             tracing::debug!(%src, %dst, "accept-any: connection limit reached");
-            return; // smoltcp answers the SYN with RST
+            return true; // smoltcp answers the SYN with RST
         }
         let pending: usize = any.listening.values().map(Vec::len).sum();
         if pending >= MAX_PENDING_ACCEPTS {
             tracing::debug!(%src, %dst, "accept-any: too many connections being set up");
-            return;
+            return true;
         }
         let timeout = duration(self.options.tcp.connect_timeout);
         let Ok(handle) = self.add_tcp_socket(|socket, _| {
@@ -65,7 +66,7 @@ impl Stack {
             socket.set_timeout(Some(timeout));
             socket.listen(to_endpoint(dst))
         }) else {
-            return;
+            return true;
         };
         self.accept_any
             .as_mut()
@@ -74,6 +75,7 @@ impl Stack {
             .entry(dst)
             .or_default()
             .push(handle);
+        true
     }
 
     /// Turns gateway listeners that got their SYN into [`Accepted`] flows,
