@@ -18,10 +18,41 @@
 //! windows stop growing (nothing is dropped), and a connection that drains
 //! gives its claim back.
 
+use std::time::Duration;
+
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
+use underpass_core::Instant;
 
 use crate::stack::Stack;
+
+type Tuple = (std::net::SocketAddr, std::net::SocketAddr);
+
+/// Which of a connection's buffers emptied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Receive,
+    Send,
+}
+
+/// What a read that emptied a buffer did to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drain {
+    No,
+    /// Its pages went back at once (memory is short).
+    Now,
+    /// Its pages go back if it stays empty.
+    Later,
+}
+
+/// A buffer that emptied after a transfer, and since when.
+#[derive(Debug)]
+pub(crate) struct Drained {
+    conn: crate::ConnId,
+    tuple: Tuple,
+    side: Side,
+    since: Instant,
+}
 
 /// A buffer that held this much since its pages were last given back is
 /// worth giving back when it empties (an interactive connection keeps its
@@ -32,6 +63,9 @@ const BEHIND_RUN: usize = 1 << 20;
 /// Pages behind the data go back while the connection's window is at most
 /// this fraction of its ring (else the ring is all in use anyway).
 const BEHIND_WHEN: usize = 4;
+/// A buffer that emptied gives its pages back once it stayed empty this
+/// long (a pause in a transfer, not a reader keeping up).
+const DRAINED_FOR: Duration = Duration::from_millis(200);
 /// What the application may always queue for sending, whatever the budget.
 pub(crate) const MIN_SEND_ALLOWANCE: usize = 256 << 10;
 
@@ -160,33 +194,39 @@ impl Buffers {
 impl Stack {
     /// The application consumed `n` received bytes at `at` of connection
     /// `handle`'s buffer (`window` is what the connection may receive).
-    /// An emptied buffer that held a transfer gives its pages back (true is
-    /// returned); when the budget runs short, a ring much larger than the
-    /// window gives back what was consumed as it goes.
+    /// Whether it emptied a buffer that held a transfer, which then gives
+    /// its pages back: at once when the budget is short, else if it stays
+    /// empty ([`Stack::release_drained`]). When the budget runs short, a
+    /// ring much larger than the window also gives back what was consumed
+    /// as it goes.
     pub(crate) fn after_read(
         &mut self,
         handle: SocketHandle,
         at: *const u8,
         n: usize,
         window: usize,
-    ) -> bool {
+    ) -> Drain {
         let empty = self.sockets.get::<tcp::Socket>(handle).recv_queue() == 0;
         let (Some(b), budget) = (self.buffers.get_mut(&handle), &mut self.budget) else {
-            return false;
+            return Drain::No;
         };
         budget.resident += b.rx.wrote(n);
         if empty && b.rx.resident >= RELEASE_AFTER {
-            // Nothing left to read, and smoltcp holds no data out of order
-            // (the flow's reassembly gives it only what is in order).
-            budget.resident -= b.rx.release();
-            b.rx_behind = None;
-            return true;
+            if budget.short() {
+                // Memory is short: at once (smoltcp holds no data out of
+                // order; the flow's reassembly gives it only what is in
+                // order).
+                budget.resident -= b.rx.release();
+                b.rx_behind = None;
+                return Drain::Now;
+            }
+            return Drain::Later;
         }
         if !budget.short() || window.saturating_mul(BEHIND_WHEN) > b.rx.len() {
-            return false;
+            return Drain::No;
         }
         let Some(offset) = b.rx.offset_of(at) else {
-            return false;
+            return Drain::No;
         };
         b.rx_behind = match b.rx_behind {
             Some((start, len)) if start + len == offset => Some((start, len + n)),
@@ -203,7 +243,7 @@ impl Stack {
             budget.resident -= b.rx.release_range(start, len);
             b.rx_behind = None;
         }
-        false
+        Drain::No
     }
 
     /// The application wrote `n` bytes at `at` of connection `handle`'s
@@ -241,6 +281,81 @@ impl Stack {
             budget.resident -= b.tx.release_range(start, first);
             budget.resident -= b.tx.release_range(0, behind - first);
             b.tx_released = acked;
+        }
+    }
+
+    /// Buffers that emptied after a transfer and stayed empty for
+    /// [`DRAINED_FOR`] give their pages back, and their connection's window
+    /// and send allowance go back to a new connection's. Not at once: a
+    /// fast reader empties its buffer many times a second in one transfer,
+    /// and each release cost the next writes a page fault per page (and
+    /// the window its growth): a third of loopback throughput.
+    pub(crate) fn release_drained(&mut self, now: Instant) {
+        if self.drained.is_empty() {
+            return;
+        }
+        let limits = self.limits();
+        let mut drained = std::mem::take(&mut self.drained);
+        drained.retain(|d| {
+            if now < d.since + DRAINED_FOR {
+                return true;
+            }
+            let Some(handle) = self.conns.get(d.conn.0).map(|c| c.handle) else {
+                return false;
+            };
+            let released = match d.side {
+                Side::Receive => self.release_rx(handle),
+                Side::Send => self.send_idle(handle),
+            };
+            if released {
+                if let Some(flow) = self.by_tuple.get_mut(&d.tuple) {
+                    let rx = d.side == Side::Receive;
+                    flow.quiet(rx, !rx, &limits, &mut self.budget);
+                }
+            }
+            false
+        });
+        // Buffers that emptied while this ran are in `self.drained` again.
+        drained.append(&mut self.drained);
+        self.drained = drained;
+    }
+
+    /// When [`Stack::release_drained`] next has something to do.
+    pub(crate) fn drained_timeout(&self) -> Option<Instant> {
+        self.drained.iter().map(|d| d.since + DRAINED_FOR).min()
+    }
+
+    /// Remembers that a buffer of `conn` emptied after a transfer.
+    pub(crate) fn note_drained(&mut self, conn: crate::ConnId, tuple: Tuple, side: Side) {
+        if !self
+            .drained
+            .iter()
+            .any(|d| d.conn == conn && d.side == side)
+        {
+            self.drained.push(Drained {
+                conn,
+                tuple,
+                side,
+                since: self.now,
+            });
+        }
+    }
+
+    /// Connection `handle`'s receive buffer, if still empty and it held a
+    /// transfer, gives its pages back.
+    fn release_rx(&mut self, handle: SocketHandle) -> bool {
+        if self.sockets.get::<tcp::Socket>(handle).recv_queue() != 0 {
+            return false;
+        }
+        match self.buffers.get_mut(&handle) {
+            Some(b) if b.rx.resident >= RELEASE_AFTER => {
+                // smoltcp holds no data out of order (the flow's
+                // reassembly gives it only what is in order).
+                self.budget.resident -= b.rx.release();
+                b.rx_behind = None;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -247,6 +247,8 @@ pub struct Stack {
     /// Where each TCP socket's buffers are (see the `memory` module).
     pub(crate) buffers: AddrMap<SocketHandle, crate::memory::Buffers>,
     pub(crate) budget: crate::memory::Budget,
+    /// Buffers that emptied after a transfer, given back if they stay so.
+    pub(crate) drained: Vec<crate::memory::Drained>,
     /// Sockets whose handle was closed, draining their FIN or RST.
     pub(crate) closing: Vec<(SocketHandle, SocketAddr, SocketAddr, Option<u16>)>,
     /// Sockets to close once they leave SYN-RECEIVED.
@@ -324,6 +326,7 @@ impl Stack {
             syns: crate::flow::SynStash::new(hasher.clone()),
             buffers: AddrMap::with_hasher(hasher.clone()),
             budget: crate::memory::Budget::new(budget),
+            drained: Vec::new(),
             closing: Vec::new(),
             deferred_close: Vec::new(),
             listeners: Slots::default(),
@@ -525,6 +528,7 @@ impl Stack {
     }
 
     fn after_poll(&mut self, now: Instant) {
+        self.release_drained(now);
         self.collect_accepted();
         self.collect_listeners();
         self.collect_deferred_close();
@@ -595,19 +599,9 @@ impl Stack {
         });
         for tuple in quiet {
             // Everything sent was acknowledged: a send buffer that held a
-            // transfer gives its pages back.
-            let Some(handle) = self
-                .by_tuple
-                .get(&tuple)
-                .and_then(|f| self.conns.get(f.conn.0))
-                .map(|c| c.handle)
-            else {
-                continue;
-            };
-            if self.send_idle(handle) {
-                if let Some(flow) = self.by_tuple.get_mut(&tuple) {
-                    flow.quiet(false, true, &limits, &mut self.budget);
-                }
+            // transfer gives its pages back if it stays so.
+            if let Some(conn) = self.by_tuple.get(&tuple).map(|f| f.conn) {
+                self.note_drained(conn, tuple, crate::memory::Side::Send);
             }
         }
     }
@@ -651,10 +645,15 @@ impl Stack {
             .iface
             .poll_at(smol_time(self.now), &self.sockets)
             .map(|t| Instant::from_duration(Duration::from_micros(t.total_micros().max(0) as u64)));
-        [smol, self.dns_timeout(), self.sender_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            smol,
+            self.dns_timeout(),
+            self.sender_timeout(),
+            self.drained_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Makes a TCP socket, lets `setup` connect or listen it, and adds

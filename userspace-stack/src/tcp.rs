@@ -248,11 +248,14 @@ impl Stack {
             Ok(0) => Err(TcpError::WouldBlock),
             Ok(n) => {
                 let window = self.by_tuple.get(&tuple).map_or(usize::MAX, Flow::window);
-                let emptied = self.after_read(handle, at, n, window);
+                let drain = self.after_read(handle, at, n, window);
+                if drain == crate::memory::Drain::Later {
+                    self.note_drained(id, tuple, crate::memory::Side::Receive);
+                }
                 let limits = self.limits();
                 if let Some(flow) = self.by_tuple.get_mut(&tuple) {
                     flow.on_read(n);
-                    if emptied {
+                    if drain == crate::memory::Drain::Now {
                         flow.quiet(true, false, &limits, &mut self.budget);
                     }
                 }
