@@ -27,6 +27,7 @@ mod relay;
 mod setup;
 mod socks;
 mod splice;
+mod stdio;
 mod tunnel;
 mod udp;
 
