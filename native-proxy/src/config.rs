@@ -108,6 +108,10 @@ pub struct StdioTunnel {
 pub struct GatewaySection {
     /// `None`: not configured; the gateway applies its default.
     pub allowed_destinations: Option<Vec<IpNet>>,
+    /// `PeerToPeer = true`: a peer's packets to another peer's tunnel
+    /// address are forwarded to it (off by default: peers sharing a
+    /// gateway need not know each other).
+    pub peer_to_peer: bool,
 }
 
 /// A configuration that could not be loaded. Displays as
@@ -478,9 +482,12 @@ impl ProxyConfig {
                         ));
                     }
                     gateway_line = Some(source.origin(section.line).1);
-                    s.only(&["AllowedDestinations"])?;
+                    s.only(&["AllowedDestinations", "PeerToPeer"])?;
+                    cfg.gateway.peer_to_peer = s.boolean("PeerToPeer")?;
                     let mut nets = Vec::new();
+                    let mut listed = false;
                     for entry in section.get_all("AllowedDestinations") {
+                        listed = true;
                         for item in entry
                             .value
                             .split(',')
@@ -500,7 +507,9 @@ impl ProxyConfig {
                             nets.push(net.trunc());
                         }
                     }
-                    cfg.gateway.allowed_destinations = Some(nets);
+                    if listed {
+                        cfg.gateway.allowed_destinations = Some(nets);
+                    }
                 }
                 _ => {
                     return Err(source.error(
@@ -604,6 +613,25 @@ impl Reader<'_> {
                 key,
                 format!(
                     "`{}` is out of range; expected a whole number from {min} to {max}",
+                    shown(&e.value)
+                ),
+            )),
+        }
+    }
+
+    /// An optional yes-or-no key; absent is no.
+    fn boolean(&self, key: &str) -> Result<bool, LoadError> {
+        let Some(e) = self.optional(key) else {
+            return Ok(false);
+        };
+        match e.value.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" => Ok(false),
+            _ => Err(self.err(
+                e.line,
+                key,
+                format!(
+                    "`{}` is not a yes or no; expected true or false",
                     shown(&e.value)
                 ),
             )),

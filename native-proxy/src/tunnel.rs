@@ -22,8 +22,10 @@ use std::time::Duration;
 use underpass_core::{Event, Instant, Node, PeerId, Received};
 use underpass_stack::{Accepted, ConnId, DnsError, Stack, TcpError};
 
+mod hub;
 mod streams;
 
+pub use hub::PeerToPeer;
 pub use streams::{TunnelStream, TunnelUdp};
 
 use crate::metrics::Metrics;
@@ -62,6 +64,8 @@ pub struct Engine {
     reresolve: Vec<PeerId>,
     /// Gateway mode: what to do with each accepted flow.
     on_accept: Option<Rc<dyn Fn(Tunnel, Accepted)>>,
+    /// Gateway with `PeerToPeer`: which packets between peers it routes.
+    peer_to_peer: Option<PeerToPeer>,
     shutdown: bool,
     /// When the connection limit was last logged.
     limit_warned: Option<Instant>,
@@ -117,6 +121,7 @@ impl Engine {
             dynamic: Vec::new(),
             reresolve: Vec::new(),
             on_accept: None,
+            peer_to_peer: None,
             shutdown: false,
             limit_warned: None,
             limit_refusals: (0, 0),
@@ -149,18 +154,25 @@ impl Engine {
                 }
             };
             let now = self.now();
-            let (node, stack, pcap, metrics) = (
+            let (node, stack, pcap, metrics, hub) = (
                 &mut self.node,
                 &mut self.stack,
                 &mut self.pcap,
                 &self.metrics,
+                &mut self.peer_to_peer,
             );
             batch.for_each(n, |from, datagram| {
                 metrics.add_rx_datagram(datagram.len());
                 match node.handle_datagram(now, from, datagram) {
-                    Ok(Received::Packet { packet, .. }) => {
+                    Ok(Received::Packet { peer, packet }) => {
                         if let Some(p) = pcap.as_mut() {
                             p.write(packet);
+                        }
+                        if let Some(allowed) = hub.as_mut() {
+                            if hub::forward(node, allowed, now, peer, packet, MAX_PENDING_TRANSMIT)
+                            {
+                                return;
+                            }
                         }
                         stack.receive(now, packet);
                     }
@@ -348,6 +360,12 @@ impl Tunnel {
     /// Gateway mode: `f` is called for every flow accept-any takes in.
     pub fn on_accept(&self, f: impl Fn(Tunnel, Accepted) + 'static) {
         self.0.borrow_mut().on_accept = Some(Rc::new(f));
+    }
+
+    /// Gateway mode: routes packets between peers that `allowed` lets
+    /// through (see `hub`).
+    pub fn set_peer_to_peer(&self, allowed: PeerToPeer) {
+        self.0.borrow_mut().peer_to_peer = Some(allowed);
     }
 
     pub fn shutdown(&self) {
