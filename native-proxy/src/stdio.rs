@@ -4,7 +4,8 @@
 //! The two directions end apart, as TCP's do: stdin's end becomes our FIN
 //! (the remote may still answer), the remote's FIN closes stdout (the
 //! reader sees its end at once, whether or not the process goes on). The
-//! stream is over when both have ended, or when the remote resets it.
+//! stream is over when both have ended, or when the connection fails (a
+//! reset, a timeout: an error).
 //! What then happens to the process is the caller's: when the stream was
 //! all the config asked for, it exits; otherwise it keeps serving.
 //!
@@ -28,7 +29,8 @@ const CHUNK: usize = 64 * 1024;
 const CHUNKS: usize = 4;
 
 /// Carries stdin to `target` and its answers to stdout until both
-/// directions have ended. Errors say why the stream could not start.
+/// directions have ended. Errors say why the stream could not start, or
+/// that the connection failed (reset by the target, timed out).
 pub async fn run(tunnel: Tunnel, target: Target) -> Result<(), String> {
     let remote = match tunnel.connect_host(&target.host, target.port).await {
         Ok(remote) => remote,
@@ -46,22 +48,22 @@ pub async fn run(tunnel: Tunnel, target: Target) -> Result<(), String> {
     let up = async {
         while let Some(chunk) = stdin.recv().await {
             if to_remote.write_all(&chunk).await.is_err() {
-                // The remote reset the connection: nothing more goes up.
+                // The connection failed: nothing more goes up.
                 return;
             }
         }
         let _ = to_remote.shutdown().await;
         tracing::debug!("STDIOTunnel: stdin ended; FIN sent");
     };
-    // True when the remote reset the connection rather than closing it.
+    // The error when the connection failed rather than closed.
     let down = async {
-        let mut reset = false;
+        let mut failed = None;
         loop {
             let mut chunk = vec![0u8; CHUNK];
             match from_remote.read(&mut chunk).await {
                 Ok(0) => break,
-                Err(_) => {
-                    reset = true;
+                Err(e) => {
+                    failed = Some(e);
                     break;
                 }
                 Ok(n) => {
@@ -74,21 +76,26 @@ pub async fn run(tunnel: Tunnel, target: Target) -> Result<(), String> {
         }
         drop(stdout);
         let _ = stdout_closed.await;
-        tracing::debug!(reset, "STDIOTunnel: the remote closed; stdout closed");
-        reset
+        tracing::debug!(failed = ?failed, "STDIOTunnel: the remote closed; stdout closed");
+        failed
     };
     let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
     let mut up_done = false;
-    let reset = tokio::select! {
-        reset = &mut down => reset,
+    let failed = tokio::select! {
+        failed = &mut down => failed,
         () = &mut up => {
             up_done = true;
             (&mut down).await
         }
     };
-    // After a reset nothing more can go up: the stream is over even if
+    // After a failure nothing more can go up: the stream is over even if
     // stdin has not ended.
-    if !reset && !up_done {
+    if let Some(e) = failed {
+        return Err(format!(
+            "STDIOTunnel: the connection to {target} failed: {e}"
+        ));
+    }
+    if !up_done {
         up.await;
     }
     Ok(())

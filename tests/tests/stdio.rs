@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use underpass_tests::http_server::HttpServer;
 use underpass_tests::{
-    binary, curl, curl_text, keys, start_gateway, Keys, Pair, PairOptions, Scratch, CLIENT_IP,
+    binary, curl, curl_text, free_port, keys, start_gateway, Keys, Pair, PairOptions, Scratch,
+    CLIENT_IP,
 };
 
 /// A server on loopback that answers each connection's first line with
@@ -126,6 +127,42 @@ fn a_stdio_only_config_closes_stdout_at_the_remotes_end_and_exits_0_after_stdin_
         "exit status {status}:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+#[test]
+fn a_stdio_only_config_exits_1_and_closes_stdout_when_the_target_cannot_be_reached() {
+    let scratch = Scratch::new("stdio-refused");
+    // A port nothing listens on: the gateway's connect is refused.
+    let closed = free_port();
+    let client = keys();
+    let (_gateway, port, gateway) = start_gateway(&scratch, &client.public, "", None);
+    let config = stdio_config(
+        &scratch,
+        &client,
+        &gateway,
+        port,
+        &format!("127.0.0.1:{closed}"),
+    );
+    let log = scratch.path("client.log");
+    let mut child = Command::new(binary())
+        .args(["--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // stdin stays open: the refusal alone must end the process.
+    let stdin = child.stdin.take().unwrap();
+    let stdout = read_to_end(child.stdout.take().unwrap());
+    let status = exit_within(&mut child, Duration::from_secs(20), &log);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(1), "{log_text}");
+    assert!(log_text.contains("STDIOTunnel: cannot reach"), "{log_text}");
+    assert!(stdout
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .is_empty());
+    drop(stdin);
 }
 
 #[test]
