@@ -15,6 +15,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -154,7 +155,7 @@ impl Engine {
                 }
             };
             let now = self.now();
-            let (node, stack, pcap, metrics, hub) = (
+            let (node, stack, pcap, metrics, p2p) = (
                 &mut self.node,
                 &mut self.stack,
                 &mut self.pcap,
@@ -168,10 +169,21 @@ impl Engine {
                         if let Some(p) = pcap.as_mut() {
                             p.write(packet);
                         }
-                        if let Some(allowed) = hub.as_mut() {
-                            if hub::forward(node, allowed, now, peer, packet, MAX_PENDING_TRANSMIT)
-                            {
-                                return;
+                        if let Some(allowed) = p2p.as_mut() {
+                            match hub::forward(
+                                node,
+                                allowed,
+                                now,
+                                peer,
+                                packet,
+                                MAX_PENDING_TRANSMIT,
+                            ) {
+                                hub::Hop::Stack => {}
+                                hub::Hop::Forwarded => {
+                                    metrics.peer_to_peer_packets.fetch_add(1, Relaxed);
+                                    return;
+                                }
+                                hub::Hop::Dropped => return,
                             }
                         }
                         stack.receive(now, packet);

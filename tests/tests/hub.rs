@@ -3,13 +3,14 @@
 //! packets routed between them at the IP level; without it (the default)
 //! the gateway refuses such flows.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use underpass_tests::http_server::HttpServer;
 use underpass_tests::{
-    content_checksum, curl, curl_text, free_port, keys, wait_tcp, write_content, Checksum, Keys,
-    Process, Scratch,
+    content_checksum, curl, curl_text, free_port, keys, metric, wait_tcp, write_content, Checksum,
+    Keys, Process, Scratch,
 };
 
 const GATEWAY_IP: &str = "10.60.0.1";
@@ -23,6 +24,8 @@ struct Hub {
     _a: Process,
     _b: Process,
     gateway_log: PathBuf,
+    /// The gateway's `--metrics` address.
+    metrics: SocketAddr,
     /// Client A's SOCKS5 proxy.
     socks: String,
     scratch: Scratch,
@@ -45,10 +48,17 @@ fn start(name: &str, gateway_extra: &str, web: &HttpServer) -> Hub {
             g.private, a.public, b.public
         ),
     );
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut gateway = Process::start(
         "gateway",
         &scratch,
-        &["gateway", "--config", gateway_config.to_str().unwrap()],
+        &[
+            "gateway",
+            "--config",
+            gateway_config.to_str().unwrap(),
+            "--metrics",
+            &metrics.to_string(),
+        ],
     );
     gateway.wait_for_log("gateway listening", Duration::from_secs(20));
     let client = |keys: &Keys, ip: &str, extra: String| {
@@ -94,6 +104,7 @@ fn start(name: &str, gateway_extra: &str, web: &HttpServer) -> Hub {
         _a: a_proc,
         _b: b_proc,
         gateway_log: scratch.path("gateway.log"),
+        metrics,
         socks,
         scratch,
     }
@@ -127,6 +138,13 @@ fn with_peer_to_peer_one_client_reaches_anothers_server_tunnel_through_the_gatew
         &url("/sink"),
     ]));
     assert_eq!(out, format!("{len} {expected}\n"));
+    // Every segment of both transfers crossed the gateway as a routed
+    // packet (8 MiB is over 5,000 full segments), none through its stack.
+    let routed = metric(hub.metrics, "underpass_peer_to_peer_packets_total");
+    assert!(
+        routed > 5_000,
+        "only {routed} packets routed between the peers"
+    );
     let log = std::fs::read_to_string(&hub.gateway_log).unwrap();
     assert!(
         !log.contains("refused a flow"),
@@ -134,10 +152,8 @@ fn with_peer_to_peer_one_client_reaches_anothers_server_tunnel_through_the_gatew
     );
 }
 
-#[test]
-fn without_peer_to_peer_the_gateway_refuses_flows_between_its_peers() {
-    let web = HttpServer::start();
-    let hub = start("hub-off", "AllowedDestinations = 0.0.0.0/0", &web);
+/// Asks for B's page through A and expects the gateway to refuse it.
+fn refused(hub: &Hub) {
     let out = curl(&[
         "--max-time",
         "10",
@@ -161,4 +177,24 @@ fn without_peer_to_peer_the_gateway_refuses_flows_between_its_peers() {
         log.contains("refused a flow") && log.contains("PeerToPeer = true"),
         "the gateway should log the refusal and say how to allow it:\n{log}"
     );
+    assert_eq!(
+        metric(hub.metrics, "underpass_peer_to_peer_packets_total"),
+        0
+    );
+}
+
+#[test]
+fn without_peer_to_peer_the_gateway_refuses_flows_between_its_peers() {
+    let web = HttpServer::start();
+    refused(&start("hub-off", "AllowedDestinations = 0.0.0.0/0", &web));
+}
+
+#[test]
+fn peer_to_peer_reaches_only_the_peers_allowed_destinations_lists() {
+    let web = HttpServer::start();
+    refused(&start(
+        "hub-unlisted",
+        "PeerToPeer = true\nAllowedDestinations = 10.60.0.2/32, 192.0.2.0/24",
+        &web,
+    ));
 }

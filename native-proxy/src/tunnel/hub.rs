@@ -12,12 +12,23 @@ use underpass_core::{Instant, IpHeader, Node, PeerId};
 /// (the gateway's rules: `PeerToPeer`, `AllowedDestinations`).
 pub type PeerToPeer = Box<dyn FnMut(IpAddr) -> bool>;
 
+/// What became of a packet offered to [`forward`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// Not one to route between peers: the stack's.
+    Stack,
+    /// Encrypted to the peer it is for.
+    Forwarded,
+    /// For another peer, but dropped (its hop limit ran out, or the queue
+    /// to the socket is full).
+    Dropped,
+}
+
 /// Takes a decrypted packet from peer `from` if it is for another peer
 /// and the rules allow it: it leaves encrypted to that peer, its TTL (hop
-/// limit) one less, as from a router. Returns whether the packet was
-/// taken (sent or dropped); if not, the caller hands it to the stack.
-/// Past `max_pending` bytes waiting for the socket, a forwarded packet is
-/// dropped, as a router with a full queue would.
+/// limit) one less, as from a router. Past `max_pending` bytes waiting
+/// for the socket, such a packet is dropped, as a router with a full
+/// queue would.
 pub fn forward(
     node: &mut Node,
     allowed: &mut PeerToPeer,
@@ -25,26 +36,29 @@ pub fn forward(
     from: PeerId,
     packet: &mut [u8],
     max_pending: usize,
-) -> bool {
+) -> Hop {
     let Some(header) = IpHeader::parse(packet) else {
-        return false;
+        return Hop::Stack;
     };
     match node.route(header.dst) {
         Some(to) if to != from => {}
-        _ => return false,
+        _ => return Hop::Stack,
     }
     if !allowed(header.dst) {
         // The stack refuses it, logged by the gateway's policy.
-        return false;
+        return Hop::Stack;
     }
     let packet = &mut packet[..header.len];
     if node.pending_transmit_bytes() >= max_pending || !decrement_hop_limit(packet) {
-        return true;
+        return Hop::Dropped;
     }
-    if let Err(e) = node.handle_ip_packet(now, packet) {
-        tracing::trace!(error = %e, dst = %header.dst, "peer-to-peer packet not sent");
+    match node.handle_ip_packet(now, packet) {
+        Ok(()) => Hop::Forwarded,
+        Err(e) => {
+            tracing::trace!(error = %e, dst = %header.dst, "peer-to-peer packet not sent");
+            Hop::Dropped
+        }
     }
-    true
 }
 
 /// Lowers the IPv4 TTL or IPv6 hop limit by one (the IPv4 header
