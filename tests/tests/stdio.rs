@@ -192,6 +192,56 @@ fn stdin_at_its_end_ends_only_the_stdio_stream_and_the_socks_proxy_goes_on_servi
     );
 }
 
+#[test]
+fn with_a_socks_section_the_remotes_end_closes_stdout_and_the_proxy_goes_on_serving() {
+    let scratch = Scratch::new("stdio-stdout-socks");
+    let server = reply_once_server();
+    let web = HttpServer::start();
+    let client = keys();
+    let (_gateway, port, gateway) = start_gateway(&scratch, &client.public, "", None);
+    let socks = format!("127.0.0.1:{}", free_port());
+    let config = scratch.write(
+        "client.conf",
+        &format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_IP}/32\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{port}\nAllowedIPs = 0.0.0.0/0\n\n\
+             [Socks5]\nBindAddress = {socks}\n\n[STDIOTunnel]\nTarget = {server}\n",
+            client.private, gateway.public
+        ),
+    );
+    let log = scratch.path("client.log");
+    let mut child = Command::new(binary())
+        .args(["--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = read_to_end(child.stdout.take().unwrap());
+    stdin.write_all(b"ping\n").unwrap();
+    let got = stdout
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "stdout did not end after the server closed:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    assert_eq!(String::from_utf8_lossy(&got), "reply: ping\n");
+    drop(stdin);
+    let body = curl_text(&curl(&["--socks5-hostname", &socks, &web.url("/hello")]));
+    assert_eq!(body, "hello underpass\n");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the client exited:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// sshd on a free loopback port, as this user, with a fresh host key and
 /// a client key it accepts; `None` with the reason when it cannot run.
 struct Sshd {
