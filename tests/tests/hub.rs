@@ -16,6 +16,8 @@ use underpass_tests::{
 const GATEWAY_IP: &str = "10.60.0.1";
 const A_IP: &str = "10.60.0.2";
 const B_IP: &str = "10.60.0.3";
+const A_IP6: &str = "fd60::2";
+const B_IP6: &str = "fd60::3";
 /// The tunnel port of B's `[TCPServerTunnel]`.
 const B_PORT: u16 = 8080;
 
@@ -41,9 +43,9 @@ fn start(name: &str, gateway_extra: &str, web: &HttpServer) -> Hub {
     let gateway_config = scratch.write(
         "gateway.conf",
         &format!(
-            "[Interface]\nPrivateKey = {}\nAddress = {GATEWAY_IP}/24\nListenPort = {port}\n\n\
-             [Peer]\nPublicKey = {}\nAllowedIPs = {A_IP}/32\n\n\
-             [Peer]\nPublicKey = {}\nAllowedIPs = {B_IP}/32\n\n\
+            "[Interface]\nPrivateKey = {}\nAddress = {GATEWAY_IP}/24, fd60::1/64\nListenPort = {port}\n\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = {A_IP}/32, {A_IP6}/128\n\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = {B_IP}/32, {B_IP6}/128\n\n\
              [Gateway]\n{gateway_extra}\n",
             g.private, a.public, b.public
         ),
@@ -61,10 +63,10 @@ fn start(name: &str, gateway_extra: &str, web: &HttpServer) -> Hub {
         ],
     );
     gateway.wait_for_log("gateway listening", Duration::from_secs(20));
-    let client = |keys: &Keys, ip: &str, extra: String| {
+    let client = |keys: &Keys, ip: &str, ip6: &str, extra: String| {
         format!(
-            "[Interface]\nPrivateKey = {}\nAddress = {ip}/32\n\n\
-             [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{port}\nAllowedIPs = 10.60.0.0/24\n\
+            "[Interface]\nPrivateKey = {}\nAddress = {ip}/32, {ip6}/128\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{port}\nAllowedIPs = 10.60.0.0/24, fd60::/64\n\
              PersistentKeepalive = 25\n\n{extra}",
             keys.private, g.public
         )
@@ -74,6 +76,7 @@ fn start(name: &str, gateway_extra: &str, web: &HttpServer) -> Hub {
         &client(
             &b,
             B_IP,
+            B_IP6,
             format!(
                 "[TCPServerTunnel]\nListenPort = {B_PORT}\nTarget = {}\n",
                 web.addr
@@ -90,7 +93,12 @@ fn start(name: &str, gateway_extra: &str, web: &HttpServer) -> Hub {
     let socks = format!("127.0.0.1:{}", free_port());
     let a_config = scratch.write(
         "a.conf",
-        &client(&a, A_IP, format!("[Socks5]\nBindAddress = {socks}\n")),
+        &client(
+            &a,
+            A_IP,
+            A_IP6,
+            format!("[Socks5]\nBindAddress = {socks}\n"),
+        ),
     );
     let mut a_proc = Process::start(
         "client-a",
@@ -116,6 +124,13 @@ fn with_peer_to_peer_one_client_reaches_anothers_server_tunnel_through_the_gatew
     let hub = start("hub-on", "PeerToPeer = true", &web);
     let url = |path: &str| format!("http://{B_IP}:{B_PORT}{path}");
     let body = curl_text(&curl(&["--socks5", &hub.socks, &url("/hello")]));
+    assert_eq!(body, "hello underpass\n");
+    // IPv6 between the peers too.
+    let body = curl_text(&curl(&[
+        "--socks5",
+        &hub.socks,
+        &format!("http://[{B_IP6}]:{B_PORT}/hello"),
+    ]));
     assert_eq!(body, "hello underpass\n");
     // 4 MiB each way, every byte checked.
     let len = 4u64 << 20;
