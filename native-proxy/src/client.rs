@@ -175,7 +175,8 @@ impl Client {
     /// peers.
     pub async fn launch(self, cfg: &ProxyConfig) -> Result<Running, Failure> {
         let tunnel = self.tunnel.clone();
-        let forwards = forward::start(&tunnel, cfg).await?;
+        let stdio_is_all = forward::stdio_is_all(cfg, self.listeners.len());
+        let forwards = forward::start(&tunnel, cfg, stdio_is_all).await?;
         let mut listening = Vec::new();
         for (kind, listener, config) in self.listeners {
             let addr = listener.local_addr().map_err(Failure::runtime)?;
@@ -232,7 +233,8 @@ impl Client {
         })
     }
 
-    /// Runs everything until SIGINT/SIGTERM (or the stdio tunnel ends).
+    /// Runs everything until SIGINT/SIGTERM (or the STDIO stream ends, when
+    /// it is all the config asks for).
     pub async fn serve(self, cfg: &ProxyConfig) -> Result<(), Failure> {
         self.launch(cfg).await?.serve().await
     }
@@ -288,7 +290,8 @@ impl Running {
             })
     }
 
-    /// Runs until SIGINT/SIGTERM (or the stdio tunnel ends), then stops.
+    /// Runs until SIGINT/SIGTERM (or the STDIO stream ends, when it is all
+    /// the config asks for), then stops.
     pub async fn serve(self) -> Result<(), Failure> {
         let Running {
             tunnel,

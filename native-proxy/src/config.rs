@@ -136,6 +136,10 @@ pub struct StdioTunnel {
 pub struct GatewaySection {
     /// `None`: not configured; the gateway applies its default.
     pub allowed_destinations: Option<Vec<IpNet>>,
+    /// `PeerToPeer = true`: a peer's packets to another peer's tunnel
+    /// address are forwarded to it (off by default: peers sharing a
+    /// gateway need not know each other).
+    pub peer_to_peer: bool,
 }
 
 /// A configuration that could not be loaded. Displays as
@@ -542,9 +546,12 @@ impl ProxyConfig {
                         ));
                     }
                     gateway_line = Some(source.origin(section.line).1);
-                    s.only(&["AllowedDestinations"])?;
+                    s.only(&["AllowedDestinations", "PeerToPeer"])?;
+                    cfg.gateway.peer_to_peer = s.boolean("PeerToPeer")?;
                     let mut nets = Vec::new();
+                    let mut listed = false;
                     for entry in section.get_all("AllowedDestinations") {
+                        listed = true;
                         for item in entry
                             .value
                             .split(',')
@@ -564,7 +571,9 @@ impl ProxyConfig {
                             nets.push(net.trunc());
                         }
                     }
-                    cfg.gateway.allowed_destinations = Some(nets);
+                    if listed {
+                        cfg.gateway.allowed_destinations = Some(nets);
+                    }
                 }
                 _ => {
                     return Err(source.error(
@@ -702,6 +711,25 @@ impl Reader<'_> {
             self.err(line, e.key, e.message)
         })?;
         Ok(Some(files))
+    }
+
+    /// An optional yes-or-no key; absent is no.
+    fn boolean(&self, key: &str) -> Result<bool, LoadError> {
+        let Some(e) = self.optional(key) else {
+            return Ok(false);
+        };
+        match e.value.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" => Ok(false),
+            _ => Err(self.err(
+                e.line,
+                key,
+                format!(
+                    "`{}` is not a yes or no; expected true or false",
+                    shown(&e.value)
+                ),
+            )),
+        }
     }
 
     fn credentials(&self) -> Result<Option<Credentials>, LoadError> {

@@ -227,6 +227,27 @@ fn an_open_proxy_is_warned_about() {
     assert!(c.warnings.is_empty());
 }
 
+#[test]
+fn gateway_peer_to_peer_is_off_unless_asked_and_takes_yes_or_no() {
+    let c = parse(&format!(
+        "{}[Gateway]\nAllowedDestinations = 10.0.0.0/8\n",
+        wg()
+    ))
+    .unwrap();
+    assert!(!c.gateway.peer_to_peer);
+    let c = parse(&format!("{}[Gateway]\nPeerToPeer = true\n", wg())).unwrap();
+    assert!(c.gateway.peer_to_peer);
+    assert_eq!(
+        c.gateway.allowed_destinations, None,
+        "a [Gateway] without AllowedDestinations keeps the default policy"
+    );
+    let c = parse(&format!("{}[Gateway]\nPeerToPeer = No\n", wg())).unwrap();
+    assert!(!c.gateway.peer_to_peer);
+    let e = parse(&format!("{}[Gateway]\nPeerToPeer = sometimes\n", wg())).unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (11, Some("PeerToPeer")), "{e}");
+    assert!(e.to_string().contains("expected true or false"), "{e}");
+}
+
 proptest! {
     #[test]
     fn arbitrary_text_never_panics(text in any::<String>()) {

@@ -21,13 +21,15 @@ use crate::Failure;
 
 /// The running forwards.
 pub struct Forwards {
+    /// The STDIO stream's end, when it is all the process is for.
     stdio: Option<oneshot::Receiver<Result<(), String>>>,
     /// The local sockets the forwards listen on.
     pub listening: Vec<Listening>,
 }
 
 impl Forwards {
-    /// Resolves when the stdio tunnel ends (never, without one).
+    /// Resolves when the STDIO stream ends and the process should exit
+    /// (never, without one or when the config asks for more than it).
     pub async fn stdio_done(self) -> Result<(), String> {
         match self.stdio {
             Some(rx) => rx.await.unwrap_or(Ok(())),
@@ -36,8 +38,25 @@ impl Forwards {
     }
 }
 
+/// Whether a `[STDIOTunnel]` is all `cfg` asks for, given the proxy
+/// listeners the process has (the config's and the command line's): then
+/// the process ends with the stream.
+pub fn stdio_is_all(cfg: &ProxyConfig, proxy_listeners: usize) -> bool {
+    !cfg.stdio_tunnels.is_empty()
+        && proxy_listeners == 0
+        && cfg.tcp_client_tunnels.is_empty()
+        && cfg.tcp_server_tunnels.is_empty()
+        && cfg.udp_proxy_tunnels.is_empty()
+        && cfg.sni.is_empty()
+}
+
 /// Binds every forward of `cfg` (failing if one cannot) and starts them.
-pub async fn start(tunnel: &Tunnel, cfg: &ProxyConfig) -> Result<Forwards, Failure> {
+/// `stdio_is_all`: see [`stdio_is_all`].
+pub async fn start(
+    tunnel: &Tunnel,
+    cfg: &ProxyConfig,
+    stdio_is_all: bool,
+) -> Result<Forwards, Failure> {
     let mut listening = Vec::new();
     for f in &cfg.tcp_client_tunnels {
         let listener = TcpListener::bind(f.bind).await.map_err(|e| {
@@ -97,9 +116,18 @@ pub async fn start(tunnel: &Tunnel, cfg: &ProxyConfig) -> Result<Forwards, Failu
             let (tx, rx) = oneshot::channel();
             let (t, target) = (tunnel.clone(), f.target.clone());
             tokio::task::spawn_local(async move {
-                let _ = tx.send(stdio(t, target).await);
+                let result = crate::stdio::run(t, target).await;
+                if !stdio_is_all {
+                    match &result {
+                        Ok(()) => tracing::info!(
+                            "the STDIO stream ended; the config's other sections go on serving"
+                        ),
+                        Err(e) => tracing::warn!("{e}; the config's other sections go on serving"),
+                    }
+                }
+                let _ = tx.send(result);
             });
-            Some(rx)
+            stdio_is_all.then_some(rx)
         }
         None => None,
     };
@@ -247,31 +275,4 @@ async fn udp_client(
             }
         }
     }
-}
-
-/// stdin/stdout to the target until either side ends.
-async fn stdio(tunnel: Tunnel, target: Target) -> Result<(), String> {
-    let mut remote = tunnel
-        .connect_host(&target.host, target.port)
-        .await
-        .map_err(|e| format!("STDIOTunnel: cannot reach {target}: {e}"))?;
-    let (mut read, mut write) = tokio::io::split(&mut remote);
-    let mut stdin = tokio::io::stdin();
-    let mut stdout = tokio::io::stdout();
-    let up = async {
-        let _ = tokio::io::copy(&mut stdin, &mut write).await;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
-    };
-    let down = async {
-        let _ = tokio::io::copy(&mut read, &mut stdout).await;
-        let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
-    };
-    // The session is over when the far side closes; stdin ending only
-    // half-closes it.
-    tokio::pin!(up, down);
-    tokio::select! {
-        _ = &mut down => {}
-        _ = &mut up => down.await,
-    }
-    Ok(())
 }

@@ -3,7 +3,8 @@
 //! destination and connects it with an ordinary host socket; DNS queries to
 //! its tunnel address are answered by resolving on the host. Which
 //! destinations are allowed is the `policy` module's; UDP flows and their
-//! limits the `udp` module's.
+//! limits the `udp` module's. With `PeerToPeer = true` it is also a hub:
+//! packets between its peers are routed in the engine (`tunnel::hub`).
 
 mod host_addrs;
 mod policy;
@@ -84,8 +85,13 @@ pub async fn start(
     } else {
         None
     };
-    let policy = Destinations::new(cfg, defaults, host).into_policy();
-    let tunnel = setup::build(cfg, Role::Gateway(policy), common).await?;
+    let destinations = Destinations::new(cfg, defaults, host);
+    let peer_to_peer = destinations.peer_to_peer();
+    let tunnel = setup::build(cfg, Role::Gateway(destinations.into_policy()), common).await?;
+    if let Some(allowed) = peer_to_peer {
+        tracing::info!("peer-to-peer: packets between peers are routed to the peer whose AllowedIPs hold the destination");
+        tunnel.set_peer_to_peer(allowed);
+    }
     let udp_flows = udp::HostFlows::new(udp::Limits {
         max_flows: common.max_udp_flows,
         max_flows_per_client: common.max_udp_flows_per_client,

@@ -29,6 +29,7 @@ mod setup;
 mod sni;
 mod socks;
 mod splice;
+mod stdio;
 mod tls;
 mod tunnel;
 mod udp;

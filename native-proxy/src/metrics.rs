@@ -73,6 +73,8 @@ pub struct Metrics {
     pub dials_out: std::sync::atomic::AtomicBool,
     /// The config's `CheckAlive` targets (a client's).
     pub check_alive: Option<CheckAlive>,
+    /// Gateway with PeerToPeer: packets routed from one peer to another.
+    pub peer_to_peer_packets: AtomicU64,
 }
 
 /// wireproxy's `CheckAlive`: targets pinged through the tunnel every
@@ -345,6 +347,12 @@ impl Metrics {
             "Proxy requests refused.",
             "counter",
             self.proxy_refused.load(Relaxed),
+        );
+        counter(
+            "peer_to_peer_packets_total",
+            "Packets a gateway with PeerToPeer routed from one peer to another.",
+            "counter",
+            self.peer_to_peer_packets.load(Relaxed),
         );
         let _ = writeln!(out, "# HELP underpass_datagrams_dropped_total Datagrams dropped, by reason.\n# TYPE underpass_datagrams_dropped_total counter");
         for (slot, reason) in self.dropped.iter().zip(DatagramError::ALL) {

@@ -15,6 +15,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -22,8 +23,10 @@ use std::time::Duration;
 use underpass_core::{Event, Instant, Node, PeerId, Received};
 use underpass_stack::{Accepted, ConnId, DnsError, Stack, TcpError};
 
+mod hub;
 mod streams;
 
+pub use hub::PeerToPeer;
 pub use streams::{TunnelStream, TunnelUdp};
 
 use crate::metrics::Metrics;
@@ -64,6 +67,8 @@ pub struct Engine {
     reresolve: Vec<PeerId>,
     /// Gateway mode: what to do with each accepted flow.
     on_accept: Option<Rc<dyn Fn(Tunnel, Accepted)>>,
+    /// Gateway with `PeerToPeer`: which packets between peers it routes.
+    peer_to_peer: Option<PeerToPeer>,
     shutdown: bool,
     /// When the connection limit was last logged.
     limit_warned: Option<Instant>,
@@ -121,6 +126,7 @@ impl Engine {
             dynamic: Vec::new(),
             reresolve: Vec::new(),
             on_accept: None,
+            peer_to_peer: None,
             shutdown: false,
             limit_warned: None,
             limit_refusals: (0, 0),
@@ -153,18 +159,36 @@ impl Engine {
                 }
             };
             let now = self.now();
-            let (node, stack, pcap, metrics) = (
+            let (node, stack, pcap, metrics, p2p) = (
                 &mut self.node,
                 &mut self.stack,
                 &mut self.pcap,
                 &self.metrics,
+                &mut self.peer_to_peer,
             );
             batch.for_each(n, |from, datagram| {
                 metrics.add_rx_datagram(datagram.len());
                 match node.handle_datagram(now, from, datagram) {
-                    Ok(Received::Packet { packet, .. }) => {
+                    Ok(Received::Packet { peer, packet }) => {
                         if let Some(p) = pcap.as_mut() {
                             p.write(packet);
+                        }
+                        if let Some(allowed) = p2p.as_mut() {
+                            match hub::forward(
+                                node,
+                                allowed,
+                                now,
+                                peer,
+                                packet,
+                                MAX_PENDING_TRANSMIT,
+                            ) {
+                                hub::Hop::Stack => {}
+                                hub::Hop::Forwarded => {
+                                    metrics.peer_to_peer_packets.fetch_add(1, Relaxed);
+                                    return;
+                                }
+                                hub::Hop::Dropped => return,
+                            }
                         }
                         stack.receive(now, packet);
                     }
@@ -352,6 +376,12 @@ impl Tunnel {
     /// Gateway mode: `f` is called for every flow accept-any takes in.
     pub fn on_accept(&self, f: impl Fn(Tunnel, Accepted) + 'static) {
         self.0.borrow_mut().on_accept = Some(Rc::new(f));
+    }
+
+    /// Gateway mode: routes packets between peers that `allowed` lets
+    /// through (see `hub`).
+    pub fn set_peer_to_peer(&self, allowed: PeerToPeer) {
+        self.0.borrow_mut().peer_to_peer = Some(allowed);
     }
 
     pub fn shutdown(&self) {

@@ -5,9 +5,11 @@
 //!
 //! 1. the gateway's own tunnel address is refused (it serves DNS only);
 //! 2. the tunnel's subnets (the gateway's `Address` networks, its peers'
-//!    `AllowedIPs`) are refused whatever `AllowedDestinations` says: those
-//!    addresses belong to peers, and the host's network is the wrong place
-//!    to look for them;
+//!    `AllowedIPs`) are never looked for on the host's network, whatever
+//!    `AllowedDestinations` says: those addresses belong to peers. With
+//!    `PeerToPeer = true` a packet to another peer's address is routed to
+//!    that peer instead (`tunnel::hub`), if `AllowedDestinations` (when
+//!    given) lists it; it never reaches these rules;
 //! 3. with `[Gateway] AllowedDestinations`, what it lists is allowed;
 //! 4. without it, everything but the host itself: its loopback and
 //!    link-local addresses, and every address of its interfaces (kept
@@ -38,7 +40,8 @@ impl Refusal {
         match self {
             Refusal::OwnTunnelAddress => "the gateway's own tunnel address serves only DNS",
             Refusal::TunnelSubnet => {
-                "an address of the tunnel (the gateway's Address network or a peer's AllowedIPs), not of the host's network"
+                "an address of the tunnel (the gateway's Address network or a peer's AllowedIPs), not of the host's network; \
+                 peers reach each other only with [Gateway] PeerToPeer = true (and AllowedDestinations listing them)"
             }
             Refusal::NotListed => "outside [Gateway] AllowedDestinations",
             Refusal::HostPrivate => {
@@ -56,6 +59,7 @@ pub struct Destinations {
     own: Vec<IpAddr>,
     tunnel: Vec<IpNet>,
     allowed: Option<Vec<IpNet>>,
+    peer_to_peer: bool,
     defaults: Defaults,
     /// The host's addresses, where the default policy needs them.
     host: Option<HostAddrs>,
@@ -97,6 +101,7 @@ impl Destinations {
             own: iface.addresses.iter().map(IpNet::addr).collect(),
             tunnel,
             allowed: cfg.gateway.allowed_destinations.clone(),
+            peer_to_peer: cfg.gateway.peer_to_peer,
             defaults,
             host,
         }
@@ -127,6 +132,38 @@ impl Destinations {
             }
             (None, Defaults::Public) => Ok(()),
         }
+    }
+
+    /// Whether a packet from one peer to `ip`, an address another peer's
+    /// AllowedIPs hold, is routed to it: with `PeerToPeer = true`, within
+    /// the tunnel's subnets (never through a peer's 0.0.0.0/0), not to the
+    /// gateway's own address, and listed when `AllowedDestinations` is.
+    pub fn peer_to_peer_allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.peer_to_peer
+            && !self.own.contains(&ip)
+            && self.tunnel.iter().any(|n| n.contains(&ip))
+            && self
+                .allowed
+                .as_ref()
+                .is_none_or(|nets| nets.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// [`Destinations::peer_to_peer_allows`] for the engine, `None` when
+    /// `PeerToPeer` is off.
+    pub fn peer_to_peer(&self) -> Option<crate::tunnel::PeerToPeer> {
+        if !self.peer_to_peer {
+            return None;
+        }
+        let rules = Destinations {
+            own: self.own.clone(),
+            tunnel: self.tunnel.clone(),
+            allowed: self.allowed.clone(),
+            peer_to_peer: true,
+            defaults: self.defaults,
+            host: None,
+        };
+        Some(Box::new(move |ip| rules.peer_to_peer_allows(ip)))
     }
 
     /// The accept-any policy. Refusals are logged, but at most once a
@@ -215,6 +252,33 @@ mod tests {
         let everything = rules("", Defaults::Everything, &[]);
         assert_eq!(judge(&everything, "10.9.0.3"), Err(Refusal::TunnelSubnet));
         assert_eq!(judge(&everything, "127.0.0.1"), Ok(()));
+    }
+
+    #[test]
+    fn peers_reach_each_other_only_when_asked_and_within_allowed_destinations() {
+        let off = rules(
+            "[Gateway]\nAllowedDestinations = 0.0.0.0/0\n",
+            Defaults::Public,
+            &[],
+        );
+        assert!(off.peer_to_peer().is_none());
+        assert!(!off.peer_to_peer_allows("10.9.0.2".parse().unwrap()));
+        let on = rules("[Gateway]\nPeerToPeer = true\n", Defaults::Public, &[]);
+        for ip in ["10.9.0.2", "10.99.5.5", "::ffff:10.9.0.2"] {
+            assert!(on.peer_to_peer_allows(ip.parse().unwrap()), "{ip}");
+        }
+        // The gateway's own address, and anything only a peer's 0.0.0.0/0
+        // would hold.
+        for ip in ["10.9.0.1", "198.51.100.1"] {
+            assert!(!on.peer_to_peer_allows(ip.parse().unwrap()), "{ip}");
+        }
+        let listed = rules(
+            "[Gateway]\nPeerToPeer = true\nAllowedDestinations = 10.99.0.0/16\n",
+            Defaults::Public,
+            &[],
+        );
+        assert!(listed.peer_to_peer_allows("10.99.5.5".parse().unwrap()));
+        assert!(!listed.peer_to_peer_allows("10.9.0.2".parse().unwrap()));
     }
 
     #[test]
