@@ -8,7 +8,6 @@
 //! their own (root only; skipped with the reason otherwise), where they
 //! can add addresses and routes.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use underpass_tests::http_server::HttpServer;
 use underpass_tests::{
-    curl, curl_text, free_port, keys, wait_tcp, Keys, Pair, PairOptions, Process, Scratch,
+    curl, curl_text, free_port, keys, socks, wait_tcp, Keys, Pair, PairOptions, Process, Scratch,
 };
 
 /// A UDP echo server on `ip`.
@@ -34,42 +33,10 @@ fn udp_echo(ip: &str) -> SocketAddr {
 }
 
 /// A SOCKS5 UDP association: the control connection (the association
-/// lives as long as it does) and the relay address.
-fn udp_associate(socks: SocketAddr) -> (TcpStream, SocketAddr) {
-    let mut control = TcpStream::connect(socks).unwrap();
-    control
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    control.write_all(&[5, 1, 0]).unwrap();
-    let mut reply = [0u8; 2];
-    control.read_exact(&mut reply).unwrap();
-    control.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
-    let mut reply = [0u8; 10];
-    control.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply[..2], &[5, 0], "UDP ASSOCIATE succeeded");
-    let relay = SocketAddr::from((
-        [reply[4], reply[5], reply[6], reply[7]],
-        u16::from_be_bytes([reply[8], reply[9]]),
-    ));
-    (control, relay)
-}
-
-/// A datagram for the relay to `dst` (IPv4).
-fn socks_datagram(dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
-    let SocketAddr::V4(v4) = dst else {
-        panic!("IPv4 only")
-    };
-    let mut d = vec![0, 0, 0, 1];
-    d.extend_from_slice(&v4.ip().octets());
-    d.extend_from_slice(&v4.port().to_be_bytes());
-    d.extend_from_slice(payload);
-    d
-}
-
 /// Sends `payload` to `dst` through the relay until the echo comes back
 /// (UDP may lose the first while the path warms up); bounded.
 fn echo_through(udp: &UdpSocket, relay: SocketAddr, dst: SocketAddr, payload: &[u8]) -> bool {
-    let datagram = socks_datagram(dst, payload);
+    let datagram = socks::datagram(dst, payload);
     let mut buf = [0u8; 2048];
     for _ in 0..5 {
         udp.send_to(&datagram, relay).unwrap();
@@ -87,7 +54,7 @@ fn a_udp_spray_is_capped_per_client_expires_and_leaves_tcp_working() {
     let server = HttpServer::start();
     let echo = udp_echo("127.0.0.1");
     let pair = Pair::start("udp-spray", PairOptions::default());
-    let (_control, relay) = udp_associate(pair.socks);
+    let (_control, relay) = socks::udp_associate(pair.socks, "0.0.0.0:0".parse().unwrap());
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -108,7 +75,7 @@ fn a_udp_spray_is_capped_per_client_expires_and_leaves_tcp_working() {
                 [127, 1 + (sent >> 16) as u8, (sent >> 8) as u8, sent as u8],
                 9,
             ));
-            udp.send_to(&socks_datagram(dst, b"spray"), relay).unwrap();
+            udp.send_to(&socks::datagram(dst, b"spray"), relay).unwrap();
             sent += 1;
         }
         // Paced, so that the client's relay socket does not overflow.

@@ -697,46 +697,11 @@ fn recording_udp_echo() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<Vec<
     (addr, seen)
 }
 
-/// A UDP ASSOCIATE naming `named` (IPv4) as the client's UDP address; the
-/// control connection (the association lives as long as it) and the
-/// relay's address.
-fn udp_associate(socks: SocketAddr, named: SocketAddr) -> (TcpStream, SocketAddr) {
-    let mut control = TcpStream::connect(socks).unwrap();
-    control
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    control.write_all(&[5, 1, 0]).unwrap();
-    let mut reply = [0u8; 2];
-    control.read_exact(&mut reply).unwrap();
-    assert_eq!(reply, [5, 0]);
-    control.write_all(&socks::request(3, named)).unwrap();
-    let mut reply = [0u8; 10];
-    control.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply[..4], &[5, 0, 0, 1], "UDP ASSOCIATE succeeded");
-    let relay = SocketAddr::from((
-        [reply[4], reply[5], reply[6], reply[7]],
-        u16::from_be_bytes([reply[8], reply[9]]),
-    ));
-    (control, relay)
-}
-
-/// `payload` to `target` in a SOCKS5 UDP header.
-fn socks_datagram(target: SocketAddr, payload: &[u8]) -> Vec<u8> {
-    let SocketAddr::V4(v4) = target else {
-        panic!("IPv4 targets only")
-    };
-    let mut d = vec![0, 0, 0, 1];
-    d.extend_from_slice(&v4.ip().octets());
-    d.extend_from_slice(&v4.port().to_be_bytes());
-    d.extend_from_slice(payload);
-    d
-}
-
 /// Sends `payload` to `echo` through `relay` from `from` until the echo
 /// comes back (5 tries of 2 s: the path may lose the first datagram).
 fn echo_through_relay(from: &UdpSocket, relay: SocketAddr, echo: SocketAddr, payload: &[u8]) {
     from.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let datagram = socks_datagram(echo, payload);
+    let datagram = socks::datagram(echo, payload);
     for _ in 0..5 {
         from.send_to(&datagram, relay).unwrap();
         let mut buf = [0u8; 2048];
@@ -769,10 +734,10 @@ fn a_udp_association_takes_datagrams_only_from_the_client_that_asked() {
 
     // The client asks without naming its address; another loopback
     // address sends to the relay first.
-    let (_control, relay) = udp_associate(pair.socks, "0.0.0.0:0".parse().unwrap());
+    let (_control, relay) = socks::udp_associate(pair.socks, "0.0.0.0:0".parse().unwrap());
     let impostor = UdpSocket::bind("127.0.0.9:0").unwrap();
     impostor
-        .send_to(&socks_datagram(echo, b"from 127.0.0.9"), relay)
+        .send_to(&socks::datagram(echo, b"from 127.0.0.9"), relay)
         .unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     echo_through_relay(&client, relay, echo, b"from the client");
@@ -782,10 +747,10 @@ fn a_udp_association_takes_datagrams_only_from_the_client_that_asked() {
     // same host that sends first is not the client.
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let named = SocketAddr::from(([0, 0, 0, 0], client.local_addr().unwrap().port()));
-    let (_control, relay) = udp_associate(pair.socks, named);
+    let (_control, relay) = socks::udp_associate(pair.socks, named);
     let neighbour = UdpSocket::bind("127.0.0.1:0").unwrap();
     neighbour
-        .send_to(&socks_datagram(echo, b"from another port"), relay)
+        .send_to(&socks::datagram(echo, b"from another port"), relay)
         .unwrap();
     echo_through_relay(&client, relay, echo, b"from the named port");
     nothing_arrives(&neighbour, "another port of the client's host");
