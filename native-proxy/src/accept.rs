@@ -24,7 +24,10 @@ pub async fn accept(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tunnel.with(|e| e.metrics.proxy_connections.fetch_add(1, Ordering::Relaxed));
+                tunnel
+                    .metrics()
+                    .proxy_connections
+                    .fetch_add(1, Ordering::Relaxed);
                 return (stream, peer);
             }
             Err(e) => {

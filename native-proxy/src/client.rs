@@ -216,10 +216,11 @@ impl Client {
         }
         listening.extend(forwards.listening.iter().cloned());
         tunnel.connect_peers();
-        let pings = tunnel.with(|e| {
-            let c = e.metrics.check_alive.as_ref();
-            c.map(|c| (c.targets().collect::<Vec<_>>(), c.interval))
-        });
+        let pings = tunnel
+            .metrics()
+            .check_alive
+            .as_ref()
+            .map(|c| (c.targets().collect::<Vec<_>>(), c.interval));
         if let Some((targets, interval)) = pings {
             tokio::task::spawn_local(check_alive(tunnel.clone(), targets, interval));
         }
@@ -248,7 +249,7 @@ async fn check_alive(tunnel: Tunnel, targets: Vec<std::net::IpAddr>, interval: D
     loop {
         tick.tick().await;
         for &ip in &targets {
-            if let Err(e) = tunnel.with(|e| e.stack.ping(ip)) {
+            if let Err(e) = tunnel.ping(ip) {
                 tracing::debug!(%ip, error = %e, "CheckAlive: ping not sent");
             }
         }

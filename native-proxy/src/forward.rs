@@ -75,14 +75,12 @@ pub async fn start(
         tokio::task::spawn_local(tcp_client(listener, tunnel.clone(), f.target.clone()));
     }
     for f in &cfg.tcp_server_tunnels {
-        let id = tunnel
-            .with(|e| e.stack.tcp_listen(f.listen_port))
-            .map_err(|e| {
-                Failure::runtime(format!(
-                    "TCPServerTunnel on tunnel port {}: {e}",
-                    f.listen_port
-                ))
-            })?;
+        let id = tunnel.tcp_listen(f.listen_port).map_err(|e| {
+            Failure::runtime(format!(
+                "TCPServerTunnel on tunnel port {}: {e}",
+                f.listen_port
+            ))
+        })?;
         tracing::info!(
             "tcp-server-tunnel on tunnel port {} -> {}",
             f.listen_port,
@@ -153,8 +151,7 @@ async fn tcp_client(listener: TcpListener, tunnel: Tunnel, target: Target) {
 
 async fn tcp_server(id: ListenerId, tunnel: Tunnel, target: Target) {
     loop {
-        let accepted =
-            std::future::poll_fn(|cx| tunnel.with(|e| e.stack.poll_accept_from(cx, id))).await;
+        let accepted = std::future::poll_fn(|cx| tunnel.poll_accept_from(cx, id)).await;
         let (conn, remote) = match accepted {
             Ok(x) => x,
             Err(e) => {
@@ -162,7 +159,10 @@ async fn tcp_server(id: ListenerId, tunnel: Tunnel, target: Target) {
                 return;
             }
         };
-        tunnel.with(|e| e.metrics.proxy_connections.fetch_add(1, Ordering::Relaxed));
+        tunnel
+            .metrics()
+            .proxy_connections
+            .fetch_add(1, Ordering::Relaxed);
         let mut inner = tunnel.stream(conn);
         let target = target.clone();
         tokio::task::spawn_local(async move {

@@ -4,7 +4,7 @@
 //! its tunnel address are answered by resolving on the host. Which
 //! destinations are allowed is the `policy` module's; UDP flows and their
 //! limits the `udp` module's. With `PeerToPeer = true` it is also a hub:
-//! packets between its peers are routed in the engine (`tunnel::hub`).
+//! packets between its peers are routed in the engine (the engine's hub, `underpass_stack::PeerToPeer`).
 
 mod host_addrs;
 mod policy;
@@ -98,7 +98,7 @@ pub async fn start(
         mtu: usize::from(cfg.wg.interface.mtu.unwrap_or(setup::DEFAULT_MTU)),
     });
     setup::check_fd_limit(common);
-    match tunnel.with(|e| e.stack.udp_bind(Some(53))) {
+    match tunnel.udp_bind_port(Some(53)) {
         Ok(id) => {
             tokio::task::spawn_local(dns_service(tunnel.udp(id)));
         }
@@ -130,22 +130,19 @@ async fn tcp_flow(tunnel: Tunnel, conn: ConnId, dst: SocketAddr, src: SocketAddr
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%src, %dst, error = %e, "destination refused");
-            tunnel.with(|e| e.stack.tcp_abort(conn));
-            tunnel.wake();
+            tunnel.tcp_abort(conn);
             return;
         }
         Err(_) => {
             tracing::debug!(%src, %dst, "destination did not answer");
-            tunnel.with(|e| e.stack.tcp_abort(conn));
-            tunnel.wake();
+            tunnel.tcp_abort(conn);
             return;
         }
     };
     let _ = host.set_nodelay(true);
-    if tunnel.with(|e| e.stack.tcp_accept(conn)).is_err() {
+    if tunnel.tcp_accept(conn).is_err() {
         return; // the client gave up meanwhile
     }
-    tunnel.wake();
     let mut inner = tunnel.stream(conn);
     tracing::debug!(%src, %dst, "gateway TCP flow");
     let _ = splice_host(&mut host, &mut inner, &[]).await;

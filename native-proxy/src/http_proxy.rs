@@ -73,7 +73,10 @@ pub async fn serve(
     loop {
         let (stream, peer) = accept(&listener, &tunnel, what).await;
         let Some(slot) = negotiations.enter(what) else {
-            tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
+            tunnel
+                .metrics()
+                .proxy_refused
+                .fetch_add(1, Ordering::Relaxed);
             // A plain 503 means nothing to a client expecting TLS: it is
             // closed instead.
             if tls.is_none() {
@@ -339,7 +342,10 @@ async fn handle(
         Err(refusal) => {
             let mut r = text(refusal.status, refusal.message);
             if refusal.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
-                tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
+                tunnel
+                    .metrics()
+                    .proxy_refused
+                    .fetch_add(1, Ordering::Relaxed);
                 r.headers_mut().insert(
                     header::PROXY_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"underpass\""),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use underpass_core::{DatagramError, Node};
+use underpass_core::DatagramError;
 use underpass_stack::Stack;
 
 /// A session older than this (Reject-After-Time) no longer carries data.
@@ -74,7 +74,7 @@ pub struct Metrics {
     /// The config's `CheckAlive` targets (a client's).
     pub check_alive: Option<CheckAlive>,
     /// Gateway with PeerToPeer: packets routed from one peer to another.
-    pub peer_to_peer_packets: AtomicU64,
+    peer_to_peer_packets: AtomicU64,
 }
 
 /// wireproxy's `CheckAlive`: targets pinged through the tunnel every
@@ -159,17 +159,6 @@ impl CheckAlive {
 }
 
 impl Metrics {
-    pub fn add_rx_datagram(&self, len: usize) {
-        self.rx_datagrams.fetch_add(1, Relaxed);
-        self.rx_bytes.fetch_add(len as u64, Relaxed);
-    }
-
-    pub fn add_tx(&self, datagrams: usize, bytes: usize) {
-        self.tx_datagrams.fetch_add(datagrams as u64, Relaxed);
-        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
-        self.tx_sends.fetch_add(1, Relaxed);
-    }
-
     pub fn handshake(&self) {
         self.handshakes.fetch_add(1, Relaxed);
         self.last_handshake_ms
@@ -181,7 +170,16 @@ impl Metrics {
     }
 
     /// Copies the engine's counters; called once per loop turn.
-    pub fn update(&self, node: &Node, stack: &Stack) {
+    pub fn update(&self, engine: &underpass_stack::Engine) {
+        let (node, stack) = (engine.node(), engine.stack());
+        let c = engine.counters();
+        self.rx_datagrams.store(c.rx_datagrams, Relaxed);
+        self.rx_bytes.store(c.rx_bytes, Relaxed);
+        self.tx_datagrams.store(c.tx_datagrams, Relaxed);
+        self.tx_bytes.store(c.tx_bytes, Relaxed);
+        self.tx_sends.store(c.tx_batches, Relaxed);
+        self.peer_to_peer_packets
+            .store(c.peer_to_peer_packets, Relaxed);
         let s = node.stats();
         self.packets_in.store(s.packets_received, Relaxed);
         self.packets_out.store(s.packets_sent, Relaxed);

@@ -67,6 +67,16 @@ impl Drop for Pcap {
     }
 }
 
+impl underpass_stack::PacketTap for Pcap {
+    fn packet(&mut self, packet: &[u8]) {
+        self.write(packet);
+    }
+
+    fn flush(&mut self) {
+        Pcap::flush(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

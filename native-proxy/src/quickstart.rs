@@ -103,7 +103,7 @@ pub fn spawn_gateway(
                 let tunnel = gateway::start(&cfg, &common, defaults).await?;
                 if let Some(policy) = only {
                     // Before the loop runs, so no flow saw the other policy.
-                    tunnel.with(|e| e.stack.set_accept_any(policy));
+                    tunnel.set_accept_any(policy);
                 }
                 let port = tunnel.local_addr().map_err(Failure::runtime)?.port();
                 let _ = report.send(Ok(port));

@@ -6,16 +6,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use underpass_core::config::Endpoint;
-use underpass_core::{Instant, Node, NodeOptions};
-use underpass_stack::{Policy, Stack, StackOptions};
+use underpass_stack::{Endpoints, Engine, EngineOptions, Policy, StackOptions};
 
 use crate::cli::Common;
 use crate::config::ProxyConfig;
 use crate::metrics::{self, Metrics};
 use crate::pcap::Pcap;
-use crate::tunnel::{DynamicEndpoint, Engine, Tunnel};
+use crate::tunnel::Tunnel;
 use crate::udp::UdpIo;
 use crate::Failure;
 
@@ -35,12 +34,6 @@ const DEFAULT_CHECK_ALIVE_INTERVAL: u16 = 5;
 /// started by the caller with [`Tunnel::run`].
 pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tunnel, Failure> {
     let iface = &cfg.wg.interface;
-    if iface.addresses.is_empty() {
-        return Err(Failure::usage(format!(
-            "line {}: [Interface] needs an Address: the tunnel address the peer routes to this side (e.g. Address = 10.0.0.2/32)",
-            iface.line
-        )));
-    }
     let gateway = matches!(role, Role::Gateway(_));
     let port = match (iface.listen_port, gateway) {
         (Some(p), _) => p,
@@ -52,59 +45,42 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
         )))
         }
     };
-    let mtu = iface.mtu.unwrap_or(DEFAULT_MTU);
     let epoch = std::time::Instant::now();
     let wall = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    let rng = rand::rngs::StdRng::from_entropy();
-    let mut node = Node::new(
-        iface.private_key.clone(),
-        NodeOptions {
-            mtu: usize::from(mtu),
-            ..NodeOptions::default()
-        },
-        Box::new(rng),
-        Instant::ZERO,
-        wall,
-    );
-    let mut dynamic = Vec::new();
+    let mut resolved = Vec::with_capacity(cfg.wg.peers.len());
     for peer in &cfg.wg.peers {
-        let endpoint = match &peer.endpoint {
-            None => None,
-            Some(Endpoint::Addr(a)) => Some(*a),
+        resolved.push(match &peer.endpoint {
             Some(Endpoint::Host { host, port }) => {
-                let resolved = resolve_endpoint(host, *port).await;
-                if resolved.is_none() {
+                let addr = resolve_endpoint(host, *port).await;
+                if addr.is_none() {
                     tracing::warn!(%host, "peer endpoint does not resolve now; will try again");
                 }
-                resolved
+                addr
             }
-        };
-        let id = node
-            .add_peer(peer.options(endpoint), Instant::ZERO)
-            .map_err(|e| Failure::usage(format!("line {}: {e}", peer.line)))?;
-        if let Some(Endpoint::Host { host, port }) = &peer.endpoint {
-            dynamic.push(DynamicEndpoint {
-                peer: id,
-                host: host.clone(),
-                port: *port,
-            });
-        }
+            _ => None,
+        });
     }
-    let mut options = StackOptions::new(iface.addresses.clone(), rand::rngs::OsRng.next_u64());
-    options.mtu = usize::from(mtu);
-    options.dns_servers = iface.dns.clone();
-    options.tcp.max_connections = common.max_connections;
-    options.tcp.max_connections_per_source = common.max_connections_per_client;
-    options.udp.max_flows = common.max_udp_flows;
-    options.udp.max_flows_per_source = common.max_udp_flows_per_client;
-    options.tcp.congestion = common.congestion.into();
-    options.buffer_budget = common.buffer_budget.saturating_mul(1 << 20);
-    let mut stack = Stack::new(options, Instant::ZERO)
-        .map_err(|e| Failure::usage(format!("[Interface]: {e}")))?;
+    let tune = |options: &mut StackOptions| {
+        options.tcp.max_connections = common.max_connections;
+        options.tcp.max_connections_per_source = common.max_connections_per_client;
+        options.udp.max_flows = common.max_udp_flows;
+        options.udp.max_flows_per_source = common.max_udp_flows_per_client;
+        options.tcp.congestion = common.congestion.into();
+        options.buffer_budget = common.buffer_budget.saturating_mul(1 << 20);
+    };
+    let mut engine = Engine::from_config(
+        &cfg.wg,
+        Endpoints::Resolved(&resolved),
+        tune,
+        EngineOptions::default(),
+        Box::new(rand::rngs::StdRng::from_entropy()),
+        wall,
+    )
+    .map_err(|e| Failure::usage(e.to_string()))?;
     if let Role::Gateway(policy) = role {
-        stack.set_accept_any(policy);
+        engine.stack_mut().set_accept_any(policy);
     }
     let bind = common.udp_bind.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     let udp = UdpIo::bind(SocketAddr::new(bind, port))
@@ -127,16 +103,12 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
     metrics.check_alive = check_alive;
     let metrics = Arc::new(metrics);
     metrics.dials_out.store(!gateway, Ordering::Relaxed);
-    let mut engine = Engine::new(node, stack, udp, epoch, metrics.clone());
-    engine.resolve = cfg.resolve;
     if let Some(path) = &common.pcap {
-        engine.pcap = Some(
-            Pcap::create(path)
-                .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?,
-        );
+        let pcap = Pcap::create(path)
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
+        engine.set_tap(Box::new(pcap));
     }
-    let tunnel = Tunnel::new(engine);
-    tunnel.set_dynamic_endpoints(dynamic);
+    let tunnel = Tunnel::new(engine, udp, epoch, metrics.clone(), cfg.resolve);
     if let Some(addr) = common.metrics {
         let listener = metrics::bind(addr)
             .await

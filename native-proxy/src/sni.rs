@@ -179,7 +179,10 @@ pub async fn serve(listener: TcpListener, tunnel: Tunnel, port: u16, negotiation
     loop {
         let (stream, peer) = accept(&listener, &tunnel, "SNI proxy").await;
         let Some(slot) = negotiations.enter("SNI proxy") else {
-            tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
+            tunnel
+                .metrics()
+                .proxy_refused
+                .fetch_add(1, Ordering::Relaxed);
             continue;
         };
         let tunnel = tunnel.clone();
@@ -252,7 +255,10 @@ async fn handle(
 }
 
 fn refused(tunnel: &Tunnel) {
-    tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
+    tunnel
+        .metrics()
+        .proxy_refused
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]

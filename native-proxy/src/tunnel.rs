@@ -1,55 +1,43 @@
-//! The event loop that owns one WireGuard node, its userspace stack and its
-//! UDP socket, and the handle ([`Tunnel`]) every listener and connection
-//! task uses.
+//! The event loop that drives the tunnel's [`Engine`] with a UDP socket
+//! (quinn-udp, GSO and GRO) and tokio, and the handle ([`Tunnel`]) every
+//! listener and connection task uses.
 //!
 //! Everything runs on one thread (a current-thread runtime and a LocalSet):
-//! the state machines are single-owner, so tasks share them through an
-//! `Rc<RefCell<..>>` and never hold the borrow across an await. A task that
-//! moves data wakes the loop. A turn of the loop reads every ready
-//! datagram into the stack, lets the tasks that woke read and write, then
-//! polls the stack, encrypts everything and sends it in GSO batches, so a
-//! reply leaves with the ACK of what it answers.
+//! the engine is single-owner, so tasks share it through an
+//! `Rc<RefCell<..>>` and never hold the borrow across an await. Tasks reach
+//! it only through [`Tunnel`]'s methods and the streams, which wake the loop
+//! after every change. A turn of the loop reads every ready datagram into
+//! the engine, lets the tasks that woke read and write, then runs the
+//! engine's turn and sends what it encrypted in GSO batches, so a reply
+//! leaves with the ACK of what it answers.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use underpass_core::{Event, Instant, Node, PeerId, Received};
-use underpass_stack::{Accepted, ConnId, DnsError, Stack, TcpError};
+use underpass_core::{Event, Instant, PeerId};
+use underpass_stack::{
+    Accepted, ConnId, DnsError, Engine, EngineEvent, ListenerId, Policy, TcpError, UdpError, UdpId,
+};
 
-mod hub;
 mod streams;
 
-pub use hub::PeerToPeer;
 pub use streams::{TunnelStream, TunnelUdp};
 
 use crate::metrics::Metrics;
-use crate::pcap::Pcap;
 use crate::udp::{RecvBatch, UdpIo};
 
-/// Encrypted bytes we let wait for the socket before the stack must wait
-/// too: past this, smoltcp keeps data in its buffers and TCP windows close.
-const MAX_PENDING_TRANSMIT: usize = 4 << 20;
 /// Receive batches handled per loop turn before the rest gets a chance.
 const RECV_BATCHES_PER_TURN: usize = 8;
 
-/// A peer whose endpoint is a host name, resolved again when handshakes
-/// stop being answered.
-pub struct DynamicEndpoint {
-    pub peer: PeerId,
-    pub host: String,
-    pub port: u16,
-}
-
-pub struct Engine {
-    pub node: Node,
-    pub stack: Stack,
+/// The loop's state: the engine and what joins it to tokio.
+struct Driver {
+    engine: Engine,
     udp: UdpIo,
     epoch: std::time::Instant,
     loop_waker: Option<Waker>,
@@ -58,17 +46,14 @@ pub struct Engine {
     /// Encrypted data is waiting for the socket to become writable.
     blocked: bool,
     handshake_waiters: Vec<Waker>,
-    pub pcap: Option<Pcap>,
-    pub metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
     /// Which family of a name's addresses goes first.
-    pub resolve: crate::config::ResolveStrategy,
-    dynamic: Vec<DynamicEndpoint>,
-    /// Peers whose host-name endpoint should be resolved again.
-    reresolve: Vec<PeerId>,
+    resolve: crate::config::ResolveStrategy,
     /// Gateway mode: what to do with each accepted flow.
     on_accept: Option<Rc<dyn Fn(Tunnel, Accepted)>>,
-    /// Gateway with `PeerToPeer`: which packets between peers it routes.
-    peer_to_peer: Option<PeerToPeer>,
+    /// Peers whose host-name endpoint should be resolved again.
+    reresolve: Vec<(PeerId, String, u16)>,
+    accepted: Vec<Accepted>,
     shutdown: bool,
     /// When the connection limit was last logged.
     limit_warned: Option<Instant>,
@@ -78,9 +63,9 @@ pub struct Engine {
     limit_refusals_logged: Option<Instant>,
 }
 
-/// A cheap, clonable handle to the engine.
+/// A cheap, clonable handle to the running tunnel.
 #[derive(Clone)]
-pub struct Tunnel(Rc<RefCell<Engine>>);
+pub struct Tunnel(Rc<RefCell<Driver>>);
 
 /// Whether a connect failed because the connection limit is reached.
 pub fn is_connection_limit(e: &io::Error) -> bool {
@@ -103,38 +88,8 @@ fn io_error(e: TcpError) -> io::Error {
     io::Error::new(kind, e)
 }
 
-impl Engine {
-    pub fn new(
-        node: Node,
-        stack: Stack,
-        udp: UdpIo,
-        epoch: std::time::Instant,
-        metrics: Arc<Metrics>,
-    ) -> Engine {
-        Engine {
-            node,
-            stack,
-            udp,
-            epoch,
-            loop_waker: None,
-            dirty: true,
-            blocked: false,
-            handshake_waiters: Vec::new(),
-            pcap: None,
-            metrics,
-            resolve: Default::default(),
-            dynamic: Vec::new(),
-            reresolve: Vec::new(),
-            on_accept: None,
-            peer_to_peer: None,
-            shutdown: false,
-            limit_warned: None,
-            limit_refusals: (0, 0),
-            limit_refusals_logged: None,
-        }
-    }
-
-    pub fn now(&self) -> Instant {
+impl Driver {
+    fn now(&self) -> Instant {
         Instant::from_duration(self.epoch.elapsed())
     }
 
@@ -145,8 +100,8 @@ impl Engine {
         }
     }
 
-    /// Reads every datagram that is ready (up to a budget) into the node and
-    /// the stack; true if the budget ran out with more waiting.
+    /// Reads every datagram that is ready (up to a budget) into the
+    /// engine; true if the budget ran out with more waiting.
     fn receive(&mut self, batch: &mut RecvBatch) -> bool {
         for _ in 0..RECV_BATCHES_PER_TURN {
             let n = match self.udp.try_recv(batch) {
@@ -159,92 +114,33 @@ impl Engine {
                 }
             };
             let now = self.now();
-            let (node, stack, pcap, metrics, p2p) = (
-                &mut self.node,
-                &mut self.stack,
-                &mut self.pcap,
-                &self.metrics,
-                &mut self.peer_to_peer,
-            );
+            let engine = &mut self.engine;
             batch.for_each(n, |from, datagram| {
-                metrics.add_rx_datagram(datagram.len());
-                match node.handle_datagram(now, from, datagram) {
-                    Ok(Received::Packet { peer, packet }) => {
-                        if let Some(p) = pcap.as_mut() {
-                            p.write(packet);
-                        }
-                        if let Some(allowed) = p2p.as_mut() {
-                            match hub::forward(
-                                node,
-                                allowed,
-                                now,
-                                peer,
-                                packet,
-                                MAX_PENDING_TRANSMIT,
-                            ) {
-                                hub::Hop::Stack => {}
-                                hub::Hop::Forwarded => {
-                                    metrics.peer_to_peer_packets.fetch_add(1, Relaxed);
-                                    return;
-                                }
-                                hub::Hop::Dropped => return,
-                            }
-                        }
-                        stack.receive(now, packet);
-                    }
-                    Ok(_) => {}
-                    Err(reason) => {
-                        tracing::trace!(%from, %reason, "datagram dropped");
-                    }
-                }
+                engine.handle_datagram(now, from, datagram)
             });
         }
         true
     }
 
-    /// One turn of the state machines: timers, stack, encryption.
+    /// One turn of the engine, then the socket and the events.
     fn turn(&mut self) {
         let now = self.now();
-        if self.node.poll_timeout().is_some_and(|t| t <= now) {
-            self.node.handle_timeout(now);
-        }
-        self.stack.poll(now);
-        loop {
-            if self.node.pending_transmit_bytes() >= MAX_PENDING_TRANSMIT {
-                break;
-            }
-            let (node, pcap) = (&mut self.node, &mut self.pcap);
-            self.stack.drain_outbound(|packet| {
-                if let Some(p) = pcap.as_mut() {
-                    p.write(packet);
-                }
-                if let Err(e) = node.handle_ip_packet(now, packet) {
-                    tracing::trace!(error = %e, "packet not sent");
-                }
-            });
-            if !self.stack.outbound_full() {
-                break;
-            }
-            self.stack.poll(now);
-        }
+        self.engine.handle_timeout(now);
         self.flush();
         self.events();
     }
 
-    /// Sends what the node queued until the socket is full.
+    /// Sends what the engine encrypted until the socket is full.
     fn flush(&mut self) {
         loop {
             let max = self.udp.max_segments();
-            let Some(t) = self.node.poll_transmit(max) else {
+            let Some(t) = self.engine.poll_transmit(max) else {
                 self.blocked = false;
                 return;
             };
             let segments = t.segments();
             match self.udp.try_send(t.dst, t.segment_size, t.contents) {
-                Ok(()) => {
-                    self.metrics.add_tx(segments, t.contents.len());
-                    self.node.advance_transmit(segments);
-                }
+                Ok(()) => self.engine.advance_transmit(segments),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.blocked = true;
                     return;
@@ -256,37 +152,44 @@ impl Engine {
                         continue;
                     }
                     tracing::debug!(dst = %t.dst, error = %e, "UDP send failed; batch dropped");
-                    self.node.advance_transmit(segments);
+                    self.engine.discard_transmit(segments);
                 }
             }
         }
     }
 
     fn events(&mut self) {
-        while let Some(event) = self.node.poll_event() {
+        while let Some(event) = self.engine.poll_event() {
             match event {
-                Event::HandshakeCompleted { peer } => {
-                    tracing::info!(peer = %self.peer_name(peer), "handshake completed");
-                    self.metrics.handshake();
-                    for w in self.handshake_waiters.drain(..) {
-                        w.wake();
-                    }
+                EngineEvent::Node(event) => self.log(event),
+                EngineEvent::ResolveEndpoint { peer, host, port } => {
+                    self.reresolve.push((peer, host, port));
                 }
-                Event::HandshakeTimedOut { peer } => {
-                    tracing::warn!(peer = %self.peer_name(peer), "no handshake answer for 90 s");
-                    if self.dynamic.iter().any(|d| d.peer == peer) {
-                        self.reresolve.push(peer);
-                    }
+                EngineEvent::Accepted(a) => self.accepted.push(a),
+            }
+        }
+    }
+
+    fn log(&mut self, event: Event) {
+        match event {
+            Event::HandshakeCompleted { peer } => {
+                tracing::info!(peer = %self.peer_name(peer), "handshake completed");
+                self.metrics.handshake();
+                for w in self.handshake_waiters.drain(..) {
+                    w.wake();
                 }
-                Event::SessionExpired { peer } => {
-                    tracing::debug!(peer = %self.peer_name(peer), "session keys zeroed after inactivity");
-                }
-                Event::EndpointChanged { peer, endpoint } => {
-                    tracing::info!(peer = %self.peer_name(peer), %endpoint, "peer endpoint changed");
-                }
-                Event::NoReply { peer, waited } => {
-                    tracing::info!(peer = %self.peer_name(peer), ?waited, "no reply to data: new handshake");
-                }
+            }
+            Event::HandshakeTimedOut { peer } => {
+                tracing::warn!(peer = %self.peer_name(peer), "no handshake answer for 90 s");
+            }
+            Event::SessionExpired { peer } => {
+                tracing::debug!(peer = %self.peer_name(peer), "session keys zeroed after inactivity");
+            }
+            Event::EndpointChanged { peer, endpoint } => {
+                tracing::info!(peer = %self.peer_name(peer), %endpoint, "peer endpoint changed");
+            }
+            Event::NoReply { peer, waited } => {
+                tracing::info!(peer = %self.peer_name(peer), ?waited, "no reply to data: new handshake");
             }
         }
     }
@@ -309,7 +212,7 @@ impl Engine {
     /// Gateway: says how many flows the stack refused at its limits since
     /// it last said, at most every ten seconds.
     fn log_limit_refusals(&mut self) {
-        let stats = self.stack.stats();
+        let stats = self.engine.stack().stats();
         let (tcp, udp) = (stats.refused_by_limit, stats.udp_refused_by_limit);
         let (tcp_logged, udp_logged) = self.limit_refusals;
         let now = self.now();
@@ -337,27 +240,50 @@ impl Engine {
     }
 
     fn peer_name(&self, peer: PeerId) -> String {
-        self.node
+        self.engine
+            .node()
             .peer(peer, self.now())
             .map_or_else(|| format!("{peer:?}"), |p| p.public_key.short().to_string())
-    }
-
-    /// When the loop must run even if nothing arrives.
-    fn deadline(&mut self) -> Option<Instant> {
-        [self.node.poll_timeout(), self.stack.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
     }
 }
 
 impl Tunnel {
-    pub fn new(engine: Engine) -> Tunnel {
-        Tunnel(Rc::new(RefCell::new(engine)))
+    /// Wraps `engine` (built from the config) and its socket into a loop
+    /// that [`Tunnel::run`] starts.
+    pub fn new(
+        engine: Engine,
+        udp: UdpIo,
+        epoch: std::time::Instant,
+        metrics: Arc<Metrics>,
+        resolve: crate::config::ResolveStrategy,
+    ) -> Tunnel {
+        Tunnel(Rc::new(RefCell::new(Driver {
+            engine,
+            udp,
+            epoch,
+            loop_waker: None,
+            dirty: true,
+            blocked: false,
+            handshake_waiters: Vec::new(),
+            metrics,
+            resolve,
+            on_accept: None,
+            reresolve: Vec::new(),
+            accepted: Vec::new(),
+            shutdown: false,
+            limit_warned: None,
+            limit_refusals: (0, 0),
+            limit_refusals_logged: None,
+        })))
     }
 
-    pub fn with<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
-        f(&mut self.0.borrow_mut())
+    /// Changes the engine's stack and wakes the loop, so what changed
+    /// (a write, a close) leaves in the next turn.
+    fn stack<R>(&self, f: impl FnOnce(&mut underpass_stack::Stack) -> R) -> R {
+        let mut d = self.0.borrow_mut();
+        let r = f(d.engine.stack_mut());
+        d.wake();
+        r
     }
 
     /// Tells the loop that something changed.
@@ -365,12 +291,13 @@ impl Tunnel {
         self.0.borrow_mut().wake();
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.borrow().udp.local_addr()
+    /// The counters `--metrics` serves.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.0.borrow().metrics.clone()
     }
 
-    pub fn set_dynamic_endpoints(&self, dynamic: Vec<DynamicEndpoint>) {
-        self.0.borrow_mut().dynamic = dynamic;
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.borrow().udp.local_addr()
     }
 
     /// Gateway mode: `f` is called for every flow accept-any takes in.
@@ -378,16 +305,64 @@ impl Tunnel {
         self.0.borrow_mut().on_accept = Some(Rc::new(f));
     }
 
+    /// Gateway mode: which flows the stack takes in, and from whom.
+    pub fn set_accept_any(&self, policy: Policy) {
+        self.stack(|s| s.set_accept_any(policy));
+    }
+
     /// Gateway mode: routes packets between peers that `allowed` lets
-    /// through (see `hub`).
-    pub fn set_peer_to_peer(&self, allowed: PeerToPeer) {
-        self.0.borrow_mut().peer_to_peer = Some(allowed);
+    /// through (see the engine's hub).
+    pub fn set_peer_to_peer(&self, allowed: underpass_stack::PeerToPeer) {
+        self.0.borrow_mut().engine.set_peer_to_peer(allowed);
+    }
+
+    /// Takes a flow accept-any offered (gateway).
+    pub fn tcp_accept(&self, conn: ConnId) -> Result<(), TcpError> {
+        self.stack(|s| s.tcp_accept(conn))
+    }
+
+    /// Refuses or ends a flow with a reset.
+    pub fn tcp_abort(&self, conn: ConnId) {
+        self.stack(|s| s.tcp_abort(conn));
+    }
+
+    /// Listens on `port` of the tunnel address (`[TCPServerTunnel]`).
+    pub fn tcp_listen(&self, port: u16) -> Result<ListenerId, TcpError> {
+        self.stack(|s| s.tcp_listen(port))
+    }
+
+    /// The next connection a listener took in.
+    pub fn poll_accept_from(
+        &self,
+        cx: &mut Context<'_>,
+        id: ListenerId,
+    ) -> Poll<Result<(ConnId, SocketAddr), TcpError>> {
+        self.0
+            .borrow_mut()
+            .engine
+            .stack_mut()
+            .poll_accept_from(cx, id)
+    }
+
+    /// The (local, remote) addresses of a connection.
+    pub fn tcp_endpoints(&self, conn: ConnId) -> Result<(SocketAddr, SocketAddr), TcpError> {
+        self.0.borrow().engine.stack().tcp_endpoints(conn)
+    }
+
+    /// Binds a UDP socket on the tunnel address; `port` or an ephemeral one.
+    pub fn udp_bind_port(&self, port: Option<u16>) -> Result<UdpId, UdpError> {
+        self.stack(|s| s.udp_bind(port))
+    }
+
+    /// Sends an ICMP echo request to `ip` through the tunnel (CheckAlive).
+    pub fn ping(&self, ip: IpAddr) -> Result<(), underpass_stack::EchoError> {
+        self.stack(|s| s.ping(ip))
     }
 
     pub fn shutdown(&self) {
-        let mut e = self.0.borrow_mut();
-        e.shutdown = true;
-        e.wake();
+        let mut d = self.0.borrow_mut();
+        d.shutdown = true;
+        d.wake();
     }
 
     /// Runs the loop until [`Tunnel::shutdown`].
@@ -397,11 +372,12 @@ impl Tunnel {
         tokio::pin!(sleep);
         loop {
             let deadline = {
-                let mut e = self.0.borrow_mut();
-                if e.shutdown {
+                let mut d = self.0.borrow_mut();
+                if d.shutdown {
                     break;
                 }
-                e.deadline().map(|t| e.epoch + t.since_epoch())
+                let epoch = d.epoch;
+                d.engine.poll_timeout().map(|t| epoch + t.since_epoch())
             };
             match deadline {
                 Some(at) => sleep.as_mut().reset(tokio::time::Instant::from_std(at)),
@@ -410,13 +386,13 @@ impl Tunnel {
                     .reset(tokio::time::Instant::now() + Duration::from_secs(3600)),
             }
             poll_fn(|cx| {
-                let mut e = self.0.borrow_mut();
-                let mut ready = e.dirty;
-                e.loop_waker = Some(cx.waker().clone());
-                if e.udp.poll_recv_ready(cx).is_ready() {
+                let mut d = self.0.borrow_mut();
+                let mut ready = d.dirty;
+                d.loop_waker = Some(cx.waker().clone());
+                if d.udp.poll_recv_ready(cx).is_ready() {
                     ready = true;
                 }
-                if e.blocked && e.udp.poll_send_ready(cx).is_ready() {
+                if d.blocked && d.udp.poll_send_ready(cx).is_ready() {
                     ready = true;
                 }
                 if sleep.as_mut().poll(cx).is_ready() {
@@ -430,11 +406,11 @@ impl Tunnel {
             })
             .await;
             let more = {
-                let mut e = self.0.borrow_mut();
-                e.loop_waker = None;
-                let more = e.receive(&mut batch);
-                let now = e.now();
-                e.stack.poll_ingress(now);
+                let mut d = self.0.borrow_mut();
+                d.loop_waker = None;
+                let more = d.receive(&mut batch);
+                let now = d.now();
+                d.engine.process_ingress(now);
                 more
             };
             // Let the tasks what arrived woke (and any other ready task)
@@ -442,35 +418,24 @@ impl Tunnel {
             // ACKs, in one batch, and their bytes reach the local sockets
             // before the loop spends a send on the tunnel.
             tokio::task::yield_now().await;
-            let (accepted, reresolve) = {
-                let mut e = self.0.borrow_mut();
+            let (on_accept, accepted, reresolve) = {
+                let mut d = self.0.borrow_mut();
                 // The turn takes in everything the tasks did; come back at
                 // once only if datagrams are still waiting.
-                e.dirty = more;
-                e.turn();
-                let mut accepted = Vec::new();
-                if e.on_accept.is_some() {
-                    while let Some(a) = e.stack.poll_accepted() {
-                        accepted.push(a);
-                    }
-                    e.log_limit_refusals();
+                d.dirty = more;
+                d.turn();
+                if d.on_accept.is_some() {
+                    d.log_limit_refusals();
                 }
-                e.metrics.update(&e.node, &e.stack);
-                let reresolve: Vec<(PeerId, String, u16)> = std::mem::take(&mut e.reresolve)
-                    .into_iter()
-                    .filter_map(|p| e.dynamic.iter().find(|d| d.peer == p))
-                    .map(|d| (d.peer, d.host.clone(), d.port))
-                    .collect();
+                d.metrics.update(&d.engine);
                 (
-                    accepted
-                        .into_iter()
-                        .map(|a| (e.on_accept.clone(), a))
-                        .collect::<Vec<_>>(),
-                    reresolve,
+                    d.on_accept.clone(),
+                    std::mem::take(&mut d.accepted),
+                    std::mem::take(&mut d.reresolve),
                 )
             };
-            for (f, a) in accepted {
-                if let Some(f) = f {
+            if let Some(f) = on_accept {
+                for a in accepted {
                     f(self.clone(), a);
                 }
             }
@@ -478,24 +443,21 @@ impl Tunnel {
                 tokio::task::spawn_local(self.clone().reresolve(peer, host, port));
             }
         }
-        if let Some(p) = self.0.borrow_mut().pcap.as_mut() {
-            p.flush();
-        }
+        self.0.borrow_mut().engine.flush_tap();
     }
 
     /// Resolves a peer's host-name endpoint again (dynamic DNS) and
     /// retries the handshake there.
     async fn reresolve(self, peer: PeerId, host: String, port: u16) {
-        self.with(|e| e.metrics.reresolve());
+        self.metrics().reresolve();
         match tokio::net::lookup_host((host.as_str(), port)).await {
             Ok(mut addrs) => {
                 if let Some(addr) = addrs.next() {
                     tracing::info!(%host, %addr, "endpoint resolved again");
-                    let mut e = self.0.borrow_mut();
-                    let now = e.now();
-                    e.node.set_endpoint(peer, addr);
-                    e.node.connect(peer, now);
-                    e.wake();
+                    let mut d = self.0.borrow_mut();
+                    let now = d.now();
+                    d.engine.set_endpoint(peer, addr, now);
+                    d.wake();
                 }
             }
             Err(err) => tracing::warn!(%host, error = %err, "endpoint does not resolve"),
@@ -504,28 +466,22 @@ impl Tunnel {
 
     /// Starts handshakes with every peer that has an endpoint.
     pub fn connect_peers(&self) {
-        let mut e = self.0.borrow_mut();
-        let now = e.now();
-        let peers: Vec<PeerId> = e.node.peer_ids().collect();
-        for p in peers {
-            e.node.connect(p, now);
-        }
-        e.wake();
+        let mut d = self.0.borrow_mut();
+        let now = d.now();
+        d.engine.connect_all(now);
+        d.wake();
     }
 
     /// Peers the client dials (they have an endpoint) that have no
     /// session yet: `(public key, endpoint as configured)`.
     pub fn peers_awaiting_handshake(&self) -> Vec<(String, String)> {
-        let e = self.0.borrow();
-        let now = e.now();
-        e.node
-            .peer_ids()
+        let d = self.0.borrow();
+        let now = d.now();
+        let node = d.engine.node();
+        node.peer_ids()
             .filter_map(|id| {
-                let info = e.node.peer(id, now)?;
-                let endpoint = match e.dynamic.iter().find(|d| d.peer == id) {
-                    Some(d) => format!("{}:{}", d.host, d.port),
-                    None => info.endpoint?.to_string(),
-                };
+                let info = node.peer(id, now)?;
+                let endpoint = d.engine.configured_endpoint(id, now)?;
                 (!info.has_session).then(|| (info.public_key.to_base64(), endpoint))
             })
             .collect()
@@ -552,7 +508,7 @@ impl Tunnel {
 
     /// Whether a peer's allowed IPs cover `ip`.
     pub fn routes_to(&self, ip: IpAddr) -> bool {
-        self.0.borrow().node.route(ip).is_some()
+        self.0.borrow().engine.node().route(ip).is_some()
     }
 
     /// Opens a TCP connection through the tunnel.
@@ -564,23 +520,29 @@ impl Tunnel {
             ));
         }
         let conn = {
-            let mut e = self.0.borrow_mut();
-            let conn = e.stack.tcp_connect(addr).map_err(|err| {
+            let mut d = self.0.borrow_mut();
+            let conn = d.engine.stack_mut().tcp_connect(addr).map_err(|err| {
                 if err == TcpError::TooMany {
-                    e.warn_connection_limit();
+                    d.warn_connection_limit();
                 }
                 io_error(err)
             })?;
-            e.wake();
+            d.wake();
             conn
         };
         let stream = TunnelStream {
             tunnel: self.clone(),
             conn,
         };
-        poll_fn(|cx| self.0.borrow_mut().stack.poll_connected(cx, conn))
-            .await
-            .map_err(io_error)?;
+        poll_fn(|cx| {
+            self.0
+                .borrow_mut()
+                .engine
+                .stack_mut()
+                .poll_connected(cx, conn)
+        })
+        .await
+        .map_err(io_error)?;
         Ok(stream)
     }
 
@@ -594,7 +556,7 @@ impl Tunnel {
 
     /// Whether names are resolved through the tunnel (`DNS =` set).
     pub fn has_dns(&self) -> bool {
-        !self.0.borrow().stack.dns_servers().is_empty()
+        !self.0.borrow().engine.stack().dns_servers().is_empty()
     }
 
     /// Resolves `host` through the tunnel's DNS servers; without any, on
@@ -622,21 +584,17 @@ impl Tunnel {
                 Err(_) => Err(DnsError::NxDomain),
             };
         }
-        let id = {
-            let mut e = self.0.borrow_mut();
-            let id = e.stack.dns_resolve(host)?;
-            e.wake();
-            id
-        };
-        let mut ips = poll_fn(|cx| self.0.borrow_mut().stack.poll_resolve(cx, id)).await?;
+        let id = self.stack(|s| s.dns_resolve(host))?;
+        let mut ips =
+            poll_fn(|cx| self.0.borrow_mut().engine.stack_mut().poll_resolve(cx, id)).await?;
         self.order(&mut ips);
         Ok(ips)
     }
 
     /// `[Resolve] ResolveStrategy` applied to a name's addresses.
     fn order(&self, ips: &mut [IpAddr]) {
-        let e = self.0.borrow();
-        e.resolve.order(e.stack.addresses(), ips);
+        let d = self.0.borrow();
+        d.resolve.order(d.engine.stack().addresses(), ips);
     }
 
     /// Resolves and connects, trying each address in turn (the preferred
@@ -649,7 +607,8 @@ impl Tunnel {
                 || !self
                     .0
                     .borrow()
-                    .stack
+                    .engine
+                    .stack()
                     .addresses()
                     .iter()
                     .any(|n| n.addr().is_ipv4() == ip.is_ipv4())

@@ -7,7 +7,8 @@
 //! [`underpass_core::Instant`], passed in), so no TUN device and no root are
 //! needed, and it runs in a browser as well as under tokio.
 //!
-//! Start with [`Stack`]; connections are [`ConnId`]s, UDP sockets
+//! Start with [`Engine`], which joins a WireGuard node to a [`Stack`] and
+//! is what every driver (native, browser, simulator) runs; then [`Stack`]: connections are [`ConnId`]s, UDP sockets
 //! [`UdpId`]s, name lookups [`QueryId`]s; [`Stack::ping`] checks a path with
 //! ICMP echo.
 
@@ -15,6 +16,7 @@ mod ack_seq;
 mod device;
 mod dns;
 mod echo;
+mod engine;
 mod flow;
 mod icmp;
 mod memory;
@@ -30,6 +32,9 @@ mod udp;
 
 pub use dns::{DnsError, QueryId};
 pub use echo::{EchoError, MAX_ECHO_TARGETS};
+pub use engine::{
+    BuildError, Counters, Endpoints, Engine, EngineEvent, EngineOptions, PacketTap, PeerToPeer,
+};
 pub use sender::SenderInfo;
 pub use stack::{
     Accepted, Congestion, Policy, Protocol, Stack, StackError, StackOptions, StackStats, TcpOptions,

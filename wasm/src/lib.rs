@@ -19,7 +19,7 @@
 //! Errors reject the promise with an `Error` whose message says what went
 //! wrong; nothing traps the module.
 
-mod engine;
+mod driver;
 pub mod http;
 mod setup;
 mod stream;
@@ -31,7 +31,7 @@ use std::task::Poll;
 use js_sys::{Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
-use engine::Shared;
+use driver::Shared;
 pub use stream::TcpStream;
 
 /// How long `connect` waits for the first handshake unless told.
@@ -93,11 +93,11 @@ impl Tunnel {
         let endpoint = plan.endpoint.clone();
         let shared = plan.start(ws).map_err(error)?;
         shared.borrow_mut().connect();
-        let deadline = engine::monotonic_ms() + timeout_ms;
+        let deadline = driver::monotonic_ms() + timeout_ms;
         let timer = {
             let shared = shared.clone();
             async move {
-                engine::sleep(timeout_ms).await;
+                driver::sleep(timeout_ms).await;
                 // Wake the waiter below so it sees the deadline.
                 shared.borrow_mut().wake_waiters();
             }
@@ -111,7 +111,7 @@ impl Tunnel {
             if e.has_session() {
                 return Poll::Ready(Ok(()));
             }
-            if engine::monotonic_ms() >= deadline {
+            if driver::monotonic_ms() >= deadline {
                 let why = format!(
                     "no handshake with peer {peer_name} at {endpoint} through the relay after {:.0} s (is the peer up, and are the keys right?)",
                     timeout_ms / 1000.0
@@ -164,7 +164,7 @@ impl Tunnel {
                 return Err(error(why));
             }
             let id = e
-                .stack
+                .stack()
                 .dns_resolve(host)
                 .map_err(|err| error(format!("cannot resolve {host}: {err}")))?;
             e.schedule();
@@ -176,7 +176,7 @@ impl Tunnel {
                 return Poll::Ready(Err(error(why)));
             }
             e.wait_for_change(cx.waker());
-            e.stack
+            e.stack()
                 .poll_resolve(cx, id)
                 .map_err(|err| error(format!("cannot resolve {host}: {err}")))
         })
@@ -229,7 +229,7 @@ impl Tunnel {
     pub fn stats(&self) -> JsValue {
         let e = self.shared.borrow();
         let now = e.now();
-        let info = e.node.peer(e.peer, now);
+        let info = e.engine().node().peer(e.peer(), now);
         let out = Object::new();
         let state = match (&e.closed, info.as_ref().is_some_and(|p| p.has_session)) {
             (Some(_), _) => "closed",
@@ -251,23 +251,28 @@ impl Tunnel {
             set(&out, "handshakes", p.handshakes_completed as f64);
             set(&out, "peer", p.public_key.to_string());
         }
-        if let Some(rtt) = e.handshake_rtt {
+        if let Some(rtt) = e.engine().handshake_rtt(e.peer()) {
             set(&out, "rttMs", rtt.as_secs_f64() * 1000.0);
         }
-        let c = e.counters;
+        let c = e.engine().counters();
         set(&out, "txBytes", c.tx_bytes as f64);
         set(&out, "rxBytes", c.rx_bytes as f64);
         set(&out, "txPackets", c.tx_datagrams as f64);
         set(&out, "rxPackets", c.rx_datagrams as f64);
         set(&out, "relayUrl", self.relay_url.as_str());
         let addrs: js_sys::Array = e
-            .stack
+            .engine()
+            .stack()
             .addresses()
             .iter()
             .map(|a| JsValue::from_str(&a.to_string()))
             .collect();
         set(&out, "tunnelAddresses", addrs);
-        set(&out, "tcpConnections", e.stack.stats().tcp_open as f64);
+        set(
+            &out,
+            "tcpConnections",
+            e.engine().stack().stats().tcp_open as f64,
+        );
         out.into()
     }
 

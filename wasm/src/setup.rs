@@ -4,17 +4,19 @@
 use std::time::Duration;
 
 use underpass_core::config::Config;
-use underpass_core::{Instant, Node, NodeOptions};
-use underpass_stack::{Stack, StackOptions};
+use underpass_core::PeerId;
+use underpass_stack::{Endpoints, Engine, EngineOptions, StackOptions};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::WebSocket;
 
-use crate::engine::{self, Engine, Shared, RELAY_LABEL};
+use crate::driver::{self, Driver, Shared, RELAY_LABEL};
 
-/// Everything `connect` needs, checked before any network activity.
+/// Everything `connect` needs, checked and built before any network
+/// activity.
 pub struct Plan {
-    config: Config,
+    engine: Engine,
+    peer: PeerId,
     /// The peer's `Endpoint` as written: the relay must serve it.
     pub endpoint: String,
     pub peer_name: String,
@@ -33,12 +35,6 @@ impl Plan {
                     .collect();
             }
         }
-        if config.interface.addresses.is_empty() {
-            return Err(format!(
-                "config line {}: [Interface] needs an Address (the tunnel address the peer routes to this page)",
-                config.interface.line
-            ));
-        }
         let peer = match config.peers.as_slice() {
             [] => return Err("config: a [Peer] is needed: the WireGuard peer the relay forwards to".into()),
             [peer] => peer,
@@ -55,49 +51,42 @@ impl Plan {
                 peer.line
             ));
         };
-        Ok(Plan {
-            endpoint: endpoint.to_string(),
-            peer_name: peer.public_key.to_string(),
-            config,
-        })
-    }
-
-    /// The node and stack of the config, wired to `ws`.
-    pub fn start(self, ws: WebSocket) -> Result<Shared, String> {
-        let iface = &self.config.interface;
-        let mtu = usize::from(iface.mtu.unwrap_or(1420));
+        let (endpoint, peer_name) = (endpoint.to_string(), peer.public_key.to_string());
         let wall = Duration::from_secs_f64(js_sys::Date::now().max(0.0) / 1000.0);
-        let mut node = Node::new(
-            iface.private_key.clone(),
-            NodeOptions {
-                mtu,
-                ..NodeOptions::default()
-            },
-            Box::new(rand_core::OsRng),
-            Instant::ZERO,
-            wall,
-        );
-        let peer = node
-            .add_peer(
-                self.config.peers[0].options(Some(RELAY_LABEL)),
-                Instant::ZERO,
-            )
-            .map_err(|e| format!("config line {}: {e}", self.config.peers[0].line))?;
-        let mut seed = [0u8; 8];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
-        let mut options = StackOptions::new(iface.addresses.clone(), u64::from_le_bytes(seed));
-        options.mtu = mtu;
-        options.dns_servers = iface.dns.clone();
         // The same engine as natively (windows that grow to the path,
         // BBR), in smaller rings: linear memory is never given back, and
         // a page has 4 GiB of it at most. 4 MiB lets a window cover
         // 300 Mbit/s at 100 ms.
-        options.tcp.rx_buffer = 4 << 20;
-        options.tcp.tx_buffer = 2 << 20;
-        options.buffer_budget = 128 << 20;
-        let stack =
-            Stack::new(options, Instant::ZERO).map_err(|e| format!("config: [Interface]: {e}"))?;
-        Engine::start(node, stack, peer, ws, engine::monotonic_ms())
+        let tune = |options: &mut StackOptions| {
+            options.tcp.rx_buffer = 4 << 20;
+            options.tcp.tx_buffer = 2 << 20;
+            options.buffer_budget = 128 << 20;
+        };
+        let engine = Engine::from_config(
+            &config,
+            Endpoints::All(RELAY_LABEL),
+            tune,
+            EngineOptions::default(),
+            Box::new(rand_core::OsRng),
+            wall,
+        )
+        .map_err(|e| format!("config {e}"))?;
+        let peer = engine
+            .node()
+            .peer_ids()
+            .next()
+            .ok_or("config: a [Peer] is needed")?;
+        Ok(Plan {
+            engine,
+            peer,
+            endpoint,
+            peer_name,
+        })
+    }
+
+    /// The engine of the config, wired to `ws`.
+    pub fn start(self, ws: WebSocket) -> Result<Shared, String> {
+        Driver::start(self.engine, self.peer, ws, driver::monotonic_ms())
     }
 }
 
@@ -174,11 +163,9 @@ mod tests {
         let text = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\nAddress = 10.0.0.2/32\n\n\
                     [Peer]\nPublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nEndpoint = 127.0.0.1:51820\n";
         let plan = Plan::from_config(text).unwrap();
-        let all: Vec<String> = plan.config.peers[0]
-            .allowed_ips
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(all, ["0.0.0.0/0", "::/0"]);
+        let node = plan.engine.node();
+        for ip in ["10.9.8.7", "2001:db8::1"] {
+            assert_eq!(node.route(ip.parse().unwrap()), Some(plan.peer), "{ip}");
+        }
     }
 }

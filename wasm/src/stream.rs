@@ -9,7 +9,7 @@ use std::task::Poll;
 use underpass_stack::{ConnId, TcpError};
 use wasm_bindgen::prelude::*;
 
-use crate::engine::Shared;
+use crate::driver::Shared;
 use crate::http::{HttpError, Response, ResponseDecoder};
 
 /// The most one `read()` hands back.
@@ -41,7 +41,7 @@ impl TcpStream {
             if let Some(why) = &e.closed {
                 return Err(why.clone());
             }
-            let conn = e.stack.tcp_connect(remote).map_err(describe)?;
+            let conn = e.stack().tcp_connect(remote).map_err(describe)?;
             e.schedule();
             conn
         };
@@ -57,7 +57,7 @@ impl TcpStream {
                 return Poll::Ready(Err(why.clone()));
             }
             e.wait_for_change(cx.waker());
-            e.stack.poll_connected(cx, stream.conn).map_err(describe)
+            e.stack().poll_connected(cx, stream.conn).map_err(describe)
         })
         .await?;
         Ok(stream)
@@ -71,7 +71,7 @@ impl TcpStream {
                 return Poll::Ready(Err(why.clone()));
             }
             let mut out = Vec::new();
-            match e.stack.tcp_read_with(self.conn, |data| {
+            match e.stack().tcp_read_with(self.conn, |data| {
                 let n = data.len().min(READ_CHUNK);
                 out.extend_from_slice(&data[..n]);
                 n
@@ -79,7 +79,7 @@ impl TcpStream {
                 Ok(0) => Poll::Ready(Ok(Vec::new())),
                 Ok(_) => {
                     // Take a second contiguous piece if the ring wrapped.
-                    let _ = e.stack.tcp_read_with(self.conn, |data| {
+                    let _ = e.stack().tcp_read_with(self.conn, |data| {
                         let n = data.len().min(READ_CHUNK - out.len());
                         out.extend_from_slice(&data[..n]);
                         n
@@ -89,7 +89,7 @@ impl TcpStream {
                     Poll::Ready(Ok(out))
                 }
                 Err(TcpError::WouldBlock) => {
-                    e.stack.register_read_waker(cx, self.conn);
+                    e.stack().register_read_waker(cx, self.conn);
                     e.wait_for_change(cx.waker());
                     Poll::Pending
                 }
@@ -110,13 +110,13 @@ impl TcpStream {
             if done == data.len() {
                 return Poll::Ready(Ok(()));
             }
-            match e.stack.tcp_write(self.conn, &data[done..]) {
+            match e.stack().tcp_write(self.conn, &data[done..]) {
                 Ok(n) => {
                     done += n;
                     e.schedule();
                 }
                 Err(TcpError::WouldBlock) => {
-                    e.stack.register_write_waker(cx, self.conn);
+                    e.stack().register_write_waker(cx, self.conn);
                     e.wait_for_change(cx.waker());
                     return Poll::Pending;
                 }
@@ -167,7 +167,7 @@ impl TcpStream {
     #[wasm_bindgen(js_name = closeWrite)]
     pub fn close_write(&self) {
         let mut e = self.shared.borrow_mut();
-        let _ = e.stack.tcp_shutdown(self.conn);
+        let _ = e.stack().tcp_shutdown(self.conn);
         e.schedule();
     }
 
@@ -177,7 +177,7 @@ impl TcpStream {
             return;
         }
         let mut e = self.shared.borrow_mut();
-        e.stack.tcp_close(self.conn);
+        e.stack().tcp_close(self.conn);
         e.schedule();
     }
 

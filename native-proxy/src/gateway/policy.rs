@@ -8,7 +8,7 @@
 //!    `AllowedIPs`) are never looked for on the host's network, whatever
 //!    `AllowedDestinations` says: those addresses belong to peers. With
 //!    `PeerToPeer = true` a packet to another peer's address is routed to
-//!    that peer instead (`tunnel::hub`), if `AllowedDestinations` (when
+//!    that peer instead (the engine's hub, `underpass_stack::PeerToPeer`), if `AllowedDestinations` (when
 //!    given) lists it; it never reaches these rules;
 //! 3. with `[Gateway] AllowedDestinations`, what it lists is allowed;
 //! 4. without it, everything but the host itself: its loopback and
@@ -151,7 +151,7 @@ impl Destinations {
 
     /// [`Destinations::peer_to_peer_allows`] for the engine, `None` when
     /// `PeerToPeer` is off.
-    pub fn peer_to_peer(&self) -> Option<crate::tunnel::PeerToPeer> {
+    pub fn peer_to_peer(&self) -> Option<underpass_stack::PeerToPeer> {
         if !self.peer_to_peer {
             return None;
         }

@@ -168,7 +168,10 @@ async fn handle(
 }
 
 fn refused(tunnel: &Tunnel) {
-    tunnel.with(|e| e.metrics.proxy_refused.fetch_add(1, Ordering::Relaxed));
+    tunnel
+        .metrics()
+        .proxy_refused
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 /// Greeting, authentication and request; `None` once a refusal was sent.
@@ -308,7 +311,7 @@ async fn connect(
         }
     };
     let bound = tunnel
-        .with(|e| e.stack.tcp_endpoints(remote.id()))
+        .tcp_endpoints(remote.id())
         .map(|(local, _)| local)
         .unwrap_or_else(|_| unspecified());
     answer(&mut stream, flavor, Reply::Succeeded, bound).await?;

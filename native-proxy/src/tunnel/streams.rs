@@ -22,7 +22,7 @@ pub struct TunnelUdp {
 impl Tunnel {
     /// Binds a UDP socket on an ephemeral port of the tunnel address.
     pub fn udp_bind(&self) -> Result<TunnelUdp, UdpError> {
-        let id = self.0.borrow_mut().stack.udp_bind(None)?;
+        let id = self.0.borrow_mut().engine.stack_mut().udp_bind(None)?;
         Ok(TunnelUdp {
             tunnel: self.clone(),
             id,
@@ -43,13 +43,13 @@ impl TunnelUdp {
     pub async fn send_to(&self, payload: &[u8], dst: SocketAddr) -> Result<(), UdpError> {
         poll_fn(|cx| {
             let mut e = self.tunnel.0.borrow_mut();
-            match e.stack.udp_send_to(self.id, payload, dst) {
+            match e.engine.stack_mut().udp_send_to(self.id, payload, dst) {
                 Ok(()) => {
                     e.wake();
                     Poll::Ready(Ok(()))
                 }
                 Err(UdpError::WouldBlock) => {
-                    e.stack.register_udp_send_waker(cx, self.id);
+                    e.engine.stack_mut().register_udp_send_waker(cx, self.id);
                     Poll::Pending
                 }
                 Err(err) => Poll::Ready(Err(err)),
@@ -64,7 +64,8 @@ impl TunnelUdp {
             self.tunnel
                 .0
                 .borrow_mut()
-                .stack
+                .engine
+                .stack_mut()
                 .poll_udp_recv_from(cx, self.id, buf)
         })
         .await
@@ -74,7 +75,7 @@ impl TunnelUdp {
 impl Drop for TunnelUdp {
     fn drop(&mut self) {
         if let Ok(mut e) = self.tunnel.0.try_borrow_mut() {
-            e.stack.udp_close(self.id);
+            e.engine.stack_mut().udp_close(self.id);
         }
     }
 }
@@ -100,7 +101,7 @@ impl TunnelStream {
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Poll<io::Result<usize>> {
         let mut e = self.tunnel.0.borrow_mut();
-        match e.stack.tcp_write_with(self.conn, fill) {
+        match e.engine.stack_mut().tcp_write_with(self.conn, fill) {
             Ok(n) => {
                 if n > 0 {
                     e.wake();
@@ -108,7 +109,7 @@ impl TunnelStream {
                 Poll::Ready(Ok(n))
             }
             Err(TcpError::WouldBlock) => {
-                e.stack.register_write_waker(cx, self.conn);
+                e.engine.stack_mut().register_write_waker(cx, self.conn);
                 Poll::Pending
             }
             Err(err) => Poll::Ready(Err(io_error(err))),
@@ -125,7 +126,7 @@ impl TunnelStream {
         drain: impl FnOnce(&[u8]) -> usize,
     ) -> Poll<io::Result<usize>> {
         let mut e = self.tunnel.0.borrow_mut();
-        match e.stack.tcp_read_with(self.conn, drain) {
+        match e.engine.stack_mut().tcp_read_with(self.conn, drain) {
             Ok(n) => {
                 if n > 0 {
                     // The window opened: the stack may owe the peer an update.
@@ -134,7 +135,7 @@ impl TunnelStream {
                 Poll::Ready(Ok(n))
             }
             Err(TcpError::WouldBlock) => {
-                e.stack.register_read_waker(cx, self.conn);
+                e.engine.stack_mut().register_read_waker(cx, self.conn);
                 Poll::Pending
             }
             Err(err) => Poll::Ready(Err(io_error(err))),
@@ -144,7 +145,11 @@ impl TunnelStream {
     /// Half-close: a FIN follows the bytes already written.
     pub fn shutdown_write(&self) -> io::Result<()> {
         let mut e = self.tunnel.0.borrow_mut();
-        let result = e.stack.tcp_shutdown(self.conn).map_err(io_error);
+        let result = e
+            .engine
+            .stack_mut()
+            .tcp_shutdown(self.conn)
+            .map_err(io_error);
         e.wake();
         result
     }
@@ -158,7 +163,11 @@ impl AsyncRead for TunnelStream {
     ) -> Poll<io::Result<()>> {
         let mut e = self.tunnel.0.borrow_mut();
         let conn = self.conn;
-        match e.stack.poll_read(cx, conn, buf.initialize_unfilled()) {
+        match e
+            .engine
+            .stack_mut()
+            .poll_read(cx, conn, buf.initialize_unfilled())
+        {
             Poll::Ready(Ok(n)) => {
                 buf.advance(n);
                 if n > 0 {
@@ -180,7 +189,7 @@ impl AsyncWrite for TunnelStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut e = self.tunnel.0.borrow_mut();
-        match e.stack.poll_write(cx, self.conn, buf) {
+        match e.engine.stack_mut().poll_write(cx, self.conn, buf) {
             Poll::Ready(Ok(n)) => {
                 e.wake();
                 Poll::Ready(Ok(n))
@@ -203,7 +212,7 @@ impl Drop for TunnelStream {
     fn drop(&mut self) {
         match self.tunnel.0.try_borrow_mut() {
             Ok(mut e) => {
-                e.stack.tcp_close(self.conn);
+                e.engine.stack_mut().tcp_close(self.conn);
                 e.wake();
             }
             // Streams are only dropped by tasks, never inside the loop's

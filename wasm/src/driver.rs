@@ -1,6 +1,6 @@
-//! The browser's engine: one WireGuard node and its userspace stack, fed
-//! by a WebSocket to the relay (one datagram per binary frame) and driven by
-//! JS timers. The page is single-threaded, so the engine is shared through
+//! The browser's driver of the tunnel's [`Engine`] (the same sans-IO
+//! engine the native client runs), fed by a WebSocket to the relay (one
+//! datagram per binary frame) and driven by JS timers. The page is single-threaded, so the engine is shared through
 //! `Rc<RefCell<..>>`; nothing holds the borrow across an await, and work
 //! is batched: every input marks the engine dirty and one turn, on the next
 //! microtask, handles all of it.
@@ -12,8 +12,8 @@ use std::rc::Rc;
 use std::task::Waker;
 use std::time::Duration;
 
-use underpass_core::{Event, Instant, Node, PeerId, Received};
-use underpass_stack::Stack;
+use underpass_core::{Event, Instant, PeerId};
+use underpass_stack::{Engine, EngineEvent, Stack};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
@@ -29,8 +29,6 @@ const MAX_INBOUND: usize = 8192;
 const FRAMES_PER_TURN: usize = 1024;
 /// Bytes the WebSocket may buffer before the stack must wait.
 const MAX_WS_BUFFERED: u32 = 4 << 20;
-/// Encrypted bytes waiting for the WebSocket before the stack must wait.
-const MAX_PENDING_TRANSMIT: usize = 4 << 20;
 /// How soon to look again when the WebSocket is full (it has no writable
 /// event).
 const WS_RETRY: Duration = Duration::from_millis(4);
@@ -58,18 +56,11 @@ pub async fn sleep(ms: f64) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
-#[derive(Default, Clone, Copy)]
-pub struct Counters {
-    pub tx_datagrams: u64,
-    pub rx_datagrams: u64,
-    pub tx_bytes: u64,
-    pub rx_bytes: u64,
-}
-
-pub struct Engine {
-    pub node: Node,
-    pub stack: Stack,
-    pub peer: PeerId,
+/// The engine and what joins it to the page: the WebSocket, the timer,
+/// the tasks waiting for a handshake.
+pub struct Driver {
+    engine: Engine,
+    peer: PeerId,
     ws: WebSocket,
     /// `performance.now()` when the engine was made: the stack's epoch.
     epoch_ms: f64,
@@ -79,9 +70,6 @@ pub struct Engine {
     waiters: Vec<Waker>,
     /// Why the tunnel is gone, once it is.
     pub closed: Option<String>,
-    pub counters: Counters,
-    pub handshake_started: Option<Instant>,
-    pub handshake_rtt: Option<Duration>,
     /// The JS callbacks, kept alive as long as the engine.
     hooks: Vec<Closure<dyn FnMut(JsValue)>>,
     timer_hook: Option<Closure<dyn FnMut()>>,
@@ -93,13 +81,12 @@ pub struct Engine {
 }
 
 /// The handle everything in the crate holds.
-pub type Shared = Rc<RefCell<Engine>>;
+pub type Shared = Rc<RefCell<Driver>>;
 
-impl Engine {
-    /// Wires `ws` (already open) to a new engine.
+impl Driver {
+    /// Wires `ws` (already open) to `engine`, which talks to `peer`.
     pub fn start(
-        node: Node,
-        stack: Stack,
+        engine: Engine,
         peer: PeerId,
         ws: WebSocket,
         epoch_ms: f64,
@@ -107,9 +94,8 @@ impl Engine {
         ws.set_binary_type(BinaryType::Arraybuffer);
         let turns = web_sys::MessageChannel::new()
             .map_err(|_| "this page has no MessageChannel, which the tunnel needs".to_string())?;
-        let shared = Rc::new(RefCell::new(Engine {
-            node,
-            stack,
+        let shared = Rc::new(RefCell::new(Driver {
+            engine,
             peer,
             ws: ws.clone(),
             epoch_ms,
@@ -118,9 +104,6 @@ impl Engine {
             timer: None,
             waiters: Vec::new(),
             closed: None,
-            counters: Counters::default(),
-            handshake_started: None,
-            handshake_rtt: None,
             hooks: Vec::new(),
             timer_hook: None,
             turns,
@@ -221,18 +204,31 @@ impl Engine {
         }
     }
 
+    /// The engine, to read its state.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The stack, to change it: a turn is scheduled, so what changed
+    /// (data written, a window opened, a close) leaves soon.
+    pub fn stack(&mut self) -> &mut Stack {
+        self.schedule();
+        self.engine.stack_mut()
+    }
+
+    /// The peer the relay forwards to.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
     pub fn has_session(&self) -> bool {
-        let now = self.now();
-        self.node
-            .peer(self.peer, now)
-            .is_some_and(|p| p.has_session)
+        self.engine.has_session(self.peer, self.now())
     }
 
     /// Starts the first handshake.
     pub fn connect(&mut self) {
         let now = self.now();
-        self.handshake_started = Some(now);
-        self.node.connect(self.peer, now);
+        self.engine.connect(self.peer, now);
         self.schedule();
     }
 
@@ -252,7 +248,7 @@ impl Engine {
         self.wake_waiters();
     }
 
-    /// One turn: inbound frames, timers, the stack, encryption, sending.
+    /// One turn: inbound frames, the engine's turn, sending, events.
     fn turn(&mut self) {
         self.scheduled = false;
         if self.closed.is_some() {
@@ -263,40 +259,15 @@ impl Engine {
             let Some(mut frame) = self.inbound.pop_front() else {
                 break;
             };
-            self.counters.rx_datagrams += 1;
-            self.counters.rx_bytes += frame.len() as u64;
-            if let Ok(Received::Packet { packet, .. }) =
-                self.node.handle_datagram(now, RELAY_LABEL, &mut frame)
-            {
-                self.stack.receive(now, packet);
-            }
+            self.engine.handle_datagram(now, RELAY_LABEL, &mut frame);
         }
-        if self.node.poll_timeout().is_some_and(|t| t <= now) {
-            self.node.handle_timeout(now);
-        }
-        self.stack.poll(now);
-        loop {
-            if self.node.pending_transmit_bytes() >= MAX_PENDING_TRANSMIT {
-                break;
-            }
-            let node = &mut self.node;
-            self.stack.drain_outbound(|packet| {
-                let _ = node.handle_ip_packet(now, packet);
-            });
-            if !self.stack.outbound_full() {
-                break;
-            }
-            self.stack.poll(now);
-        }
+        self.engine.handle_timeout(now);
         let blocked = !self.flush();
-        self.events(now);
+        self.events();
         if !self.inbound.is_empty() {
             self.schedule();
         }
-        let mut next = [self.node.poll_timeout(), self.stack.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let mut next = self.engine.poll_timeout();
         if blocked {
             let retry = now + WS_RETRY;
             next = Some(next.map_or(retry, |n| n.min(retry)));
@@ -306,42 +277,42 @@ impl Engine {
         }
     }
 
-    /// Hands the node's datagrams to the WebSocket; false when it is full.
+    /// Hands the engine's datagrams to the WebSocket; false when it is full.
     fn flush(&mut self) -> bool {
         loop {
             if self.ws.buffered_amount() > MAX_WS_BUFFERED {
                 return false;
             }
-            let Some(t) = self.node.poll_transmit(64) else {
+            let Some(t) = self.engine.poll_transmit(64) else {
                 return true;
             };
             let segments = t.segments();
-            let mut failed = false;
+            let mut sent = 0;
             for datagram in t.contents.chunks(t.segment_size) {
                 if self.ws.send_with_u8_array(datagram).is_err() {
-                    failed = true;
                     break;
                 }
-                self.counters.tx_datagrams += 1;
-                self.counters.tx_bytes += datagram.len() as u64;
+                sent += 1;
             }
-            self.node.advance_transmit(segments);
-            if failed {
+            if sent < segments {
+                // The WebSocket is closing: what it did not take is lost,
+                // as on a UDP socket that went away.
+                self.engine.advance_transmit(sent);
+                self.engine.discard_transmit(segments - sent);
                 return true;
             }
+            self.engine.advance_transmit(segments);
         }
     }
 
-    fn events(&mut self, now: Instant) {
-        while let Some(event) = self.node.poll_event() {
+    fn events(&mut self) {
+        while let Some(event) = self.engine.poll_event() {
             match event {
-                Event::HandshakeCompleted { .. } => {
-                    if let Some(start) = self.handshake_started.take() {
-                        self.handshake_rtt = Some(now.saturating_duration_since(start));
-                    }
-                    self.wake_waiters();
-                }
-                Event::HandshakeTimedOut { .. } => self.wake_waiters(),
+                EngineEvent::Node(
+                    Event::HandshakeCompleted { .. } | Event::HandshakeTimedOut { .. },
+                ) => self.wake_waiters(),
+                // The relay, not the page, resolves the peer's endpoint;
+                // a browser tunnel accepts no flows.
                 _ => {}
             }
         }
@@ -361,7 +332,7 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
+impl Drop for Driver {
     fn drop(&mut self) {
         self.shut("the tunnel was dropped".into());
     }
