@@ -17,18 +17,19 @@ fn secs(s: u64) -> Duration {
 
 #[test]
 fn first_packet_waits_for_the_handshake_then_arrives() {
-    let mut sim = Sim::new(1, Link::CLEAN, NodeOptions::default());
+    let mut sim = Sim::new(1, CLEAN, NodeOptions::default());
     sim.send(A, &numbered(A, 1, 100)).unwrap();
     sim.run_for(secs(1));
-    assert_eq!(sim.delivered[B].len(), 1);
-    assert_eq!(id_of(&sim.delivered[B][0]), 1);
+    assert_eq!(sim.hosts[B].delivered.len(), 1);
+    assert_eq!(id_of(&sim.hosts[B].delivered[0]), 1);
     assert_eq!(sim.handshakes(A).len(), 1);
     // B's session is confirmed by the staged packet itself.
     assert_eq!(sim.handshakes(B).len(), 1);
     sim.send(B, &numbered(B, 2, 100)).unwrap();
     sim.run_for(secs(1));
     assert_eq!(
-        sim.delivered[A]
+        sim.hosts[A]
+            .delivered
             .iter()
             .map(|p| id_of(p))
             .collect::<Vec<_>>(),
@@ -38,7 +39,7 @@ fn first_packet_waits_for_the_handshake_then_arrives() {
 
 #[test]
 fn the_initiator_rekeys_every_rekey_after_time_without_losing_data() {
-    let mut sim = Sim::new(2, Link::CLEAN, NodeOptions::default());
+    let mut sim = Sim::new(2, CLEAN, NodeOptions::default());
     let mut id = 0;
     // A packet each way every second for ten minutes (B, which has no
     // endpoint for A, starts once A has dialled it).
@@ -52,12 +53,12 @@ fn the_initiator_rekeys_every_rekey_after_time_without_losing_data() {
     }
     id += 1;
     assert_eq!(
-        sim.delivered[B].len(),
+        sim.hosts[B].delivered.len(),
         id as usize,
         "every packet A sent arrived"
     );
     assert_eq!(
-        sim.delivered[A].len(),
+        sim.hosts[A].delivered.len(),
         id as usize - 1,
         "every packet B sent arrived"
     );
@@ -74,7 +75,7 @@ fn the_initiator_rekeys_every_rekey_after_time_without_losing_data() {
 
 #[test]
 fn a_session_lives_for_hours_across_many_rekeys() {
-    let mut sim = Sim::new(3, Link::CLEAN, NodeOptions::default());
+    let mut sim = Sim::new(3, CLEAN, NodeOptions::default());
     let hours = 3;
     let mut id = 0;
     sim.send(A, &numbered(A, 0, 64)).unwrap();
@@ -85,21 +86,22 @@ fn a_session_lives_for_hours_across_many_rekeys() {
         sim.send(B, &numbered(B, id, 64)).unwrap();
         sim.run_for(secs(7));
     }
-    assert_eq!(sim.delivered[B].len(), id as usize + 1);
-    assert_eq!(sim.delivered[A].len(), id as usize);
+    assert_eq!(sim.hosts[B].delivered.len(), id as usize + 1);
+    assert_eq!(sim.hosts[A].delivered.len(), id as usize);
     let rekeys = sim.handshakes(A).len() as u64;
     assert!(
         rekeys >= hours * 3600 / 125,
         "{rekeys} handshakes in {hours} h"
     );
-    assert!(sim.events[A]
+    assert!(sim.hosts[A]
+        .events
         .iter()
         .all(|(_, e)| !matches!(e, Event::HandshakeTimedOut { .. })));
 }
 
 #[test]
 fn a_receiver_that_sends_nothing_answers_with_a_keepalive() {
-    let mut sim = Sim::new(4, Link::CLEAN, NodeOptions::default());
+    let mut sim = Sim::new(4, CLEAN, NodeOptions::default());
     sim.send(A, &numbered(A, 1, 100)).unwrap();
     sim.run_for(secs(1));
     let before = sim.sent[B].len();
@@ -114,7 +116,7 @@ fn a_receiver_that_sends_nothing_answers_with_a_keepalive() {
 
 #[test]
 fn silence_after_sending_data_triggers_a_new_handshake() {
-    let mut sim = Sim::new(5, Link::CLEAN, NodeOptions::default());
+    let mut sim = Sim::new(5, CLEAN, NodeOptions::default());
     sim.send(A, &numbered(A, 1, 100)).unwrap();
     sim.run_for(secs(1));
     sim.send(B, &numbered(B, 1, 100)).unwrap();
@@ -140,7 +142,7 @@ fn silence_after_sending_data_triggers_a_new_handshake() {
 
 #[test]
 fn an_unanswered_handshake_is_retried_then_given_up_after_rekey_attempt_time() {
-    let mut sim = Sim::new(6, Link::CLEAN, NodeOptions::default());
+    let mut sim = Sim::new(6, CLEAN, NodeOptions::default());
     sim.up[B] = false;
     sim.send(A, &numbered(A, 1, 100)).unwrap();
     sim.run_for(secs(200));
@@ -162,7 +164,8 @@ fn an_unanswered_handshake_is_retried_then_given_up_after_rekey_attempt_time() {
             "gap {gap:?}"
         );
     }
-    let gave_up = sim.events[A]
+    let gave_up = sim.hosts[A]
+        .events
         .iter()
         .find(|(_, e)| matches!(e, Event::HandshakeTimedOut { .. }))
         .expect("A gave up")
@@ -171,14 +174,14 @@ fn an_unanswered_handshake_is_retried_then_given_up_after_rekey_attempt_time() {
     assert!(gave_up.since_epoch() < REKEY_ATTEMPT_TIME + REKEY_TIMEOUT + secs(1));
     assert!(*initiations.last().unwrap() < gave_up);
     assert!(
-        sim.nodes[A].stats().staged_dropped >= 1,
+        sim.hosts[A].node.stats().staged_dropped >= 1,
         "the waiting packet was dropped"
     );
 }
 
 #[test]
 fn persistent_keepalive_goes_out_on_an_idle_link() {
-    let mut sim = Sim::with_keepalive(7, Link::CLEAN, NodeOptions::default(), Some(secs(25)));
+    let mut sim = Sim::with_keepalive(7, CLEAN, NodeOptions::default(), Some(secs(25)));
     // Nothing is sent by anyone, yet A brings the tunnel up at once...
     sim.run_for(secs(1));
     assert_eq!(sim.handshakes(A).len(), 1);
@@ -197,19 +200,21 @@ fn persistent_keepalive_goes_out_on_an_idle_link() {
 
 #[test]
 fn keys_are_zeroed_after_three_reject_after_times_of_silence() {
-    let mut sim = Sim::new(8, Link::CLEAN, NodeOptions::default());
+    let mut sim = Sim::new(8, CLEAN, NodeOptions::default());
     sim.send(A, &numbered(A, 1, 100)).unwrap();
     sim.run_for(secs(1));
     sim.run_for(ZERO_KEYS_AFTER + secs(30));
     for n in [A, B] {
         assert!(
-            sim.events[n]
+            sim.hosts[n]
+                .events
                 .iter()
                 .any(|(_, e)| matches!(e, Event::SessionExpired { .. })),
             "node {n} zeroed its keys"
         );
         assert!(
-            !sim.nodes[n]
+            !sim.hosts[n]
+                .node
                 .peer(sim.peer_of(n), sim.now)
                 .unwrap()
                 .has_session
@@ -218,12 +223,12 @@ fn keys_are_zeroed_after_three_reject_after_times_of_silence() {
     // A new packet brings the tunnel back.
     sim.send(A, &numbered(A, 2, 100)).unwrap();
     sim.run_for(secs(1));
-    assert_eq!(sim.delivered[B].len(), 2);
+    assert_eq!(sim.hosts[B].delivered.len(), 2);
 }
 
 #[test]
 fn the_responder_follows_a_roaming_initiator() {
-    let mut sim = Sim::new(9, Link::CLEAN, NodeOptions::default());
+    let mut sim = Sim::new(9, CLEAN, NodeOptions::default());
     sim.send(A, &numbered(A, 1, 100)).unwrap();
     sim.run_for(secs(1));
     let new_addr = "198.51.100.9:61000".parse().unwrap();
@@ -232,10 +237,10 @@ fn the_responder_follows_a_roaming_initiator() {
     sim.run_for(secs(1));
     let b_peer = sim.peer_of(B);
     assert_eq!(
-        sim.nodes[B].peer(b_peer, sim.now).unwrap().endpoint,
+        sim.hosts[B].node.peer(b_peer, sim.now).unwrap().endpoint,
         Some(new_addr)
     );
-    assert!(sim.events[B].iter().any(|(_, e)| *e
+    assert!(sim.hosts[B].events.iter().any(|(_, e)| *e
         == Event::EndpointChanged {
             peer: b_peer,
             endpoint: new_addr
@@ -243,7 +248,8 @@ fn the_responder_follows_a_roaming_initiator() {
     sim.send(B, &numbered(B, 3, 100)).unwrap();
     sim.run_for(secs(1));
     assert_eq!(
-        sim.delivered[A]
+        sim.hosts[A]
+            .delivered
             .iter()
             .map(|p| id_of(p))
             .collect::<Vec<_>>(),
@@ -253,22 +259,33 @@ fn the_responder_follows_a_roaming_initiator() {
 
 #[test]
 fn a_replayed_initiation_is_refused() {
-    let mut sim = Sim::new(10, Link::CLEAN, NodeOptions::default());
+    let mut sim = Sim::new(10, CLEAN, NodeOptions::default());
     let peer = sim.peer_of(A);
-    sim.nodes[A].connect(peer, sim.now);
-    let init: Vec<u8> = sim.nodes[A].poll_transmit(1).unwrap().contents.to_vec();
-    sim.nodes[A].advance_transmit(1);
+    let now = sim.now;
+    sim.hosts[A].node.connect(peer, now);
+    let init: Vec<u8> = sim.hosts[A]
+        .node
+        .poll_transmit(1)
+        .unwrap()
+        .contents
+        .to_vec();
+    sim.hosts[A].node.advance_transmit(1);
     let from = sim.addrs[A];
-    assert!(sim.nodes[B]
-        .handle_datagram(sim.now, from, &mut init.clone())
+    let now = sim.now;
+    assert!(sim.hosts[B]
+        .node
+        .handle_datagram(now, from, &mut init.clone())
         .is_ok());
     let later = sim.now + secs(1);
     assert_eq!(
-        sim.nodes[B].handle_datagram(later, from, &mut init.clone()),
+        sim.hosts[B]
+            .node
+            .handle_datagram(later, from, &mut init.clone()),
         Err(DatagramError::ReplayedInitiation)
     );
     assert_eq!(
-        sim.nodes[B]
+        sim.hosts[B]
+            .node
             .stats()
             .dropped(DatagramError::ReplayedInitiation),
         1
@@ -277,16 +294,17 @@ fn a_replayed_initiation_is_refused() {
 
 #[test]
 fn a_packet_with_a_source_outside_allowed_ips_is_dropped() {
-    let mut sim = Sim::new(11, Link::CLEAN, NodeOptions::default());
+    let mut sim = Sim::new(11, CLEAN, NodeOptions::default());
     sim.send(A, &numbered(A, 1, 100)).unwrap();
     sim.run_for(secs(1));
     // A routes to B, but claims a source B does not allow for A.
     let spoofed = support::ipv4_udp([10, 9, 9, 9].into(), [10, 0, 0, 2].into(), b"spoofed!");
     sim.send(A, &spoofed).unwrap();
     sim.run_for(secs(1));
-    assert_eq!(sim.delivered[B].len(), 1);
+    assert_eq!(sim.hosts[B].delivered.len(), 1);
     assert_eq!(
-        sim.nodes[B]
+        sim.hosts[B]
+            .node
             .stats()
             .dropped(DatagramError::DisallowedSource),
         1
@@ -299,17 +317,17 @@ fn a_node_under_load_makes_its_peer_prove_its_address_first() {
         under_load_threshold: 0,
         ..NodeOptions::default()
     };
-    let mut sim = Sim::with_options(12, Link::CLEAN, [NodeOptions::default(), options], None);
+    let mut sim = Sim::with_options(12, CLEAN, [NodeOptions::default(), options], None);
     sim.send(A, &numbered(A, 1, 100)).unwrap();
     sim.run_for(secs(1));
     assert!(
-        sim.delivered[B].is_empty(),
+        sim.hosts[B].delivered.is_empty(),
         "first initiation answered with a cookie"
     );
-    assert_eq!(sim.nodes[B].stats().cookies_sent, 1);
+    assert_eq!(sim.hosts[B].node.stats().cookies_sent, 1);
     sim.run_for(REKEY_TIMEOUT + secs(1));
     assert_eq!(
-        sim.delivered[B].len(),
+        sim.hosts[B].delivered.len(),
         1,
         "the retry carried MAC2 and went through"
     );
@@ -326,7 +344,7 @@ proptest! {
         jitter_ms in 0u64..200,
         count in 1u64..300,
     ) {
-        let link = Link { delay: Duration::from_millis(20), jitter: Duration::from_millis(jitter_ms), loss, duplicate };
+        let link = Link { delay: Duration::from_millis(20), jitter: Duration::from_millis(jitter_ms), loss, duplicate, bottleneck: None };
         let mut sim = Sim::new(seed, link, NodeOptions::default());
         let mut sent_by_b = 0;
         for id in 0..count {
@@ -340,7 +358,7 @@ proptest! {
         sim.run_for(secs(5));
         for n in [A, B] {
             let mut seen = HashSet::new();
-            for p in &sim.delivered[n] {
+            for p in &sim.hosts[n].delivered {
                 prop_assert!(seen.insert(id_of(p)), "packet {} delivered twice", id_of(p));
             }
             if loss == 0.0 {
@@ -353,7 +371,7 @@ proptest! {
         // Every duplicated transport message was caught by the replay
         // window: one copy in, the other counted as replayed.
         for n in [A, B] {
-            prop_assert_eq!(sim.nodes[n].stats().dropped(DatagramError::Replayed), sim.duplicated_data[n]);
+            prop_assert_eq!(sim.hosts[n].node.stats().dropped(DatagramError::Replayed), sim.duplicated_data[n]);
         }
     }
 
@@ -361,18 +379,19 @@ proptest! {
     fn arbitrary_bytes_never_panic_and_are_counted(
         datagrams in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..50),
     ) {
-        let mut sim = Sim::new(13, Link::CLEAN, NodeOptions::default());
+        let mut sim = Sim::new(13, CLEAN, NodeOptions::default());
         sim.send(A, &numbered(A, 1, 10)).unwrap();
         sim.run_for(secs(1));
         let from = sim.addrs[A];
-        let before = sim.nodes[B].stats().dropped_total();
+        let before = sim.hosts[B].node.stats().dropped_total();
         let mut refused = 0;
         for mut d in datagrams.clone() {
-            if sim.nodes[B].handle_datagram(sim.now, from, &mut d).is_err() {
+            let now = sim.now;
+            if sim.hosts[B].node.handle_datagram(now, from, &mut d).is_err() {
                 refused += 1;
             }
         }
-        prop_assert_eq!(sim.nodes[B].stats().dropped_total() - before, refused);
+        prop_assert_eq!(sim.hosts[B].node.stats().dropped_total() - before, refused);
         prop_assert_eq!(refused, datagrams.len() as u64, "random bytes never authenticate");
     }
 
@@ -385,18 +404,19 @@ proptest! {
     ) {
         // Capture real messages of every kind, then corrupt them.
         let options = NodeOptions { under_load_threshold: 0, ..NodeOptions::default() };
-        let mut sim = Sim::new(seed, Link::CLEAN, options);
+        let mut sim = Sim::new(seed, CLEAN, options);
         sim.send(A, &numbered(A, 1, 50)).unwrap();
         sim.run_for(secs(10));
         sim.send(B, &numbered(B, 2, 50)).unwrap();
         let peer = sim.peer_of(A);
-        sim.nodes[A].connect(peer, sim.now);
+        let now = sim.now;
+        sim.hosts[A].node.connect(peer, now);
         let mut captured = Vec::new();
         for n in [A, B] {
-            while let Some(t) = sim.nodes[n].poll_transmit(64) {
+            while let Some(t) = sim.hosts[n].node.poll_transmit(64) {
                 captured.extend(t.contents.chunks(t.segment_size).map(<[u8]>::to_vec));
                 let k = t.segments();
-                sim.nodes[n].advance_transmit(k);
+                sim.hosts[n].node.advance_transmit(k);
             }
         }
         for mut m in captured {
@@ -410,7 +430,8 @@ proptest! {
             }
             for n in [A, B] {
                 let from = sim.addrs[1 - n];
-                let _ = sim.nodes[n].handle_datagram(sim.now, from, &mut m.clone());
+                let now = sim.now;
+                let _ = sim.hosts[n].node.handle_datagram(now, from, &mut m.clone());
             }
         }
     }
@@ -428,7 +449,8 @@ fn initiations(sim: &Sim, n: usize, since: Instant) -> Vec<Instant> {
 }
 
 fn no_replies(sim: &Sim, n: usize) -> Vec<(Instant, Duration)> {
-    sim.events[n]
+    sim.hosts[n]
+        .events
         .iter()
         .filter_map(|(t, e)| match e {
             Event::NoReply { waited, .. } => Some((*t, *waited)),
@@ -439,7 +461,7 @@ fn no_replies(sim: &Sim, n: usize) -> Vec<(Instant, Duration)> {
 
 /// A up and talking to B, each having answered the other.
 fn talking(seed: u64) -> Sim {
-    talking_over(seed, Link::CLEAN)
+    talking_over(seed, CLEAN)
 }
 
 fn talking_over(seed: u64, link: Link) -> Sim {
@@ -458,7 +480,7 @@ fn talking_over(seed: u64, link: Link) -> Sim {
 fn a_restarted_responder_is_handshaked_again_within_a_second() {
     let mut sim = talking(20);
     sim.restart(B);
-    let delivered = sim.delivered[B].len();
+    let delivered = sim.hosts[B].delivered.len();
     // A new connection: its SYN goes out on the session B forgot, and TCP
     // sends it again after its initial timeout of 1 s.
     let t0 = sim.now;
@@ -479,7 +501,7 @@ fn a_restarted_responder_is_handshaked_again_within_a_second() {
         "handshake completed before the SYN was sent again: {done:?}"
     );
     // The retransmitted SYN rode the new session and reached the new B.
-    assert_eq!(sim.delivered[B][delivered..], [tcp(A, 3, SYN, 0)]);
+    assert_eq!(sim.hosts[B].delivered[delivered..], [tcp(A, 3, SYN, 0)]);
     let events = no_replies(&sim, A);
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].1, after);
@@ -490,7 +512,7 @@ fn on_a_long_path_silence_waits_a_few_round_trips() {
     // 300 ms round trips: four of them are more than the floor.
     let link = Link {
         delay: Duration::from_millis(150),
-        ..Link::CLEAN
+        ..CLEAN
     };
     let mut sim = talking_over(24, link);
     sim.restart(B);

@@ -151,7 +151,7 @@ fn open_many(n: usize, tune: &dyn Fn(&mut StackOptions)) -> (Duration, Net, Vec<
     let mut pending: Vec<ConnId> = client.clone();
     while established < n {
         net.step(Duration::from_millis(1));
-        while let Some(a) = net.stack(GATEWAY).poll_accepted() {
+        while let Some(a) = net.poll_accepted() {
             if let Accepted::Tcp { conn, .. } = a {
                 net.stack(GATEWAY).tcp_accept(conn).unwrap();
                 gateway.push(conn);

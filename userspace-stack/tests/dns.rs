@@ -136,7 +136,7 @@ fn ips(list: &[&str]) -> Vec<IpAddr> {
 
 #[test]
 fn a_and_aaaa_answers_come_back_and_are_cached_for_their_ttl() {
-    let mut net = Net::new(1, Link::CLEAN);
+    let mut net = Net::new(1, CLEAN);
     let mut dns = Responder::new(&mut net);
     let (r, _) = resolve(&mut net, &mut dns, "host.test");
     assert_eq!(r, Ok(ips(&["10.1.2.3", "fd00::1234"])));
@@ -158,7 +158,7 @@ fn a_and_aaaa_answers_come_back_and_are_cached_for_their_ttl() {
 
 #[test]
 fn cnames_are_followed() {
-    let mut net = Net::new(2, Link::CLEAN);
+    let mut net = Net::new(2, CLEAN);
     let mut dns = Responder::new(&mut net);
     let (r, _) = resolve(&mut net, &mut dns, "alias.test");
     assert_eq!(r, Ok(ips(&["10.1.2.3"])));
@@ -166,7 +166,7 @@ fn cnames_are_followed() {
 
 #[test]
 fn nxdomain_is_reported_at_once_not_as_a_timeout() {
-    let mut net = Net::new(3, Link::CLEAN);
+    let mut net = Net::new(3, CLEAN);
     let mut dns = Responder::new(&mut net);
     let (r, took) = resolve(&mut net, &mut dns, "missing.test");
     assert_eq!(r, Err(DnsError::NxDomain));
@@ -181,7 +181,7 @@ fn nxdomain_is_reported_at_once_not_as_a_timeout() {
 
 #[test]
 fn a_silent_server_times_out_after_the_retries() {
-    let mut net = Net::new(4, Link::CLEAN);
+    let mut net = Net::new(4, CLEAN);
     let mut dns = Responder::new(&mut net);
     let (r, took) = resolve(&mut net, &mut dns, "slow.test");
     assert_eq!(r, Err(DnsError::Timeout));
@@ -194,7 +194,7 @@ fn a_silent_server_times_out_after_the_retries() {
 
 #[test]
 fn a_name_with_only_an_ipv4_address_resolves_without_waiting() {
-    let mut net = Net::new(5, Link::CLEAN);
+    let mut net = Net::new(5, CLEAN);
     let mut dns = Responder::new(&mut net);
     let (r, took) = resolve(&mut net, &mut dns, "v4only.test");
     assert_eq!(r, Ok(ips(&["10.1.2.3"])));
@@ -203,7 +203,7 @@ fn a_name_with_only_an_ipv4_address_resolves_without_waiting() {
 
 #[test]
 fn literals_and_bad_names_need_no_server() {
-    let mut net = Net::new(6, Link::CLEAN);
+    let mut net = Net::new(6, CLEAN);
     let mut dns = Responder::new(&mut net);
     let (r, took) = resolve(&mut net, &mut dns, "192.0.2.9");
     assert_eq!((r, took), (Ok(ips(&["192.0.2.9"])), Duration::ZERO));

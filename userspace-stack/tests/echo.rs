@@ -15,7 +15,7 @@ fn ip(s: &str) -> IpAddr {
 
 #[test]
 fn a_ping_to_the_gateways_address_is_answered_over_ipv4_and_ipv6() {
-    let mut net = Net::new(1, Link::CLEAN);
+    let mut net = Net::new(1, CLEAN);
     net.handshake();
     for target in [ip("10.0.0.2"), ip("fd00::2")] {
         assert_eq!(net.stack(CLIENT).echo_answered(target), None);
@@ -30,7 +30,7 @@ fn a_ping_to_the_gateways_address_is_answered_over_ipv4_and_ipv6() {
 
 #[test]
 fn the_gateway_does_not_answer_for_addresses_it_only_forwards_to() {
-    let mut net = Net::new(2, Link::CLEAN);
+    let mut net = Net::new(2, CLEAN);
     net.handshake();
     net.stack(CLIENT).ping(ip("192.0.2.77")).unwrap();
     for _ in 0..20 {
@@ -42,7 +42,7 @@ fn the_gateway_does_not_answer_for_addresses_it_only_forwards_to() {
 
 #[test]
 fn targets_are_bounded_and_need_an_address_of_their_family() {
-    let mut net = Net::with(3, Link::CLEAN, |o| o.addresses.truncate(1), |_| {});
+    let mut net = Net::with(3, CLEAN, |o| o.addresses.truncate(1), |_| {});
     assert_eq!(
         net.stack(CLIENT).ping(ip("fd00::2")),
         Err(EchoError::NoSourceAddress)

@@ -35,7 +35,7 @@ fn open(net: &mut Net, n: usize) -> Vec<(ConnId, ConnId)> {
         .collect();
     let mut gateway = Vec::new();
     net.run_until(Duration::from_secs(10), "the connections", |net| {
-        while let Some(a) = net.stack(GATEWAY).poll_accepted() {
+        while let Some(a) = net.poll_accepted() {
             if let Accepted::Tcp { conn, .. } = a {
                 net.stack(GATEWAY).tcp_accept(conn).unwrap();
                 gateway.push(conn);
@@ -188,7 +188,7 @@ fn idle_connections_hold_a_few_pages_and_drained_ones_give_theirs_back() {
     let budget = 16 * MIB;
     let mut net = Net::with(
         4,
-        Link::CLEAN,
+        CLEAN,
         |o| o.buffer_budget = budget,
         |o| o.buffer_budget = budget,
     );

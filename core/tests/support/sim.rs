@@ -1,92 +1,86 @@
-//! Two nodes on a simulated network with a simulated clock.
-//!
-//! Time jumps straight to the next thing that happens (a datagram arriving,
-//! a node's timer), so hours of protocol run in milliseconds and every run
-//! with the same seed is the same run.
+//! Two WireGuard nodes on the simulated network every sans-IO test shares
+//! (`underpass_sim`): time jumps straight to the next thing that happens,
+//! so hours of protocol run in milliseconds and every run with the same
+//! seed is the same run.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use underpass_core::{
     Event, Instant, Node, NodeOptions, PeerId, PeerOptions, PrivateKey, Received, SendError,
+    Transmit,
 };
+use underpass_sim::Host;
+pub use underpass_sim::Link;
 
 use super::*;
 
-/// Impairments of the link, applied to every datagram in both directions.
-#[derive(Debug, Clone, Copy)]
-pub struct Link {
-    pub delay: Duration,
-    /// Extra random delay up to this much; datagrams overtake each other.
-    pub jitter: Duration,
-    pub loss: f64,
-    pub duplicate: f64,
+/// The link of most tests: 10 ms each way, nothing lost.
+pub const CLEAN: Link = Link::delay(Duration::from_millis(10));
+
+/// A WireGuard node as a host of the simulated network, with what it
+/// received and emitted.
+pub struct TestNode {
+    pub node: Node,
+    /// IP packets the node received, in order.
+    pub delivered: Vec<Vec<u8>>,
+    /// Events the node emitted, with when.
+    pub events: Vec<(Instant, Event)>,
 }
 
-impl Link {
-    pub const CLEAN: Link = Link {
-        delay: Duration::from_millis(10),
-        jitter: Duration::ZERO,
-        loss: 0.0,
-        duplicate: 0.0,
-    };
-}
-
-struct InFlight {
-    at: Instant,
-    seq: u64,
-    to: usize,
-    from: SocketAddr,
-    bytes: Vec<u8>,
-    /// For both copies of a duplicated transport message: which pair.
-    pair: Option<u64>,
-}
-
-impl PartialEq for InFlight {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
+impl Host for TestNode {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) {
+        if let Ok(Received::Packet { packet, .. }) = self.node.handle_datagram(now, from, datagram)
+        {
+            self.delivered.push(packet.to_vec());
+        }
     }
-}
-impl Eq for InFlight {}
-impl PartialOrd for InFlight {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
+    fn handle_timeout(&mut self, now: Instant) {
+        Host::handle_timeout(&mut self.node, now);
+        while let Some(e) = self.node.poll_event() {
+            self.events.push((now, e));
+        }
     }
-}
-impl Ord for InFlight {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.node.poll_timeout()
+    }
+    fn poll_transmit(&self, max_segments: usize) -> Option<Transmit<'_>> {
+        self.node.poll_transmit(max_segments)
+    }
+    fn advance_transmit(&mut self, segments: usize) {
+        self.node.advance_transmit(segments);
     }
 }
 
+impl TestNode {
+    fn new(node: Node) -> TestNode {
+        TestNode {
+            node,
+            delivered: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+/// Two nodes on the shared simulated network (`underpass_sim`), and how
+/// each was made, so one can restart.
 pub struct Sim {
-    pub now: Instant,
-    pub nodes: [Node; 2],
-    pub addrs: [SocketAddr; 2],
-    pub link: Link,
-    /// Whether each node's datagrams reach the network at all.
-    pub up: [bool; 2],
-    rng: ChaCha8Rng,
-    seq: u64,
-    in_flight: BinaryHeap<Reverse<InFlight>>,
-    /// IP packets each node received, in order.
-    pub delivered: [Vec<Vec<u8>>; 2],
-    /// Events each node emitted, with when.
-    pub events: [Vec<(Instant, Event)>; 2],
-    /// Datagrams each node put on the wire, with when and their length.
-    pub sent: [Vec<(Instant, usize)>; 2],
-    /// Transport messages of which both copies reached each node (counted
-    /// when the second arrives: copies reorder, and one still in flight
-    /// when a run ends was not delivered).
-    pub duplicated_data: [u64; 2],
-    pairs_arrived: HashSet<u64>,
-    /// How each node was made, for [`Sim::restart`].
+    net: underpass_sim::Sim<TestNode>,
     setup: [(PrivateKey, NodeOptions, PeerOptions); 2],
     restarts: u64,
+}
+
+impl std::ops::Deref for Sim {
+    type Target = underpass_sim::Sim<TestNode>;
+    fn deref(&self) -> &Self::Target {
+        &self.net
+    }
+}
+
+impl std::ops::DerefMut for Sim {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.net
+    }
 }
 
 pub const A: usize = 0;
@@ -125,20 +119,11 @@ impl Sim {
         let pb = peer(ka.public_key(), None, &["10.0.0.1/32"]);
         a.add_peer(pa.clone(), Instant::ZERO).unwrap();
         b.add_peer(pb.clone(), Instant::ZERO).unwrap();
+        let mut net =
+            underpass_sim::Sim::new([TestNode::new(a), TestNode::new(b)], addrs, link, seed);
+        net.record_sent = true;
         Sim {
-            now: Instant::ZERO,
-            nodes: [a, b],
-            addrs,
-            link,
-            up: [true, true],
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            seq: 0,
-            in_flight: BinaryHeap::new(),
-            delivered: [Vec::new(), Vec::new()],
-            events: [Vec::new(), Vec::new()],
-            sent: [Vec::new(), Vec::new()],
-            duplicated_data: [0, 0],
-            pairs_arrived: HashSet::new(),
+            net,
             setup: [(ka, options_a, pa), (kb, options_b, pb)],
             restarts: 0,
         }
@@ -158,121 +143,19 @@ impl Sim {
             WALL + self.now.since_epoch(),
         );
         node.add_peer(peer, self.now).unwrap();
-        self.nodes[n] = node;
+        self.hosts[n].node = node;
     }
 
     pub fn peer_of(&self, node: usize) -> PeerId {
-        only_peer(&self.nodes[node])
+        only_peer(&self.hosts[node].node)
     }
 
     /// Sends an IP packet from `node`.
     pub fn send(&mut self, node: usize, packet: &[u8]) -> Result<(), SendError> {
-        let result = self.nodes[node].handle_ip_packet(self.now, packet);
-        self.pump();
+        let now = self.now;
+        let result = self.hosts[node].node.handle_ip_packet(now, packet);
+        self.net.pump();
         result
-    }
-
-    /// Puts everything the nodes queued on the wire, impaired.
-    fn pump(&mut self) {
-        for from in [A, B] {
-            while let Some(t) = self.nodes[from].poll_transmit(64) {
-                let n = t.segments();
-                let datagrams: Vec<Vec<u8>> = t
-                    .contents
-                    .chunks(t.segment_size)
-                    .map(<[u8]>::to_vec)
-                    .collect();
-                let dst = t.dst;
-                self.nodes[from].advance_transmit(n);
-                for bytes in datagrams {
-                    self.sent[from].push((self.now, bytes.len()));
-                    let Some(to) = self.addrs.iter().position(|a| *a == dst) else {
-                        continue; // nobody there
-                    };
-                    if !self.up[from] || self.rng.gen_bool(self.link.loss) {
-                        continue;
-                    }
-                    let copies = if self.rng.gen_bool(self.link.duplicate) {
-                        2
-                    } else {
-                        1
-                    };
-                    let pair = (copies == 2 && bytes[0] == 4).then(|| {
-                        self.seq += 1;
-                        self.seq
-                    });
-                    for _ in 0..copies {
-                        let jitter = if self.link.jitter.is_zero() {
-                            Duration::ZERO
-                        } else {
-                            self.link.jitter.mul_f64(self.rng.gen::<f64>())
-                        };
-                        self.seq += 1;
-                        self.in_flight.push(Reverse(InFlight {
-                            at: self.now + self.link.delay + jitter,
-                            seq: self.seq,
-                            to,
-                            from: self.addrs[from],
-                            bytes: bytes.clone(),
-                            pair,
-                        }));
-                    }
-                }
-            }
-        }
-    }
-
-    fn collect_events(&mut self) {
-        for n in [A, B] {
-            while let Some(e) = self.nodes[n].poll_event() {
-                self.events[n].push((self.now, e));
-            }
-        }
-    }
-
-    /// Runs until nothing happens before `until`; the clock ends at `until`.
-    pub fn run_until(&mut self, until: Instant) {
-        loop {
-            self.pump();
-            self.collect_events();
-            let next_arrival = self.in_flight.peek().map(|Reverse(f)| f.at);
-            let next_timer = self.nodes.iter().filter_map(Node::poll_timeout).min();
-            let next = [next_arrival, next_timer].into_iter().flatten().min();
-            match next {
-                Some(t) if t <= until => {
-                    self.now = self.now.max(t);
-                    while let Some(Reverse(f)) = self.in_flight.peek() {
-                        if f.at > self.now {
-                            break;
-                        }
-                        let Reverse(mut f) = self.in_flight.pop().unwrap();
-                        if let Some(p) = f.pair {
-                            // The second copy to arrive, whichever it is.
-                            if !self.pairs_arrived.insert(p) {
-                                self.duplicated_data[f.to] += 1;
-                            }
-                        }
-                        if let Ok(Received::Packet { packet, .. }) =
-                            self.nodes[f.to].handle_datagram(self.now, f.from, &mut f.bytes)
-                        {
-                            self.delivered[f.to].push(packet.to_vec());
-                        }
-                    }
-                    for n in [A, B] {
-                        if self.nodes[n].poll_timeout().is_some_and(|t| t <= self.now) {
-                            self.nodes[n].handle_timeout(self.now);
-                        }
-                    }
-                }
-                _ => break,
-            }
-        }
-        self.now = self.now.max(until);
-    }
-
-    pub fn run_for(&mut self, d: Duration) {
-        let until = self.now + d;
-        self.run_until(until);
     }
 
     /// Moves node `n` to a new source address (NAT rebinding).
@@ -281,7 +164,8 @@ impl Sim {
     }
 
     pub fn handshakes(&self, n: usize) -> Vec<Instant> {
-        self.events[n]
+        self.hosts[n]
+            .events
             .iter()
             .filter(|(_, e)| matches!(e, Event::HandshakeCompleted { .. }))
             .map(|(t, _)| *t)

@@ -275,21 +275,28 @@ impl Engine {
         }
         self.stack.poll(now);
         while self.node.pending_transmit_bytes() < self.options.max_pending_transmit {
-            let (node, tap) = (&mut self.node, &mut self.tap);
-            self.stack.drain_outbound(|packet| {
-                if let Some(tap) = tap.as_mut() {
-                    tap.packet(packet);
-                }
-                if let Err(e) = node.handle_ip_packet(now, packet) {
-                    tracing::trace!(error = %e, "packet not sent");
-                }
-            });
+            self.encrypt_outbound(now);
             if !self.stack.outbound_full() {
                 break;
             }
             self.stack.poll(now);
         }
         self.collect_events(now);
+    }
+
+    /// Encrypts the packets the stack has queued, without polling it for
+    /// more: [`Engine::handle_timeout`] does this in a loop; tests that
+    /// look at one flight at a time call it alone.
+    pub fn encrypt_outbound(&mut self, now: Instant) {
+        let (node, tap) = (&mut self.node, &mut self.tap);
+        self.stack.drain_outbound(|packet| {
+            if let Some(tap) = tap.as_mut() {
+                tap.packet(packet);
+            }
+            if let Err(e) = node.handle_ip_packet(now, packet) {
+                tracing::trace!(error = %e, "packet not sent");
+            }
+        });
     }
 
     /// The next batch of encrypted datagrams for the transport: up to

@@ -1,18 +1,22 @@
-//! A client and a gateway, each a core node with a stack, on a simulated
-//! link with a simulated clock. Time jumps to the next thing that happens.
+//! A client and a gateway, each an engine (a core node with a stack), on
+//! the simulated network every sans-IO test shares. Time jumps to the
+//! next thing that happens.
 #![allow(dead_code)]
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::cell::{Cell, RefCell};
 use std::hash::Hasher;
 use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use underpass_core::{Instant, Node, NodeOptions, PeerOptions, PrivateKey, Received};
-use underpass_stack::{Accepted, ConnId, Stack, StackOptions, TcpError};
+use underpass_core::{Instant, Node, NodeOptions, PeerOptions, PrivateKey};
+use underpass_stack::{
+    Accepted, ConnId, Engine, EngineEvent, EngineOptions, PacketTap, Stack, StackOptions, TcpError,
+};
 
 pub static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Trace packets from this many milliseconds of simulated time on.
@@ -20,88 +24,103 @@ pub static TRACE_FROM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 pub const CLIENT: usize = 0;
 pub const GATEWAY: usize = 1;
 
-/// The path between the hosts, the same each way (each direction has
-/// its own bottleneck queue).
-#[derive(Debug, Clone, Copy)]
-pub struct Link {
-    /// One-way delay.
-    pub delay: Duration,
-    pub jitter: Duration,
-    pub loss: f64,
-    pub duplicate: f64,
-    /// A bottleneck: bits per second and a drop-tail queue in bytes.
-    pub bottleneck: Option<(u64, usize)>,
+pub use underpass_sim::Link;
+
+/// The link of most tests: half a millisecond each way, nothing lost.
+pub const CLEAN: Link = Link::delay(Duration::from_micros(500));
+
+/// TCP segments a host sent, as (flags, payload length).
+type Segments = Rc<RefCell<Vec<(u8, usize)>>>;
+
+/// Sees each host's packets in the clear: records the TCP segments a host
+/// sends while [`Net::carry`] asks, and prints them when tracing.
+struct Observer {
+    host: usize,
+    recording: Rc<Cell<bool>>,
+    segments: Segments,
+    clock_ms: Rc<Cell<u64>>,
 }
 
-impl Link {
-    pub const CLEAN: Link = Link {
-        delay: Duration::from_micros(500),
-        jitter: Duration::ZERO,
-        loss: 0.0,
-        duplicate: 0.0,
-        bottleneck: None,
-    };
-
-    /// A long path: `rtt` round trip, `mbit` Mbit/s at the bottleneck with
-    /// a queue of one bandwidth-delay product, `loss` at random.
-    pub fn wan(rtt: Duration, mbit: u64, loss: f64) -> Link {
-        let rate = mbit * 1_000_000;
-        let bdp = (rate as f64 / 8.0 * rtt.as_secs_f64()) as usize;
-        Link {
-            delay: rtt / 2,
-            jitter: Duration::ZERO,
-            loss,
-            duplicate: 0.0,
-            bottleneck: Some((rate, bdp.max(64 * 1024))),
+impl PacketTap for Observer {
+    fn packet(&mut self, p: &[u8]) {
+        if p.first().map(|b| b >> 4) != Some(4) || p.len() < 40 || p[9] != 6 {
+            return;
+        }
+        let tcp = &p[20..];
+        let header = usize::from(tcp[12] >> 4) * 4;
+        if self.recording.get() {
+            self.segments
+                .borrow_mut()
+                .push((tcp[13], tcp.len() - header));
+        }
+        if self.host == CLIENT
+            && (TRACE.load(Ordering::Relaxed)
+                || TRACE_FROM.load(Ordering::Relaxed) < self.clock_ms.get())
+        {
+            trace(self.clock_ms.get(), p);
         }
     }
 }
 
-pub struct Host {
-    pub node: Node,
-    pub stack: Stack,
-    pub addr: SocketAddr,
+/// One line per TCP segment the client sends or receives.
+fn trace(ms: u64, p: &[u8]) {
+    let t = &p[20..];
+    let hl = usize::from(t[12] >> 4) * 4;
+    let mut sack = Vec::new();
+    let mut o = 20;
+    while o + 1 < hl {
+        match t[o] {
+            0 => break,
+            1 => o += 1,
+            kind => {
+                let len = usize::from(t[o + 1]).max(2);
+                if kind == 5 {
+                    for b in t[o + 2..o + len].chunks(8) {
+                        let l = u32::from_be_bytes(b[0..4].try_into().unwrap());
+                        let r = u32::from_be_bytes(b[4..8].try_into().unwrap());
+                        sack.push((l, r));
+                    }
+                }
+                o += len;
+            }
+        }
+    }
+    eprintln!(
+        "{ms} ms {}.{} > {}.{} flags {:02x} seq {} ack {} len {} win {} sack {:?}",
+        p[15],
+        u16::from_be_bytes([t[0], t[1]]),
+        p[19],
+        u16::from_be_bytes([t[2], t[3]]),
+        t[13],
+        u32::from_be_bytes(t[4..8].try_into().unwrap()),
+        u32::from_be_bytes(t[8..12].try_into().unwrap()),
+        p.len() - 20 - hl,
+        u16::from_be_bytes([t[14], t[15]]),
+        sack
+    );
 }
 
-struct Flight {
-    at: Instant,
-    seq: u64,
-    to: usize,
-    from: SocketAddr,
-    bytes: Vec<u8>,
-}
-
-impl PartialEq for Flight {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Flight {}
-impl PartialOrd for Flight {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Flight {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
+/// A client and a gateway, each an [`Engine`] (a core node and a stack),
+/// on the shared simulated network (`underpass_sim`).
 pub struct Net {
-    pub now: Instant,
-    pub hosts: [Host; 2],
-    pub link: Link,
-    /// Drop everything the gateway would receive (a dead far end).
-    pub blackhole: bool,
-    rng: ChaCha8Rng,
-    seq: u64,
-    flights: BinaryHeap<Reverse<Flight>>,
-    pub datagrams: u64,
-    /// When each host's bottleneck is next free.
-    busy_until: [Instant; 2],
-    /// Datagrams the bottleneck queues dropped.
-    pub queue_drops: u64,
+    sim: underpass_sim::Sim<Engine>,
+    recording: [Rc<Cell<bool>>; 2],
+    segments: [Segments; 2],
+    clock_ms: Rc<Cell<u64>>,
+    accepted: std::collections::VecDeque<Accepted>,
+}
+
+impl std::ops::Deref for Net {
+    type Target = underpass_sim::Sim<Engine>;
+    fn deref(&self) -> &Self::Target {
+        &self.sim
+    }
+}
+
+impl std::ops::DerefMut for Net {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.sim
+    }
 }
 
 pub fn waker() -> Waker {
@@ -175,175 +194,52 @@ impl Net {
         let cs = Stack::new(co, Instant::ZERO).unwrap();
         let mut gs = Stack::new(go, Instant::ZERO).unwrap();
         gs.set_accept_any(Box::new(|_, dst: SocketAddr| dst.port() != 9));
+        let mut hosts = [
+            Engine::new(cn, cs, EngineOptions::default()),
+            Engine::new(gn, gs, EngineOptions::default()),
+        ];
+        let recording = [Rc::new(Cell::new(false)), Rc::new(Cell::new(false))];
+        let segments = [Rc::default(), Rc::default()];
+        let clock_ms = Rc::new(Cell::new(0));
+        for (h, engine) in hosts.iter_mut().enumerate() {
+            engine.set_tap(Box::new(Observer {
+                host: h,
+                recording: recording[h].clone(),
+                segments: Rc::clone(&segments[h]),
+                clock_ms: clock_ms.clone(),
+            }));
+        }
         Net {
-            now: Instant::ZERO,
-            hosts: [
-                Host {
-                    node: cn,
-                    stack: cs,
-                    addr: ca,
-                },
-                Host {
-                    node: gn,
-                    stack: gs,
-                    addr: ga,
-                },
-            ],
-            link,
-            blackhole: false,
-            rng: ChaCha8Rng::seed_from_u64(seed ^ 0xabcdef),
-            seq: 0,
-            flights: BinaryHeap::new(),
-            datagrams: 0,
-            busy_until: [Instant::ZERO; 2],
-            queue_drops: 0,
+            sim: underpass_sim::Sim::new(hosts, [ca, ga], link, seed ^ 0xabcdef),
+            recording,
+            segments,
+            clock_ms,
+            accepted: Default::default(),
         }
     }
 
     pub fn stack(&mut self, h: usize) -> &mut Stack {
-        &mut self.hosts[h].stack
-    }
-
-    /// Moves packets between each host's stack and node and onto the link.
-    fn pump(&mut self) {
-        for h in [CLIENT, GATEWAY] {
-            let now = self.now;
-            let from = self.hosts[h].addr;
-            let host = &mut self.hosts[h];
-            host.stack.poll(now);
-            loop {
-                let node = &mut host.node;
-                host.stack.drain_outbound(|p| {
-                    let _ = node.handle_ip_packet(now, p);
-                });
-                if !host.stack.outbound_full() {
-                    break;
-                }
-                host.stack.poll(now);
-            }
-            while let Some(t) = host.node.poll_transmit(64) {
-                let n = t.segments();
-                let dgrams: Vec<Vec<u8>> = t
-                    .contents
-                    .chunks(t.segment_size)
-                    .map(<[u8]>::to_vec)
-                    .collect();
-                host.node.advance_transmit(n);
-                for bytes in dgrams {
-                    self.datagrams += 1;
-                    if self.rng.gen_bool(self.link.loss) || (h == CLIENT && self.blackhole) {
-                        continue;
-                    }
-                    let mut depart = self.now;
-                    if let Some((rate, queue)) = self.link.bottleneck {
-                        let busy = self.busy_until[h].max(self.now);
-                        let queued = (busy - self.now).as_secs_f64() * rate as f64 / 8.0;
-                        if queued as usize + bytes.len() > queue {
-                            self.queue_drops += 1;
-                            continue;
-                        }
-                        let wire = Duration::from_secs_f64(bytes.len() as f64 * 8.0 / rate as f64);
-                        depart = busy + wire;
-                        self.busy_until[h] = depart;
-                    }
-                    let copies = if self.rng.gen_bool(self.link.duplicate) {
-                        2
-                    } else {
-                        1
-                    };
-                    for _ in 0..copies {
-                        let jitter = self.link.jitter.mul_f64(self.rng.gen::<f64>());
-                        self.seq += 1;
-                        self.flights.push(Reverse(Flight {
-                            at: depart + self.link.delay + jitter,
-                            seq: self.seq,
-                            to: 1 - h,
-                            from,
-                            bytes: bytes.clone(),
-                        }));
-                    }
-                }
-            }
-        }
+        self.sim.hosts[h].stack_mut()
     }
 
     /// Advances the clock to the next event (or by at most `max`) and
     /// handles everything due.
     pub fn step(&mut self, max: Duration) {
-        self.pump();
-        let arrival = self.flights.peek().map(|Reverse(f)| f.at);
-        let mut next = arrival;
-        for h in 0..2 {
-            let t = [
-                self.hosts[h].node.poll_timeout(),
-                self.hosts[h].stack.poll_timeout(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            next = [next, t].into_iter().flatten().min();
-        }
-        let limit = self.now + max;
-        self.now = next.unwrap_or(limit).clamp(self.now, limit);
-        let mut batches = [false; 2];
-        while let Some(Reverse(f)) = self.flights.peek() {
-            if f.at > self.now {
-                break;
-            }
-            let Reverse(mut f) = self.flights.pop().unwrap();
-            let host = &mut self.hosts[f.to];
-            if let Ok(Received::Packet { packet, .. }) =
-                host.node.handle_datagram(self.now, f.from, &mut f.bytes)
-            {
-                if (TRACE.load(std::sync::atomic::Ordering::Relaxed)
-                    || TRACE_FROM.load(std::sync::atomic::Ordering::Relaxed)
-                        < self.now.since_epoch().as_millis() as u64)
-                    && packet[9] == 6
-                {
-                    let t = &packet[20..];
-                    let hl = usize::from(t[12] >> 4) * 4;
-                    let mut sack = Vec::new();
-                    let mut o = 20;
-                    while o + 1 < hl {
-                        match t[o] {
-                            0 => break,
-                            1 => o += 1,
-                            kind => {
-                                let len = usize::from(t[o + 1]).max(2);
-                                if kind == 5 {
-                                    for b in t[o + 2..o + len].chunks(8) {
-                                        let l = u32::from_be_bytes(b[0..4].try_into().unwrap());
-                                        let r = u32::from_be_bytes(b[4..8].try_into().unwrap());
-                                        sack.push((l, r));
-                                    }
-                                }
-                                o += len;
-                            }
-                        }
-                    }
-                    eprintln!(
-                        "{:?} to {} flags {:02x} seq {} ack {} len {} win {} sack {:?}",
-                        self.now,
-                        f.to,
-                        t[13],
-                        u32::from_be_bytes(t[4..8].try_into().unwrap()),
-                        u32::from_be_bytes(t[8..12].try_into().unwrap()),
-                        packet.len() - 20 - hl,
-                        u16::from_be_bytes([t[14], t[15]]),
-                        sack
-                    );
+        self.clock_ms
+            .set(self.sim.now.since_epoch().as_millis() as u64);
+        self.sim.step(max);
+        for engine in &mut self.sim.hosts {
+            while let Some(event) = engine.poll_event() {
+                if let EngineEvent::Accepted(a) = event {
+                    self.accepted.push_back(a);
                 }
-                host.stack.receive(self.now, packet);
-            }
-            batches[f.to] = true;
-        }
-        for h in 0..2 {
-            let host = &mut self.hosts[h];
-            if host.node.poll_timeout().is_some_and(|t| t <= self.now) {
-                host.node.handle_timeout(self.now);
             }
         }
-        self.pump();
+    }
+
+    /// The next flow the gateway took in, for the test to accept.
+    pub fn poll_accepted(&mut self) -> Option<Accepted> {
+        self.accepted.pop_front()
     }
 
     /// Steps until `done` holds, failing after `limit` of simulated time.
@@ -369,29 +265,19 @@ impl Net {
     /// (flags, payload length).
     pub fn carry(&mut self, h: usize) -> Vec<(u8, usize)> {
         let now = self.now;
-        let from = self.hosts[h].addr;
-        let mut segments = Vec::new();
-        let host = &mut self.hosts[h];
-        let node = &mut host.node;
-        host.stack.drain_outbound(|p| {
-            if p[9] == 6 {
-                let tcp = &p[20..];
-                let header = usize::from(tcp[12] >> 4) * 4;
-                segments.push((tcp[13], tcp.len() - header));
-            }
-            let _ = node.handle_ip_packet(now, p);
-        });
+        let from = self.addrs[h];
+        self.recording[h].set(true);
+        self.sim.hosts[h].encrypt_outbound(now);
+        self.recording[h].set(false);
+        let segments = std::mem::take(&mut *self.segments[h].borrow_mut());
         let mut datagrams = Vec::new();
-        while let Some(t) = host.node.poll_transmit(64) {
+        while let Some(t) = self.sim.hosts[h].poll_transmit(64) {
             datagrams.extend(t.contents.chunks(t.segment_size).map(<[u8]>::to_vec));
-            host.node.advance_transmit(t.segments());
+            let n = t.segments();
+            self.sim.hosts[h].advance_transmit(n);
         }
-        let to = &mut self.hosts[1 - h];
         for mut d in datagrams {
-            if let Ok(Received::Packet { packet, .. }) = to.node.handle_datagram(now, from, &mut d)
-            {
-                to.stack.receive(now, packet);
-            }
+            self.sim.hosts[1 - h].handle_datagram(now, from, &mut d);
         }
         segments
     }
@@ -399,15 +285,12 @@ impl Net {
     /// Brings the WireGuard session up from the client's side, so the
     /// gateway knows where the client is.
     pub fn handshake(&mut self) {
-        let peer = self.hosts[CLIENT].node.peer_ids().next().unwrap();
-        self.hosts[CLIENT].node.connect(peer, self.now);
+        let now = self.now;
+        let peer = self.hosts[CLIENT].node().peer_ids().next().unwrap();
+        self.hosts[CLIENT].connect(peer, now);
         self.run_until(Duration::from_secs(5), "the handshake", |net| {
-            let g = net.hosts[GATEWAY].node.peer_ids().next().unwrap();
-            net.hosts[GATEWAY]
-                .node
-                .peer(g, net.now)
-                .unwrap()
-                .has_session
+            let g = net.hosts[GATEWAY].node().peer_ids().next().unwrap();
+            net.hosts[GATEWAY].has_session(g, net.now)
         });
     }
 
@@ -442,7 +325,7 @@ impl Net {
             Duration::from_secs(10),
             "the gateway to see the SYN",
             |net| {
-                while let Some(a) = net.stack(GATEWAY).poll_accepted() {
+                while let Some(a) = net.poll_accepted() {
                     if let Accepted::Tcp { conn, local, .. } = a {
                         assert_eq!(local, dst, "the gateway sees the original destination");
                         net.stack(GATEWAY).tcp_accept(conn).unwrap();
