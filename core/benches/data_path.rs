@@ -17,6 +17,7 @@ use boringtun::x25519;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use underpass_core::{Instant, Node, NodeOptions, PeerOptions, PrivateKey, Received};
+use underpass_sim::{Link, Sim};
 
 const PACKET: usize = 1420;
 const BATCH: usize = 1024;
@@ -70,12 +71,12 @@ fn core_pair() -> CorePair {
     let mut pb = PeerOptions::new(ka.public_key());
     pb.allowed_ips = vec!["10.0.0.1/32".parse().unwrap()];
     b.add_peer(pb, Instant::ZERO).unwrap();
-    // Handshake: initiation, response, keepalive.
+    // Handshake (initiation, response, keepalive) on the tests' network,
+    // without delay.
     a.connect(underpass_core::PeerId(0), Instant::ZERO);
-    for _ in 0..2 {
-        exchange(&mut a, &mut b, a_addr);
-        exchange(&mut b, &mut a, b_addr);
-    }
+    let mut sim = Sim::new([a, b], [a_addr, b_addr], Link::delay(Duration::ZERO), 1);
+    sim.run_until(Instant::ZERO);
+    let [a, b] = sim.hosts;
     let pair = CorePair { a, b, a_addr };
     assert!(
         pair.a
@@ -84,20 +85,6 @@ fn core_pair() -> CorePair {
             .has_session
     );
     pair
-}
-
-/// Delivers everything `src` queued to `dst`.
-fn exchange(src: &mut Node, dst: &mut Node, src_addr: SocketAddr) {
-    let mut datagrams = Vec::new();
-    while let Some(t) = src.poll_transmit(64) {
-        datagrams.extend(t.contents.chunks(t.segment_size).map(<[u8]>::to_vec));
-        let n = t.segments();
-        src.advance_transmit(n);
-    }
-    for mut d in datagrams {
-        dst.handle_datagram(Instant::ZERO, src_addr, &mut d)
-            .unwrap();
-    }
 }
 
 /// Encrypts one batch with core, flushing the queue every `FLUSH`
