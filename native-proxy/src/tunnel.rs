@@ -601,32 +601,18 @@ impl Tunnel {
     /// family first) until one answers.
     pub async fn connect_host(&self, host: &str, port: u16) -> Result<TunnelStream, ConnectError> {
         let ips = self.resolve(host).await.map_err(ConnectError::Dns)?;
-        let mut last = None;
+        let ips = self.0.borrow().engine.reachable(&ips);
+        let mut last = io::Error::new(
+            io::ErrorKind::NetworkUnreachable,
+            "no route through the tunnel",
+        );
         for ip in ips {
-            if !self.routes_to(ip)
-                || !self
-                    .0
-                    .borrow()
-                    .engine
-                    .stack()
-                    .addresses()
-                    .iter()
-                    .any(|n| n.addr().is_ipv4() == ip.is_ipv4())
-            {
-                last.get_or_insert(io::Error::new(
-                    io::ErrorKind::NetworkUnreachable,
-                    "no route through the tunnel",
-                ));
-                continue;
-            }
             match self.connect(SocketAddr::new(ip, port)).await {
                 Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
+                Err(e) => last = e,
             }
         }
-        Err(ConnectError::Io(last.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, "no address")
-        })))
+        Err(ConnectError::Io(last))
     }
 }
 

@@ -307,13 +307,13 @@ impl Driver {
 
     fn events(&mut self) {
         while let Some(event) = self.engine.poll_event() {
-            match event {
-                EngineEvent::Node(
-                    Event::HandshakeCompleted { .. } | Event::HandshakeTimedOut { .. },
-                ) => self.wake_waiters(),
-                // The relay, not the page, resolves the peer's endpoint;
-                // a browser tunnel accepts no flows.
-                _ => {}
+            // The relay, not the page, resolves the peer's endpoint; a
+            // browser tunnel accepts no flows: only handshakes matter.
+            if let EngineEvent::Node(
+                Event::HandshakeCompleted { .. } | Event::HandshakeTimedOut { .. },
+            ) = event
+            {
+                self.wake_waiters();
             }
         }
     }

@@ -131,16 +131,18 @@ impl Tunnel {
     #[wasm_bindgen(js_name = openTcp)]
     pub async fn open_tcp(&self, host: String, port: u16) -> Result<TcpStream, JsError> {
         let addrs = self.resolve(&host).await?;
-        let mut last = None;
+        let addrs = self.shared.borrow().engine().reachable(&addrs);
+        let mut last =
+            "no route through the tunnel (the peer's AllowedIPs, the tunnel's addresses)"
+                .to_string();
         for ip in addrs {
             match TcpStream::connect(self.shared.clone(), SocketAddr::new(ip, port)).await {
                 Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
+                Err(e) => last = e,
             }
         }
         Err(error(format!(
-            "cannot connect to {host} port {port}: {}",
-            last.unwrap_or_else(|| "no address".into())
+            "cannot connect to {host} port {port}: {last}"
         )))
     }
 

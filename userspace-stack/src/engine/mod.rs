@@ -23,7 +23,7 @@
 //! and must run a turn after changing it.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use underpass_core::{Instant, Node, PeerId, Received, Transmit};
@@ -227,6 +227,20 @@ impl Engine {
                 .and_then(|p| p.endpoint)
                 .map(|e| e.to_string()),
         }
+    }
+
+    /// Those of `ips` worth a connection attempt, in the order given: a
+    /// peer's AllowedIPs hold them and the tunnel has an address of their
+    /// family (a name's IPv6 address is no use on an IPv4-only tunnel).
+    pub fn reachable(&self, ips: &[IpAddr]) -> Vec<IpAddr> {
+        let families = self.stack.addresses();
+        ips.iter()
+            .copied()
+            .filter(|ip| {
+                self.node.route(*ip).is_some()
+                    && families.iter().any(|n| n.addr().is_ipv4() == ip.is_ipv4())
+            })
+            .collect()
     }
 
     /// One encrypted datagram from `from`: a packet for the stack, a
