@@ -28,14 +28,15 @@ use ipnet::IpNet;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 
 mod error;
+mod lex;
 mod parse;
 #[cfg(test)]
 mod tests;
 
 use error::*;
 pub use error::{ConfigError, ConfigErrorKind, EndpointError, SectionKind};
+pub use lex::{ini_quoted, ini_value, lex_line, numbered_lines, Line};
 use parse::*;
-pub use parse::{ini_quoted, ini_value};
 
 /// A parsed configuration.
 ///
@@ -301,10 +302,9 @@ impl fmt::Debug for Entry {
 impl Config {
     /// Reads wg-quick text. The first problem found is returned.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut parser = Parser::default();
-        for (i, line) in text.lines().enumerate() {
-            parser.line(i + 1, line)?;
+        for (n, line) in numbered_lines(text) {
+            parser.line(n, line)?;
         }
         parser.finish()
     }
