@@ -79,6 +79,18 @@ pub struct Credentials {
     pub password: String,
 }
 
+impl Credentials {
+    /// Whether a client gave these credentials. Both halves are compared
+    /// in constant time, and both always, so timing tells an attacker
+    /// neither which half was wrong nor how much of it matched.
+    pub fn matches(&self, username: impl AsRef<[u8]>, password: impl AsRef<[u8]>) -> bool {
+        use subtle::ConstantTimeEq;
+        let user = self.username.as_bytes().ct_eq(username.as_ref());
+        let pass = self.password.as_bytes().ct_eq(password.as_ref());
+        (user & pass).into()
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")

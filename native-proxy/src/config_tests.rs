@@ -585,3 +585,22 @@ fn imports_and_variables_read_comments_and_quotes_as_core_does() {
     );
     assert_eq!(c.secret_vars, ["PW"]);
 }
+
+#[test]
+fn credentials_match_only_when_both_halves_match_whole() {
+    let c = Credentials {
+        username: "alice".into(),
+        password: "s3cret".into(),
+    };
+    assert!(c.matches("alice", "s3cret"));
+    for (user, pass) in [
+        ("alice", "s3cre"),
+        ("alice", "s3cret!"),
+        ("alic", "s3cret"),
+        ("bob", "s3cret"),
+        ("", ""),
+        ("alices3cret", ""),
+    ] {
+        assert!(!c.matches(user, pass), "{user:?} {pass:?}");
+    }
+}

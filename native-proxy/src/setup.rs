@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use underpass_core::config::Endpoint;
 use underpass_core::{Instant, Node, NodeOptions};
 use underpass_stack::{Policy, Stack, StackOptions};
@@ -92,7 +92,10 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
             });
         }
     }
-    let mut options = StackOptions::new(iface.addresses.clone(), rand::rngs::OsRng.next_u64());
+    let mut options = StackOptions::new(
+        iface.addresses.clone(),
+        underpass_core::random::seed_from(&mut rand::rngs::OsRng),
+    );
     options.mtu = usize::from(mtu);
     options.dns_servers = iface.dns.clone();
     options.tcp.max_connections = common.max_connections;
