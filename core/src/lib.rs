@@ -30,6 +30,7 @@ pub mod timers;
 pub mod wire;
 
 pub use allowed_ips::AllowedIps;
+pub use config::DEFAULT_MTU;
 pub use gso::{GsoQueue, Transmit};
 pub use ip::IpHeader;
 pub use keys::{KeyError, PresharedKey, PrivateKey, PublicKey, ShortKey};

@@ -71,7 +71,7 @@ pub struct NodeOptions {
 impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
-            mtu: 1420,
+            mtu: usize::from(crate::DEFAULT_MTU),
             under_load_threshold: 128,
             max_staged_packets: 128,
         }

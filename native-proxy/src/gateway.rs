@@ -95,7 +95,7 @@ pub async fn start(
     let udp_flows = udp::HostFlows::new(udp::Limits {
         max_flows: common.max_udp_flows,
         max_flows_per_client: common.max_udp_flows_per_client,
-        mtu: usize::from(cfg.wg.interface.mtu.unwrap_or(setup::DEFAULT_MTU)),
+        mtu: usize::from(cfg.wg.interface.mtu.unwrap_or(underpass_core::DEFAULT_MTU)),
     });
     setup::check_fd_limit(common);
     match tunnel.with(|e| e.stack.udp_bind(Some(53))) {

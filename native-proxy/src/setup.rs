@@ -27,7 +27,6 @@ pub enum Role {
     Gateway(Policy),
 }
 
-pub const DEFAULT_MTU: u16 = 1420;
 /// wireproxy's default `CheckAliveInterval`, seconds.
 const DEFAULT_CHECK_ALIVE_INTERVAL: u16 = 5;
 
@@ -52,7 +51,7 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
         )))
         }
     };
-    let mtu = iface.mtu.unwrap_or(DEFAULT_MTU);
+    let mtu = iface.mtu.unwrap_or(underpass_core::DEFAULT_MTU);
     let epoch = std::time::Instant::now();
     let wall = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -213,9 +213,10 @@ impl ReferenceClient {
         std::fs::write(peer.dir.path("ref.key"), &keys.private).unwrap();
         let setup = format!(
             "taskset -c 1 wireguard-go {interface} && wg set {interface} private-key {} peer {} endpoint {endpoint} allowed-ips {server_ip}/32 && \
-             ip addr add 10.202.{id}.{host}/32 dev {interface} && ip link set {interface} mtu 1420 up && ip route replace {server_ip}/32 dev {interface}",
+             ip addr add 10.202.{id}.{host}/32 dev {interface} && ip link set {interface} mtu {mtu} up && ip route replace {server_ip}/32 dev {interface}",
             peer.dir.path("ref.key").display(),
             peer.public,
+            mtu = underpass_core::DEFAULT_MTU,
         );
         assert!(sh(&setup).status.success(), "reference wireguard-go");
         std::thread::sleep(Duration::from_millis(500));

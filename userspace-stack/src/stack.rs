@@ -75,6 +75,14 @@ pub enum Congestion {
     Bbr,
 }
 
+/// [`TcpOptions::max_connections`] unless the host says otherwise (the
+/// binary's `--max-connections` defaults to it).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// [`TcpOptions::max_connections_per_source`]'s default.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 4096;
+/// [`StackOptions::buffer_budget`]'s default, bytes.
+pub const DEFAULT_BUFFER_BUDGET: usize = 512 << 20;
+
 impl Default for TcpOptions {
     fn default() -> Self {
         TcpOptions {
@@ -87,8 +95,8 @@ impl Default for TcpOptions {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             keepalive: None,
-            max_connections: 8192,
-            max_connections_per_source: 4096,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }
@@ -125,11 +133,11 @@ impl StackOptions {
     pub fn new(addresses: Vec<IpNet>, seed: u64) -> Self {
         StackOptions {
             addresses,
-            mtu: 1420,
+            mtu: usize::from(underpass_core::DEFAULT_MTU),
             tcp: TcpOptions::default(),
             udp: UdpOptions::default(),
             dns_servers: Vec::new(),
-            buffer_budget: 512 << 20,
+            buffer_budget: DEFAULT_BUFFER_BUDGET,
             max_outbound_packets: 64,
             seed,
         }

@@ -38,6 +38,12 @@ pub use error::{ConfigError, ConfigErrorKind, EndpointError, SectionKind};
 pub use lex::{ini_quoted, ini_value, lex_line, numbered_lines, Line};
 use parse::*;
 
+/// The tunnel MTU when the config sets none: wg-quick's choice for a
+/// 1,500-byte link (1,500 less 80 bytes of IPv6, UDP and WireGuard
+/// headers). The one home of this number: the node, the stack and the
+/// hosts take it from here.
+pub const DEFAULT_MTU: u16 = 1420;
+
 /// A parsed configuration.
 ///
 /// Equality compares what the configuration means: line numbers and
@@ -62,6 +68,7 @@ pub struct Interface {
     pub dns: Vec<IpAddr>,
     /// Search domains: the entries of `DNS =` that are names, as in wg-quick.
     pub dns_search: Vec<String>,
+    /// `None`: [`DEFAULT_MTU`].
     pub mtu: Option<u16>,
     pub listen_port: Option<u16>,
     /// wireproxy's `CheckAlive`: addresses to ping through the tunnel to
