@@ -19,7 +19,7 @@ use underpass_stack::{Accepted, ConnId};
 
 use crate::cli::{Common, GatewayArgs};
 use crate::config::ProxyConfig;
-use crate::config_source::ConfigSource;
+use crate::config_source::{ConfigSource, ServedBy};
 use crate::setup::{self, Role};
 use crate::splice::splice_host;
 use crate::tunnel::{Tunnel, TunnelUdp};
@@ -32,13 +32,7 @@ use policy::Destinations;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: GatewayArgs) -> Result<(), Failure> {
-    let mut cfg = ConfigSource::from_flag(&args.config)
-        .load()
-        .map_err(Failure::usage)?;
-    cfg.for_gateway().map_err(Failure::usage)?;
-    for w in &cfg.warnings {
-        tracing::warn!("{w}");
-    }
+    let cfg = ConfigSource::from_flag(&args.config).load_for(ServedBy::Gateway)?;
     if args.check {
         println!("config OK");
         return Ok(());

@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::http_serve::Throttle;
+use crate::log_limit::LogLimit;
 
 /// What a page puts in the query of `/relay` or `/demo`.
 #[derive(Debug, Default)]
@@ -169,7 +169,7 @@ impl Refusal {
 pub struct Access {
     token: Option<String>,
     origins: Vec<Origin>,
-    log: Throttle,
+    log: LogLimit,
 }
 
 impl Access {
@@ -177,7 +177,7 @@ impl Access {
         Access {
             token: token.filter(|t| !t.is_empty()),
             origins,
-            log: Throttle::new(std::time::Duration::from_secs(10)),
+            log: LogLimit::default(),
         }
     }
 

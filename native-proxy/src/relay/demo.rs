@@ -27,7 +27,8 @@ use underpass_stack::Protocol;
 use super::Relay;
 use crate::cli::Common;
 use crate::gateway::Defaults;
-use crate::http_serve::{self, Limits, Throttle};
+use crate::http_serve::{self, Limits};
+use crate::log_limit::LogLimit;
 use crate::quickstart::{parse, spawn_gateway};
 use crate::Failure;
 
@@ -139,7 +140,7 @@ impl Demo {
 /// The demo gateway's policy: TCP to `services`, nothing else (refusals
 /// logged at most every 10 s).
 fn only_to(services: [SocketAddr; 2]) -> underpass_stack::Policy {
-    let log = Throttle::new(Duration::from_secs(10));
+    let log = LogLimit::default();
     Box::new(move |proto: Protocol, dst: SocketAddr| {
         let dst = SocketAddr::new(dst.ip().to_canonical(), dst.port());
         let ok = proto == Protocol::Tcp && services.contains(&dst);
