@@ -31,7 +31,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::fast_hash::FastMap;
+use crate::hash::FastMap;
 
 type Map<K, V> = FastMap<K, V>;
 

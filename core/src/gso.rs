@@ -17,7 +17,7 @@
 //! Nothing is dropped for back-pressure: when the socket is not writable
 //! the caller leaves the queue alone and watches [`GsoQueue::len_bytes`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 /// Most segments one GSO send may carry (the kernel's `UDP_MAX_SEGMENTS`).
@@ -78,7 +78,7 @@ pub struct GsoQueue {
     /// Each pair's newest batch, by sequence number. Looked up for every
     /// datagram, so not SipHash; the keys are endpoints of peers that
     /// authenticated, so an unseeded hash is safe here.
-    newest: HashMap<Pair, u64, foldhash::fast::FixedState>,
+    newest: crate::hash::FastMap<Pair, u64>,
     max_segments: usize,
     bytes: usize,
     datagrams: usize,
@@ -109,7 +109,7 @@ impl GsoQueue {
         GsoQueue {
             batches: VecDeque::new(),
             front_seq: 0,
-            newest: HashMap::default(),
+            newest: crate::hash::FastMap::default(),
             max_segments: max_segments.clamp(1, MAX_SEGMENTS),
             bytes: 0,
             datagrams: 0,

@@ -6,7 +6,7 @@
 //! and takes datagrams ([`Node::poll_transmit`]) and [`Event`]s out.
 
 use core::time::Duration;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
@@ -14,9 +14,9 @@ use rand_core::CryptoRngCore;
 
 use crate::allowed_ips::AllowedIps;
 use crate::cookie::CookieChecker;
-use crate::fast_hash::FastMap;
 use crate::gso::{GsoQueue, Transmit};
 use crate::handshake::{self, Identity, PeerSecrets};
+use crate::hash::FastMap;
 use crate::ip::IpHeader;
 use crate::peer::{Peer, PeerInfo};
 use crate::rate_limit::RateLimiter;
@@ -71,7 +71,7 @@ pub struct NodeOptions {
 impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
-            mtu: 1420,
+            mtu: usize::from(crate::DEFAULT_MTU),
             under_load_threshold: 128,
             max_staged_packets: 128,
         }
@@ -288,7 +288,7 @@ impl Shared {
 pub struct Node {
     shared: Shared,
     peers: Vec<Option<Peer>>,
-    by_key: HashMap<PublicKey, PeerId>,
+    by_key: FastMap<PublicKey, PeerId>,
     routes: AllowedIps<PeerId>,
     checker: CookieChecker,
     limiter: RateLimiter,
@@ -315,11 +315,12 @@ impl Node {
     pub fn new(
         private_key: PrivateKey,
         options: NodeOptions,
-        rng: Box<dyn CryptoRngCore + Send>,
+        mut rng: Box<dyn CryptoRngCore + Send>,
         now: Instant,
         wall_clock: Duration,
     ) -> Self {
         let identity = Identity::new(private_key);
+        let limiter = RateLimiter::new(crate::random::seed_from(&mut *rng));
         Node {
             checker: CookieChecker::new(&identity.public),
             shared: Shared {
@@ -334,9 +335,9 @@ impl Node {
                 spare: Vec::new(),
             },
             peers: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: FastMap::default(),
             routes: AllowedIps::new(),
-            limiter: RateLimiter::new(),
+            limiter,
             load_window: (now, 0),
             under_load_until: None,
         }

@@ -5,9 +5,9 @@
 //! one host commonly holds a whole /64) gets a token bucket.
 
 use core::time::Duration;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::hash::FastMap;
 use crate::time::Instant;
 
 /// Handshake messages per second one source may send while under load.
@@ -21,7 +21,8 @@ const MAX_SOURCES: usize = 16_384;
 const COST: Duration = Duration::from_nanos(1_000_000_000 / PER_SECOND as u64);
 
 pub(crate) struct RateLimiter {
-    buckets: HashMap<u128, (Duration, Instant)>,
+    /// Keyed by source addresses, which a remote chooses: seeded.
+    buckets: FastMap<u128, (Duration, Instant)>,
 }
 
 fn source_key(ip: IpAddr) -> u128 {
@@ -32,9 +33,10 @@ fn source_key(ip: IpAddr) -> u128 {
 }
 
 impl RateLimiter {
-    pub fn new() -> Self {
+    /// `seed` comes from the caller's randomness (see [`crate::hash`]).
+    pub fn new(seed: u64) -> Self {
         RateLimiter {
-            buckets: HashMap::new(),
+            buckets: FastMap::with_hasher(crate::hash::seeded(seed)),
         }
     }
 
@@ -67,7 +69,7 @@ mod tests {
 
     #[test]
     fn a_source_gets_its_burst_then_its_rate() {
-        let mut limiter = RateLimiter::new();
+        let mut limiter = RateLimiter::new(1);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let t = Instant::from_secs(1);
@@ -82,7 +84,7 @@ mod tests {
 
     #[test]
     fn one_ipv6_slash64_is_one_source() {
-        let mut limiter = RateLimiter::new();
+        let mut limiter = RateLimiter::new(1);
         let t = Instant::from_secs(1);
         for i in 0..BURST {
             let ip: IpAddr = format!("2001:db8::{i}").parse().unwrap();

@@ -5,11 +5,12 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::log_limit::LogLimit;
 use crate::tunnel::Tunnel;
 
 /// The next client of `listener`, counted in the metrics, Nagle off. An
@@ -50,16 +51,12 @@ pub struct Negotiations(Rc<Counts>);
 struct Counts {
     cap: usize,
     open: Cell<usize>,
-    /// Refused since the last log line.
-    refused: Cell<u64>,
-    warned: Cell<Option<Instant>>,
+    refusals: LogLimit,
     /// Refused HTTP clients whose request is still being read and
     /// dropped, so that closing does not reset the 503 away.
     draining: Cell<usize>,
 }
 
-/// Refusals are logged at most this often.
-const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Refused HTTP clients drained at once; past it they are closed at once.
 const MAX_DRAINING: usize = 64;
 /// How long a refused HTTP client's request is read before closing.
@@ -70,8 +67,7 @@ impl Negotiations {
         Negotiations(Rc::new(Counts {
             cap,
             open: Cell::new(0),
-            refused: Cell::new(0),
-            warned: Cell::new(None),
+            refusals: LogLimit::default(),
             draining: Cell::new(0),
         }))
     }
@@ -84,12 +80,9 @@ impl Negotiations {
             c.open.set(c.open.get() + 1);
             return Some(Negotiating(self.0.clone()));
         }
-        c.refused.set(c.refused.get() + 1);
-        let now = Instant::now();
-        if c.warned.get().is_none_or(|at| now - at >= WARN_EVERY) {
-            c.warned.set(Some(now));
+        if let Some(more) = c.refusals.pass() {
             tracing::warn!(
-                refused = c.refused.replace(0),
+                refused = more + 1,
                 "{what}: {} clients are still negotiating (--max-negotiating); new ones are refused until some finish",
                 c.cap
             );

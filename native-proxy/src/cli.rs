@@ -126,13 +126,13 @@ impl From<Congestion> for underpass_stack::Congestion {
     }
 }
 
-const DEFAULT_MAX_CONNECTIONS: usize = 8192;
-const DEFAULT_BUFFER_BUDGET_MIB: usize = 512;
-const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 4096;
-/// A UDP flow costs a host socket and one of the host's ~28,000 ephemeral
-/// ports: 4,096 leaves most of them to everyone else.
-const DEFAULT_MAX_UDP_FLOWS: usize = 4096;
-const DEFAULT_MAX_UDP_FLOWS_PER_CLIENT: usize = 1024;
+// The stack's defaults are the flags' defaults: one home for each limit.
+use underpass_stack::{
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_SOURCE as DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    DEFAULT_MAX_UDP_FLOWS, DEFAULT_MAX_UDP_FLOWS_PER_SOURCE as DEFAULT_MAX_UDP_FLOWS_PER_CLIENT,
+};
+const DEFAULT_BUFFER_BUDGET_MIB: usize = underpass_stack::DEFAULT_BUFFER_BUDGET >> 20;
 /// Half of 1,024 descriptors (a hard limit some systems still have),
 /// leaving the rest to clients that got through.
 const DEFAULT_MAX_NEGOTIATING: u64 = 512;

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::accept::{Listening, Negotiations};
 use crate::cli::UpArgs;
 use crate::config::{ProxyConfig, ProxyListener};
-use crate::config_source::{ConfigSource, ENV_FILE, ENV_TEXT};
+use crate::config_source::{ConfigSource, ServedBy, ENV_FILE, ENV_TEXT};
 use crate::forward::{self, Forwards};
 use crate::setup::{self, Role};
 use crate::tunnel::Tunnel;
@@ -40,12 +40,7 @@ pub fn load_config(flag: Option<&Path>) -> Result<ProxyConfig, Failure> {
             }
         },
     };
-    let mut cfg = source.load().map_err(Failure::usage)?;
-    cfg.for_client();
-    for w in &cfg.warnings {
-        tracing::warn!("{w}");
-    }
-    Ok(cfg)
+    source.load_for(ServedBy::Client)
 }
 
 /// The warning for a client without a DNS server, worded after what its

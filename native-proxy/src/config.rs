@@ -5,7 +5,7 @@
 //! line, each line remembering where it came from: `WGConfig = path` at the
 //! top imports a wg-quick file, and a value `$NAME` or `${NAME}` comes from
 //! the environment (`$$` at the start of a value is a literal `$`). Values
-//! are read as wireproxy reads them (see core's `ini_value`). Every error
+//! are read by core's lexer (`lex_line`), as wireproxy reads them. Every error
 //! names the file, the line and the key, and never quotes a value that may
 //! be a secret. What each role makes of the sections is the `wireproxy`
 //! module's.
@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use underpass_core::config::{ini_quoted, Config, Section};
+use underpass_core::config::{
+    ini_quoted, lex_line, numbered_lines, Config, ConfigErrorKind, Line, Section,
+};
 
 pub use crate::tls::TlsFiles;
 
@@ -75,6 +77,18 @@ pub struct SniProxy {
 pub struct Credentials {
     pub username: String,
     pub password: String,
+}
+
+impl Credentials {
+    /// Whether a client gave these credentials. Both halves are compared
+    /// in constant time, and both always, so timing tells an attacker
+    /// neither which half was wrong nor how much of it matched.
+    pub fn matches(&self, username: impl AsRef<[u8]>, password: impl AsRef<[u8]>) -> bool {
+        use subtle::ConstantTimeEq;
+        let user = self.username.as_bytes().ct_eq(username.as_ref());
+        let pass = self.password.as_bytes().ct_eq(password.as_ref());
+        (user & pass).into()
+    }
 }
 
 impl fmt::Debug for Credentials {
@@ -225,11 +239,14 @@ const SECRET_KEYS: [&str; 3] = ["PrivateKey", "PresharedKey", "Password"];
 
 /// `(key, value)` of a line that sets one of `keys`.
 fn setting<'a>(line: &'a str, keys: &[&str]) -> Option<(&'a str, String)> {
-    let (key, value) = line.split_once('=')?;
-    let key = key.trim();
-    keys.iter()
-        .any(|k| k.eq_ignore_ascii_case(key))
-        .then(|| (key, underpass_core::config::ini_value(value).0))
+    match lex_line(line) {
+        Ok(Line::Setting { key, value, .. })
+            if keys.iter().any(|k| k.eq_ignore_ascii_case(key)) =>
+        {
+            Some((key, value))
+        }
+        _ => None,
+    }
 }
 
 /// Whether the text itself holds a WireGuard key (not a `$VAR` naming
@@ -269,13 +286,9 @@ fn expand_line(
     number: usize,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, LoadError> {
-    let Some((key, value)) = line.split_once('=') else {
+    let Ok(Line::Setting { key, value, .. }) = lex_line(line) else {
         return Ok(line.to_string());
     };
-    if line.trim_start().starts_with(['#', ';', '[']) {
-        return Ok(line.to_string());
-    }
-    let (value, _) = underpass_core::config::ini_value(value);
     if let Some(literal) = wireproxy::dollar_literal(&value) {
         return Ok(format!("{} = {}", key.trim(), ini_quoted(&literal)));
     }
@@ -350,17 +363,19 @@ fn assemble(
         source.origins.push((file.to_path_buf(), number));
     };
     let mut in_section = false;
-    for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
-        let number = i + 1;
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') {
+    for (number, line) in numbered_lines(text) {
+        let lexed = lex_line(line);
+        if matches!(
+            lexed,
+            Ok(Line::Header(_)) | Err(ConfigErrorKind::MalformedHeader(_))
+        ) {
             in_section = true;
         }
         if !in_section {
-            if let Some((key, _)) = trimmed.split_once('=') {
-                if key.trim().eq_ignore_ascii_case("WGConfig") {
-                    let value = expand_line(line, name, number, env)?;
-                    let value = value.split_once('=').map_or("", |(_, v)| v).trim();
+            if let Ok(Line::Setting { key, .. }) = lexed {
+                if key.eq_ignore_ascii_case("WGConfig") {
+                    let expanded = expand_line(line, name, number, env)?;
+                    let value = setting(&expanded, &["WGConfig"]).map_or(String::new(), |s| s.1);
                     let path = base_dir.join(value);
                     let imported = read(&path).map_err(|e| LoadError {
                         file: name.to_path_buf(),
@@ -369,9 +384,9 @@ fn assemble(
                         message: format!("cannot read {}: {e}", path.display()),
                     })?;
                     source.exposed.extend(exposure_warning(&path, &imported));
-                    for (j, l) in imported.trim_start_matches('\u{feff}').lines().enumerate() {
-                        let expanded = expand_line(l, &path, j + 1, env)?;
-                        push(&mut source, l, expanded, &path, j + 1);
+                    for (j, l) in numbered_lines(&imported) {
+                        let expanded = expand_line(l, &path, j, env)?;
+                        push(&mut source, l, expanded, &path, j);
                     }
                     continue;
                 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{read_capped, LoadError, ProxyConfig};
+use crate::Failure;
 
 /// The configuration text itself.
 pub const ENV_TEXT: &str = "UNDERPASS_CONFIG";
@@ -79,6 +80,28 @@ impl ConfigSource {
             ConfigSource::Env(text) => ProxyConfig::from_text(text, ENV_TEXT, Path::new("."), &env),
         }
     }
+
+    /// The one way a config is loaded to be served: read, parsed, given
+    /// the meaning `role` gives it (see `ProxyConfig::for_client` and
+    /// `for_gateway`), its warnings logged.
+    pub fn load_for(&self, role: ServedBy) -> Result<ProxyConfig, Failure> {
+        let mut cfg = self.load().map_err(Failure::usage)?;
+        match role {
+            ServedBy::Client => cfg.for_client(),
+            ServedBy::Gateway => cfg.for_gateway().map_err(Failure::usage)?,
+        }
+        for w in &cfg.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(cfg)
+    }
+}
+
+/// Who serves a config: the sections each reads differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServedBy {
+    Client,
+    Gateway,
 }
 
 #[cfg(test)]

@@ -550,3 +550,57 @@ fn https_proxy_files_go_together_and_must_be_readable() {
     .unwrap_err();
     assert_eq!(e.key.as_deref(), Some("CertFile"));
 }
+
+/// The lines this module looks at before core parses them (`WGConfig`,
+/// `$VAR`) are read by core's lexer, so a comment or quotes mean there
+/// what they mean everywhere else.
+#[test]
+fn imports_and_variables_read_comments_and_quotes_as_core_does() {
+    let dir = std::env::temp_dir().join(format!("underpass-lex-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("wg.conf"), wg()).unwrap();
+    for import in [
+        "WGConfig = wg.conf # the tunnel",
+        "WGConfig = \"wg.conf\" ; quoted",
+        "WGConfig = `wg.conf`",
+        "  ; WGConfig = nothing.conf\nWGConfig = wg.conf",
+    ] {
+        let text = format!("{import}\n\n[Socks5]\nBindAddress = 127.0.0.1:1080\n");
+        let c = ProxyConfig::from_text(&text, "main.conf", &dir, &no_env);
+        let c = c.unwrap_or_else(|e| panic!("{import:?}: {e}"));
+        assert_eq!(c.wg.peers.len(), 1, "{import:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let env = |name: &str| (name == "PW").then(|| "se;cr#et".to_string());
+    let text = format!(
+        "{}\n[Socks5]\nBindAddress = 127.0.0.1:1080\nUsername = u ; who\nPassword = $PW # from CI\n",
+        wg()
+    );
+    let c = ProxyConfig::from_text(&text, "v.conf", Path::new("."), &env).unwrap();
+    let auth = c.socks5[0].auth.as_ref().unwrap();
+    assert_eq!(
+        (auth.username.as_str(), auth.password.as_str()),
+        ("u", "se;cr#et")
+    );
+    assert_eq!(c.secret_vars, ["PW"]);
+}
+
+#[test]
+fn credentials_match_only_when_both_halves_match_whole() {
+    let c = Credentials {
+        username: "alice".into(),
+        password: "s3cret".into(),
+    };
+    assert!(c.matches("alice", "s3cret"));
+    for (user, pass) in [
+        ("alice", "s3cre"),
+        ("alice", "s3cret!"),
+        ("alic", "s3cret"),
+        ("bob", "s3cret"),
+        ("", ""),
+        ("alices3cret", ""),
+    ] {
+        assert!(!c.matches(user, pass), "{user:?} {pass:?}");
+    }
+}

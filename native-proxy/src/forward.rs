@@ -3,13 +3,13 @@
 //! tunnel port to a local target), `[UDPProxyTunnel]` and `[STDIOTunnel]`
 //! (stdin/stdout to a target, for ssh's ProxyCommand).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc::Sender;
 use tokio::sync::oneshot;
 use underpass_stack::ListenerId;
 
@@ -17,6 +17,7 @@ use crate::accept::{accept, Listening};
 use crate::config::{ProxyConfig, Target};
 use crate::splice::splice_host;
 use crate::tunnel::Tunnel;
+use crate::udp_sessions::UdpSessions;
 use crate::Failure;
 
 /// The running forwards.
@@ -187,9 +188,8 @@ const MAX_UDP_PROXY_CLIENTS: usize = 1024;
 /// Each local client gets its own tunnel socket, forgotten after the
 /// inactivity timeout (`None`: never, but see [`MAX_UDP_PROXY_CLIENTS`]).
 async fn udp_proxy(socket: UdpSocket, tunnel: Tunnel, target: Target, idle: Option<Duration>) {
-    type Client = (tokio::sync::mpsc::Sender<Vec<u8>>, std::time::Instant);
     let socket = Rc::new(socket);
-    let mut clients: HashMap<SocketAddr, Client> = HashMap::new();
+    let mut clients: UdpSessions<Sender<Vec<u8>>> = UdpSessions::new(MAX_UDP_PROXY_CLIENTS);
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, client) = match socket.recv_from(&mut buf).await {
@@ -199,21 +199,11 @@ async fn udp_proxy(socket: UdpSocket, tunnel: Tunnel, target: Target, idle: Opti
                 continue;
             }
         };
-        clients.retain(|_, (tx, _)| !tx.is_closed());
+        clients.retain(|_, tx, _| !tx.is_closed());
         let now = std::time::Instant::now();
-        let tx = match clients.get_mut(&client) {
-            Some((tx, seen)) => {
-                *seen = now;
-                tx.clone()
-            }
+        let tx = match clients.touch(client, now) {
+            Some(tx) => tx.clone(),
             None => {
-                if clients.len() >= MAX_UDP_PROXY_CLIENTS {
-                    let quietest = clients.iter().min_by_key(|(_, (_, seen))| *seen);
-                    if let Some(old) = quietest.map(|(addr, _)| *addr) {
-                        tracing::info!(client = %old, limit = MAX_UDP_PROXY_CLIENTS, "UDPProxyTunnel: too many clients; the quietest one is forgotten");
-                        clients.remove(&old);
-                    }
-                }
                 let (tx, rx) = tokio::sync::mpsc::channel(256);
                 tokio::task::spawn_local(udp_client(
                     socket.clone(),
@@ -223,7 +213,9 @@ async fn udp_proxy(socket: UdpSocket, tunnel: Tunnel, target: Target, idle: Opti
                     target.clone(),
                     idle,
                 ));
-                clients.insert(client, (tx.clone(), now));
+                if let (_, Some((old, _))) = clients.insert(client, tx.clone(), now) {
+                    tracing::info!(client = %old, limit = MAX_UDP_PROXY_CLIENTS, "UDPProxyTunnel: too many clients; the quietest one is forgotten");
+                }
                 tx
             }
         };

@@ -19,7 +19,7 @@ use underpass_stack::{Accepted, ConnId};
 
 use crate::cli::{Common, GatewayArgs};
 use crate::config::ProxyConfig;
-use crate::config_source::ConfigSource;
+use crate::config_source::{ConfigSource, ServedBy};
 use crate::setup::{self, Role};
 use crate::splice::splice_host;
 use crate::tunnel::{Tunnel, TunnelUdp};
@@ -32,13 +32,7 @@ use policy::Destinations;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: GatewayArgs) -> Result<(), Failure> {
-    let mut cfg = ConfigSource::from_flag(&args.config)
-        .load()
-        .map_err(Failure::usage)?;
-    cfg.for_gateway().map_err(Failure::usage)?;
-    for w in &cfg.warnings {
-        tracing::warn!("{w}");
-    }
+    let cfg = ConfigSource::from_flag(&args.config).load_for(ServedBy::Gateway)?;
     if args.check {
         println!("config OK");
         return Ok(());
@@ -95,7 +89,7 @@ pub async fn start(
     let udp_flows = udp::HostFlows::new(udp::Limits {
         max_flows: common.max_udp_flows,
         max_flows_per_client: common.max_udp_flows_per_client,
-        mtu: usize::from(cfg.wg.interface.mtu.unwrap_or(setup::DEFAULT_MTU)),
+        mtu: usize::from(cfg.wg.interface.mtu.unwrap_or(underpass_core::DEFAULT_MTU)),
     });
     setup::check_fd_limit(common);
     match tunnel.udp_bind_port(Some(53)) {

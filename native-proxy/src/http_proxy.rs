@@ -164,14 +164,6 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     r
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
-    }
-    diff == 0
-}
-
 fn authorized(headers: &HeaderMap, creds: &Credentials) -> bool {
     let Some(value) = headers
         .get(header::PROXY_AUTHORIZATION)
@@ -188,8 +180,11 @@ fn authorized(headers: &HeaderMap, creds: &Credentials) -> bool {
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
         return false;
     };
-    let expected = format!("{}:{}", creds.username, creds.password);
-    constant_time_eq(&decoded, expected.as_bytes())
+    // RFC 7617: the user-id ends at the first colon.
+    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    creds.matches(&decoded[..colon], &decoded[colon + 1..])
 }
 
 /// The answer to a failed dial.

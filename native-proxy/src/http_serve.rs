@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -29,6 +29,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::log_limit::LogLimit;
+
 /// The largest request head read (hyper's minimum is 8 KiB); a browser's
 /// is a few hundred bytes.
 const MAX_HEAD: usize = 16 * 1024;
@@ -38,8 +40,6 @@ const MAX_LINGERING: usize = 64;
 /// How long a refused connection is drained, so closing it with unread
 /// input does not reset the 503 away.
 const LINGER: Duration = Duration::from_secs(1);
-/// Refusals and accept errors are logged at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What one server allows.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +65,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, what: &'s
     let counter = Arc::new(Counter {
         limits,
         open: Mutex::new(Open::default()),
-        refusals: Throttle::new(LOG_EVERY),
+        refusals: LogLimit::default(),
         what,
     });
     let mut http = http1::Builder::new();
@@ -74,7 +74,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, what: &'s
         .max_buf_size(MAX_HEAD);
     let http = Arc::new(http);
     let lingering = Arc::new(AtomicUsize::new(0));
-    let accept_errors = Throttle::new(LOG_EVERY);
+    let accept_errors = LogLimit::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -141,7 +141,7 @@ struct Open {
 struct Counter {
     limits: Limits,
     open: Mutex<Open>,
-    refusals: Throttle,
+    refusals: LogLimit,
     what: &'static str,
 }
 
@@ -302,37 +302,6 @@ fn refuse(mut stream: TcpStream, full: Full, lingering: &Arc<AtomicUsize>) {
     });
 }
 
-/// Lets a log line through at most once per period and counts the ones
-/// held back, so a flood of refusals costs one line per period.
-pub struct Throttle {
-    every: Duration,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl Throttle {
-    pub const fn new(every: Duration) -> Throttle {
-        Throttle {
-            every,
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    /// `Some(lines held back since the last)` when one may go out now.
-    pub fn pass(&self) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if state
-            .0
-            .is_some_and(|at| now.duration_since(at) < self.every)
-        {
-            state.1 += 1;
-            return None;
-        }
-        state.0 = Some(now);
-        Some(std::mem::take(&mut state.1))
-    }
-}
-
 /// How many connections fit the process's file-descriptor limit (which
 /// `main` has raised to the hard limit) when each takes `per_connection`
 /// and `reserve` are kept back; warns when that is fewer than `wanted`.
@@ -383,7 +352,7 @@ mod tests {
                 max_per_client: 2,
             },
             open: Mutex::new(Open::default()),
-            refusals: Throttle::new(LOG_EVERY),
+            refusals: LogLimit::default(),
             what: "test",
         });
         let one: IpAddr = "2001:db8::1".parse().unwrap();
@@ -399,16 +368,5 @@ mod tests {
             counter.admit(one).is_ok(),
             "a closed connection gives its slot back"
         );
-    }
-
-    #[test]
-    fn the_throttle_passes_one_line_per_period() {
-        let t = Throttle::new(Duration::from_secs(3600));
-        assert_eq!(t.pass(), Some(0));
-        assert_eq!(t.pass(), None);
-        assert_eq!(t.pass(), None);
-        let t2 = Throttle::new(Duration::ZERO);
-        assert_eq!(t2.pass(), Some(0));
-        assert_eq!(t2.pass(), Some(0));
     }
 }

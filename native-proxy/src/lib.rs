@@ -21,6 +21,7 @@ pub mod fuzz;
 mod gateway;
 mod http_proxy;
 mod http_serve;
+mod log_limit;
 mod metrics;
 mod pcap;
 mod quickstart;
@@ -33,6 +34,7 @@ mod stdio;
 mod tls;
 mod tunnel;
 mod udp;
+mod udp_sessions;
 
 use std::process::ExitCode;
 

@@ -17,7 +17,7 @@ use underpass_core::DatagramError;
 use underpass_stack::Stack;
 
 /// A session older than this (Reject-After-Time) no longer carries data.
-const HEALTHY_HANDSHAKE_AGE: Duration = Duration::from_secs(180);
+const HEALTHY_HANDSHAKE_AGE: Duration = underpass_core::timers::REJECT_AFTER_TIME;
 
 /// The metrics server's limits: a scraper or a health check needs a
 /// connection or two.

@@ -26,7 +26,6 @@ pub enum Role {
     Gateway(Policy),
 }
 
-pub const DEFAULT_MTU: u16 = 1420;
 /// wireproxy's default `CheckAliveInterval`, seconds.
 const DEFAULT_CHECK_ALIVE_INTERVAL: u16 = 5;
 

@@ -32,20 +32,6 @@ pub fn spawn_on_cpu1(program: &Path, args: &[&str], log: &Path) -> Kill {
     )
 }
 
-/// The first pid whose command line matches `pattern` (pgrep -f; not
-/// through a shell, whose own command line would match too).
-pub fn pgrep(pattern: &str) -> Option<u32> {
-    let out = Command::new("pgrep")
-        .args(["-f", "--", pattern])
-        .output()
-        .expect("pgrep")
-        .stdout;
-    String::from_utf8_lossy(&out)
-        .lines()
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-}
-
 pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }

@@ -1,15 +1,16 @@
 //! A wireguard-go peer in a network namespace (tests/interop/netns.sh), with
 //! servers behind it on its tunnel address: HTTP on 8000 serving `www/`,
-//! TCP and UDP echo on 7, DNS on 53 (`files.test`). Needs root; where the
-//! harness cannot run, `Peer::start` says why and the test skips.
+//! TCP and UDP echo on 7, DNS on 53 (`files.test`). Needs root: the tests
+//! that use it are `#[ignore]`d (./test.sh runs them as root); asked for
+//! where the harness cannot run, `Peer::start` fails saying why.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::bench::{pgrep, sh};
+use crate::bench::{sh, Kill};
 use crate::{keys, write_content, Keys, Scratch};
 
 /// Namespace numbers; each test gets its own, so tests run in parallel.
@@ -53,10 +54,14 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A namespace with wireguard-go and its servers, or `None` (with the
-    /// reason printed) where that cannot run.
-    pub fn start(name: &str) -> Option<Peer> {
-        Self::start_with(name, &[], None)
+    /// A namespace with wireguard-go and its servers; fails the test,
+    /// saying why, where that cannot run (a test that was asked for and
+    /// did not run must not pass).
+    pub fn start(name: &str) -> Peer {
+        if let Some(why) = unavailable() {
+            panic!("cannot run: {why}");
+        }
+        Self::start_with(name, &[], None).expect("the harness is available")
     }
 
     /// As [`Peer::start`], with more peers for wireguard-go (public key,
@@ -203,6 +208,7 @@ pub struct ReferenceClient {
     interface: String,
     /// Its wireguard-go process.
     pub pid: Option<u32>,
+    wireguard_go: Kill,
 }
 
 impl ReferenceClient {
@@ -212,23 +218,44 @@ impl ReferenceClient {
         let interface = format!("wgr{id}");
         std::fs::write(peer.dir.path("ref.key"), &keys.private).unwrap();
         let setup = format!(
-            "taskset -c 1 wireguard-go {interface} && wg set {interface} private-key {} peer {} endpoint {endpoint} allowed-ips {server_ip}/32 && \
-             ip addr add 10.202.{id}.{host}/32 dev {interface} && ip link set {interface} mtu 1420 up && ip route replace {server_ip}/32 dev {interface}",
+            "wg set {interface} private-key {} peer {} endpoint {endpoint} allowed-ips {server_ip}/32 && \
+             ip addr add 10.202.{id}.{host}/32 dev {interface} && ip link set {interface} mtu {mtu} up && ip route replace {server_ip}/32 dev {interface}",
             peer.dir.path("ref.key").display(),
             peer.public,
+            mtu = underpass_core::DEFAULT_MTU,
         );
+        let wireguard_go = Kill(
+            Command::new("taskset")
+                .args(["-c", "1", "wireguard-go", "-f", &interface])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("wireguard-go"),
+        );
+        // Its TUN device appears once it runs.
+        let started = Instant::now();
+        while !sh(&format!("ip link show {interface}")).status.success() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "wireguard-go made no {interface} in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(sh(&setup).status.success(), "reference wireguard-go");
-        std::thread::sleep(Duration::from_millis(500));
-        let pid = pgrep(&format!("wireguard-go {interface}$"));
-        ReferenceClient { interface, pid }
+        // taskset runs wireguard-go in its own process: the same pid.
+        let pid = Some(wireguard_go.0.id());
+        ReferenceClient {
+            interface,
+            pid,
+            wireguard_go,
+        }
     }
 }
 
 impl Drop for ReferenceClient {
     fn drop(&mut self) {
-        let i = &self.interface;
-        let _ = sh(&format!(
-            "pkill -f 'wireguard-go {i}$'; ip link del {i} 2>/dev/null"
-        ));
+        let _ = self.wireguard_go.0.kill();
+        let _ = self.wireguard_go.0.wait();
+        let _ = sh(&format!("ip link del {} 2>/dev/null", self.interface));
     }
 }

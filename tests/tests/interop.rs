@@ -1,6 +1,8 @@
 //! underpass against wireguard-go, an implementation we did not write: as
 //! its client, and as the gateway it dials. Each test builds its own
-//! network namespace; without root they print why they skip.
+//! network namespace. They need root, so they are ignored unless asked for
+//! (`-- --ignored`, which ./test.sh does as root); asked for where they
+//! cannot run, they fail with the reason.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -47,10 +49,9 @@ fn client(peer: &Peer, peer_extra: &str, extra: &str) -> Client {
 }
 
 #[test]
+#[ignore = "needs root, wireguard-go and /dev/net/tun: ./test.sh runs it as root"]
 fn underpass_fetches_files_through_wireguard_go_with_its_dns() {
-    let Some(peer) = Peer::start("wg-files") else {
-        return;
-    };
+    let peer = Peer::start("wg-files");
     let c = client(&peer, "", "");
     // files.test exists only in the DNS server behind wireguard-go.
     let url = "http://files.test:8000/big.bin";
@@ -81,10 +82,9 @@ fn underpass_fetches_files_through_wireguard_go_with_its_dns() {
 }
 
 #[test]
+#[ignore = "needs root, wireguard-go and /dev/net/tun: ./test.sh runs it as root"]
 fn udp_associate_reaches_the_echo_behind_wireguard_go() {
-    let Some(peer) = Peer::start("wg-udp") else {
-        return;
-    };
+    let peer = Peer::start("wg-udp");
     let c = client(&peer, "", "");
     let mut control = TcpStream::connect(c.socks).unwrap();
     control
@@ -119,10 +119,9 @@ fn udp_associate_reaches_the_echo_behind_wireguard_go() {
 }
 
 #[test]
+#[ignore = "needs root, wireguard-go and /dev/net/tun: ./test.sh runs it as root"]
 fn a_tcp_client_tunnel_reaches_the_echo_behind_wireguard_go() {
-    let Some(peer) = Peer::start("wg-forward") else {
-        return;
-    };
+    let peer = Peer::start("wg-forward");
     let port = free_port();
     let c = client(
         &peer,
@@ -143,10 +142,9 @@ fn a_tcp_client_tunnel_reaches_the_echo_behind_wireguard_go() {
 }
 
 #[test]
+#[ignore = "needs root, wireguard-go and /dev/net/tun: ./test.sh runs it as root"]
 fn a_large_upload_through_wireguard_go_arrives_intact() {
-    let Some(peer) = Peer::start("wg-upload") else {
-        return;
-    };
+    let peer = Peer::start("wg-upload");
     let c = client(&peer, "", "");
     let echo = SocketAddr::new(peer.tunnel_ip().parse().unwrap(), 7);
     let (mut s, code) = underpass_tests::socks::connect(c.socks, echo);
@@ -181,13 +179,12 @@ fn a_large_upload_through_wireguard_go_arrives_intact() {
 }
 
 #[test]
+#[ignore = "needs root, wireguard-go and /dev/net/tun: ./test.sh runs it as root"]
 fn both_ways_through_wireguard_go_over_a_lossy_long_path_arrive_intact() {
     // Linux sends to our receiver (holes, SACK, reassembly) and ours to
     // Linux's, over 40 ms with 1% loss each way and a 100 Mbit/s
     // bottleneck: each direction must keep moving and arrive intact.
-    let Some(peer) = Peer::start("wg-lossy") else {
-        return;
-    };
+    let peer = Peer::start("wg-lossy");
     let path =
         underpass_tests::impair::Impairment::path(Duration::from_millis(40), 0.01, Some(100.0));
     let relay = underpass_tests::impair::ImpairRelay::start(peer.endpoint(), path, 7);
@@ -245,10 +242,9 @@ fn both_ways_through_wireguard_go_over_a_lossy_long_path_arrive_intact() {
 }
 
 #[test]
+#[ignore = "needs root, wireguard-go and /dev/net/tun: ./test.sh runs it as root"]
 fn traffic_resumes_after_wireguard_go_restarts() {
-    let Some(peer) = Peer::start("wg-restart") else {
-        return;
-    };
+    let peer = Peer::start("wg-restart");
     let c = client(&peer, "", "");
     let url = format!("http://{}:8000/big.bin", peer.tunnel_ip());
     ok_body(&curl(&[
@@ -289,10 +285,9 @@ fn traffic_resumes_after_wireguard_go_restarts() {
 }
 
 #[test]
+#[ignore = "needs root, wireguard-go and /dev/net/tun: ./test.sh runs it as root"]
 fn persistent_keepalive_is_seen_on_the_wire() {
-    let Some(peer) = Peer::start("wg-keepalive") else {
-        return;
-    };
+    let peer = Peer::start("wg-keepalive");
     let c = client(&peer, "PersistentKeepalive = 1", "");
     // Capture, inside the namespace, what the client sends while idle:
     // keepalives are transport messages of 32 bytes.
@@ -318,10 +313,9 @@ fn persistent_keepalive_is_seen_on_the_wire() {
 }
 
 #[test]
+#[ignore = "needs root, wireguard-go and /dev/net/tun: ./test.sh runs it as root"]
 fn wireguard_go_dials_the_underpass_gateway_and_reaches_the_host() {
-    let Some(peer) = Peer::start("wg-reverse") else {
-        return;
-    };
+    let peer = Peer::start("wg-reverse");
     let id = peer.id;
     let (gateway, wg_client) = (keys(), keys());
     let port = free_port();

@@ -7,10 +7,11 @@
 //! server after a timeout. Failures say what happened: a name that does not
 //! exist is not a server that did not answer.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+use underpass_core::hash::FastMap;
+use underpass_core::random::SeedSequence;
 
 use simple_dns::rdata::RData;
 use simple_dns::{Name, Packet, PacketFlag, Question, CLASS, QTYPE, RCODE, TYPE};
@@ -133,19 +134,11 @@ impl Query {
 pub(crate) struct Resolver {
     servers: Vec<IpAddr>,
     socket: Option<UdpId>,
-    rng: u64,
+    rng: SeedSequence,
     queries: Slots<Query>,
     /// Transaction id to the query and family it asks for.
-    in_flight: HashMap<u16, (QueryId, Family)>,
-    cache: HashMap<(String, Family), (Answer, Instant)>,
-}
-
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    in_flight: FastMap<u16, (QueryId, Family)>,
+    cache: FastMap<(String, Family), (Answer, Instant)>,
 }
 
 impl Resolver {
@@ -153,16 +146,16 @@ impl Resolver {
         Resolver {
             servers,
             socket: None,
-            rng: seed ^ 0x5eed_d115,
+            rng: SeedSequence::new(seed),
             queries: Slots::default(),
-            in_flight: HashMap::new(),
-            cache: HashMap::new(),
+            in_flight: FastMap::default(),
+            cache: FastMap::default(),
         }
     }
 
     fn new_txid(&mut self) -> u16 {
         loop {
-            let id = splitmix(&mut self.rng) as u16;
+            let id = self.rng.next() as u16;
             if !self.in_flight.contains_key(&id) {
                 return id;
             }

@@ -51,7 +51,7 @@ struct Target {
 impl Pinger {
     pub(crate) fn new(seed: u64, hasher: foldhash::fast::FixedState) -> Pinger {
         Pinger {
-            ident: (seed >> 16) as u16,
+            ident: seed as u16,
             targets: AddrMap::with_hasher(hasher),
             replies: 0,
         }

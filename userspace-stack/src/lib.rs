@@ -37,7 +37,10 @@ pub use engine::{
 };
 pub use sender::SenderInfo;
 pub use stack::{
-    Accepted, Congestion, Policy, Protocol, Stack, StackError, StackOptions, StackStats, TcpOptions,
+    Accepted, Congestion, Policy, Protocol, Stack, StackError, StackOptions, StackStats,
+    TcpOptions, DEFAULT_BUFFER_BUDGET, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
 };
 pub use tcp::{ConnId, ListenerId, TcpError, TcpState};
-pub use udp::{UdpError, UdpId, UdpOptions};
+pub use udp::{
+    UdpError, UdpId, UdpOptions, DEFAULT_MAX_UDP_FLOWS, DEFAULT_MAX_UDP_FLOWS_PER_SOURCE,
+};

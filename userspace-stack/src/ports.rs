@@ -1,6 +1,6 @@
 //! Ephemeral ports for outbound connections and sockets.
 
-use std::collections::HashSet;
+use underpass_core::hash::FastSet;
 
 /// The IANA dynamic range, as most systems use.
 const FIRST: u16 = 49152;
@@ -11,14 +11,14 @@ const COUNT: u32 = 65536 - FIRST as u32;
 /// of an old connection do not land in a new one).
 pub(crate) struct Ports {
     next: u32,
-    used: HashSet<u16>,
+    used: FastSet<u16>,
 }
 
 impl Ports {
     pub fn new(seed: u64) -> Self {
         Ports {
             next: (seed % u64::from(COUNT)) as u32,
-            used: HashSet::new(),
+            used: FastSet::default(),
         }
     }
 
@@ -50,6 +50,7 @@ impl Ports {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn ports_do_not_collide_and_come_back_after_release() {

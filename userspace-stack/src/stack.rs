@@ -6,7 +6,7 @@
 //! through handles (see the `tcp`, `udp` and `dns` modules), with wakers for
 //! readiness so tokio and a browser can both wait on them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -75,6 +75,14 @@ pub enum Congestion {
     Bbr,
 }
 
+/// [`TcpOptions::max_connections`] unless the host says otherwise (the
+/// binary's `--max-connections` defaults to it).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// [`TcpOptions::max_connections_per_source`]'s default.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 4096;
+/// [`StackOptions::buffer_budget`]'s default, bytes.
+pub const DEFAULT_BUFFER_BUDGET: usize = 512 << 20;
+
 impl Default for TcpOptions {
     fn default() -> Self {
         TcpOptions {
@@ -87,8 +95,8 @@ impl Default for TcpOptions {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             keepalive: None,
-            max_connections: 8192,
-            max_connections_per_source: 4096,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }
@@ -115,8 +123,9 @@ pub struct StackOptions {
     /// L2 and cost a quarter of the gateway pair's throughput; 32-128 were
     /// equally fast, 256 already slower (BENCHMARKS.md).
     pub max_outbound_packets: usize,
-    /// Randomness for TCP sequence numbers, ports and DNS ids; different
-    /// every run.
+    /// Randomness for TCP sequence numbers, ports, DNS ids and hash seeds;
+    /// different every run: draw it from the host's generator with
+    /// `underpass_core::random::seed_from` (a test passes a fixed one).
     pub seed: u64,
 }
 
@@ -124,11 +133,11 @@ impl StackOptions {
     pub fn new(addresses: Vec<IpNet>, seed: u64) -> Self {
         StackOptions {
             addresses,
-            mtu: 1420,
+            mtu: usize::from(underpass_core::DEFAULT_MTU),
             tcp: TcpOptions::default(),
             udp: UdpOptions::default(),
             dns_servers: Vec::new(),
-            buffer_budget: 512 << 20,
+            buffer_budget: DEFAULT_BUFFER_BUDGET,
             max_outbound_packets: 64,
             seed,
         }
@@ -166,15 +175,32 @@ pub enum Accepted {
 
 /// Maps keyed by addresses and ports; the connection ones are looked up
 /// for every packet, where SipHash cost a few percent of the loop.
-/// Seeded from the stack's random seed, because a gateway's peers choose
-/// keys that get stored (their source ports) and must not be able to
-/// aim them at one bucket.
-pub(crate) type AddrMap<K, V> = HashMap<K, V, FixedState>;
-pub(crate) type AddrSet<K> = HashSet<K, FixedState>;
+/// Seeded ([`Seeds::hasher`]), because a gateway's peers choose keys that
+/// get stored (their source ports) and must not be able to aim them at
+/// one bucket. Core's `hash` module is the one hasher of both crates.
+pub(crate) type AddrMap<K, V> = underpass_core::hash::FastMap<K, V>;
+pub(crate) type AddrSet<K> = underpass_core::hash::FastSet<K>;
 
-fn addr_hasher(seed: u64) -> FixedState {
-    // Not the seed itself: smoltcp and the port picker see that one.
-    FixedState::with_seed(seed.rotate_left(17) ^ 0x5851_f42d_4c95_7f2d)
+/// The stack's randomness, all from [`StackOptions::seed`] (see core's
+/// `random` module): smoltcp's gets the seed itself (its initial sequence
+/// numbers), everything else its own number of the seed's sequence.
+pub(crate) struct Seeds {
+    pub hasher: FixedState,
+    pub ports: u64,
+    pub dns: u64,
+    pub ping: u64,
+}
+
+impl Seeds {
+    pub(crate) fn new(seed: u64) -> Seeds {
+        let mut sequence = underpass_core::random::SeedSequence::new(seed);
+        Seeds {
+            hasher: underpass_core::hash::seeded(sequence.next()),
+            ports: sequence.next(),
+            dns: sequence.next(),
+            ping: sequence.next(),
+        }
+    }
 }
 
 pub(crate) struct AcceptAny {
@@ -309,15 +335,15 @@ impl Stack {
                 let _ = addrs.push(cidr);
             }
         });
-        let dns = Resolver::new(options.dns_servers.clone(), options.seed);
-        let hasher = addr_hasher(options.seed);
+        let seeds = Seeds::new(options.seed);
+        let dns = Resolver::new(options.dns_servers.clone(), seeds.dns);
+        let hasher = seeds.hasher;
         let budget = options.buffer_budget;
-        let options_seed = options.seed;
         let mut stack = Stack {
             iface,
             device,
             sockets: SocketSet::new(Vec::new()),
-            ports: Ports::new(options.seed),
+            ports: Ports::new(seeds.ports),
             options,
             now,
             conns: Slots::default(),
@@ -335,7 +361,7 @@ impl Stack {
             udp: Slots::default(),
             udp_any: AddrMap::with_hasher(hasher.clone()),
             dns,
-            pinger: crate::echo::Pinger::new(options_seed, hasher.clone()),
+            pinger: crate::echo::Pinger::new(seeds.ping, hasher.clone()),
             stats: StackStats::default(),
         };
         stack.dns_open();
@@ -354,7 +380,7 @@ impl Stack {
                 IpAddr::V6(a) => self.iface.routes_mut().add_default_ipv6_route(a),
             };
         }
-        let hasher = addr_hasher(self.options.seed);
+        let hasher = Seeds::new(self.options.seed).hasher;
         self.accept_any = Some(AcceptAny {
             policy,
             listening: AddrMap::with_hasher(hasher.clone()),

@@ -45,11 +45,18 @@ pub struct UdpOptions {
     pub max_flows_per_source: usize,
 }
 
+/// [`UdpOptions::max_flows`]'s default. In a gateway a flow costs a host
+/// socket and one of the host's ~28,000 ephemeral ports: 4,096 leaves most
+/// of them to everyone else.
+pub const DEFAULT_MAX_UDP_FLOWS: usize = 4096;
+/// [`UdpOptions::max_flows_per_source`]'s default.
+pub const DEFAULT_MAX_UDP_FLOWS_PER_SOURCE: usize = 1024;
+
 impl Default for UdpOptions {
     fn default() -> Self {
         UdpOptions {
-            max_flows: 4096,
-            max_flows_per_source: 1024,
+            max_flows: DEFAULT_MAX_UDP_FLOWS,
+            max_flows_per_source: DEFAULT_MAX_UDP_FLOWS_PER_SOURCE,
         }
     }
 }

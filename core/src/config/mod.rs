@@ -28,14 +28,21 @@ use ipnet::IpNet;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 
 mod error;
+mod lex;
 mod parse;
 #[cfg(test)]
 mod tests;
 
 use error::*;
 pub use error::{ConfigError, ConfigErrorKind, EndpointError, SectionKind};
+pub use lex::{ini_quoted, ini_value, lex_line, numbered_lines, Line};
 use parse::*;
-pub use parse::{ini_quoted, ini_value};
+
+/// The tunnel MTU when the config sets none: wg-quick's choice for a
+/// 1,500-byte link (1,500 less 80 bytes of IPv6, UDP and WireGuard
+/// headers). The one home of this number: the node, the stack and the
+/// hosts take it from here.
+pub const DEFAULT_MTU: u16 = 1420;
 
 /// A parsed configuration.
 ///
@@ -61,6 +68,7 @@ pub struct Interface {
     pub dns: Vec<IpAddr>,
     /// Search domains: the entries of `DNS =` that are names, as in wg-quick.
     pub dns_search: Vec<String>,
+    /// `None`: [`DEFAULT_MTU`].
     pub mtu: Option<u16>,
     pub listen_port: Option<u16>,
     /// wireproxy's `CheckAlive`: addresses to ping through the tunnel to
@@ -301,10 +309,9 @@ impl fmt::Debug for Entry {
 impl Config {
     /// Reads wg-quick text. The first problem found is returned.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut parser = Parser::default();
-        for (i, line) in text.lines().enumerate() {
-            parser.line(i + 1, line)?;
+        for (n, line) in numbered_lines(text) {
+            parser.line(n, line)?;
         }
         parser.finish()
     }

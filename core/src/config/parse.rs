@@ -57,18 +57,11 @@ pub(super) fn error(line: usize, key: &str, kind: ConfigErrorKind) -> ConfigErro
 
 impl Parser {
     pub(super) fn line(&mut self, n: usize, raw: &str) -> Result<(), ConfigError> {
-        let text = raw.trim();
-        if text.is_empty() || text.starts_with(['#', ';']) {
-            return Ok(());
-        }
-        if text.starts_with('[') {
-            return self.header(n, strip_comment(text).trim_end());
-        }
-        let (key, value) = match text.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => (key.trim(), value),
-            _ => return Err(at(n, ConfigErrorKind::NotKeyValue)),
+        let (key, value, glued) = match lex_line(raw).map_err(|kind| at(n, kind))? {
+            Line::Nothing => return Ok(()),
+            Line::Header(name) => return self.header(n, name),
+            Line::Setting { key, value, glued } => (key, value, glued),
         };
-        let (value, glued) = ini_value(value);
         match (self.current, self.sections.last_mut()) {
             (Some(Current::Known(section)), _) => self.setting(n, section, key, &value),
             (Some(Current::Other), Some(section)) => {
@@ -87,14 +80,7 @@ impl Parser {
         }
     }
 
-    fn header(&mut self, n: usize, text: &str) -> Result<(), ConfigError> {
-        let name = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
-        let name = name
-            .map(str::trim)
-            .filter(|name| !name.is_empty() && !name.contains(['[', ']']));
-        let Some(name) = name else {
-            return Err(at(n, ConfigErrorKind::MalformedHeader(shown(text))));
-        };
+    fn header(&mut self, n: usize, name: &str) -> Result<(), ConfigError> {
         if name.eq_ignore_ascii_case("Interface") {
             if let Some(first) = &self.interface {
                 let first_line = first.line;
@@ -362,54 +348,6 @@ pub(super) fn distance(a: &str, b: &str) -> usize {
         previous = row;
     }
     previous[b.len()]
-}
-
-/// Cuts a comment off a header line: at the first `#` or `;`.
-pub(super) fn strip_comment(text: &str) -> &str {
-    text.find(['#', ';']).map_or(text, |i| &text[..i])
-}
-
-/// A value as wireproxy's INI library (go-ini, as wireproxy sets it up)
-/// reads it, so a wireproxy config means here what it meant there: text
-/// in backquotes or triple double quotes is taken as it is; otherwise a
-/// `#` or `;` anywhere starts a comment, and one pair of quotes around
-/// what is left is removed. Also returns the comment mark when it came
-/// right after the value's text (`pa#ss`), which is worth a warning.
-pub fn ini_value(raw: &str) -> (String, Option<char>) {
-    let text = raw.trim();
-    for quote in ["\"\"\"", "`"] {
-        if let Some(rest) = text.strip_prefix(quote) {
-            if let Some(end) = rest.rfind(quote) {
-                return (rest[..end].to_string(), None);
-            }
-        }
-    }
-    let (text, glued) = match text.char_indices().find(|(_, c)| matches!(c, '#' | ';')) {
-        Some((i, mark)) => {
-            let before = &text[..i];
-            let glued = !before.is_empty() && !before.ends_with(char::is_whitespace);
-            (before.trim_end(), glued.then_some(mark))
-        }
-        None => (text, None),
-    };
-    let unquoted = ['"', '\''].into_iter().find_map(|q| {
-        let inner = text.strip_prefix(q)?.strip_suffix(q)?;
-        (!inner.contains(q)).then_some(inner)
-    });
-    (unquoted.unwrap_or(text).to_string(), glued)
-}
-
-/// `value` written so that [`ini_value`] reads it back unchanged: as it
-/// is, in backquotes, or in triple double quotes.
-pub fn ini_quoted(value: &str) -> String {
-    [
-        value.to_string(),
-        format!("`{value}`"),
-        format!("\"\"\"{value}\"\"\""),
-    ]
-    .into_iter()
-    .find(|written| ini_value(written).0 == value)
-    .unwrap_or_else(|| value.to_string())
 }
 
 pub(super) fn glued_comment_message(key: &str, mark: char) -> String {

@@ -11,7 +11,6 @@
 //! two minutes).
 
 use std::cell::{Cell, RefCell};
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -22,15 +21,15 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use underpass_stack::UdpId;
 
+use crate::log_limit::LogLimit;
 use crate::tunnel::{Tunnel, TunnelUdp};
+use crate::udp_sessions::UdpSessions;
 
 /// A flow whose destination answered, silent both ways this long, goes.
 const ANSWERED_IDLE: Duration = Duration::from_secs(120);
 /// A flow whose destination never answered goes this long after the
 /// client's last datagram.
 const UNANSWERED_IDLE: Duration = Duration::from_secs(30);
-/// Refusals are logged at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The gateway's UDP limits (`--max-udp-flows`, `--max-udp-flows-per-client`).
 pub struct Limits {
@@ -45,9 +44,7 @@ pub struct HostFlows {
     limits: Limits,
     open: Cell<usize>,
     per_client: RefCell<HashMap<IpAddr, usize>>,
-    /// Refusals since the last log line, and when that was.
-    unlogged: Cell<u64>,
-    logged_at: Cell<Option<Clock>>,
+    refusals: LogLimit,
 }
 
 /// A host flow's place in the counts, given back when it is dropped.
@@ -76,8 +73,7 @@ impl HostFlows {
             limits,
             open: Cell::new(0),
             per_client: RefCell::new(HashMap::new()),
-            unlogged: Cell::new(0),
-            logged_at: Cell::new(None),
+            refusals: LogLimit::default(),
         })
     }
 
@@ -97,24 +93,16 @@ impl HostFlows {
     }
 
     fn refused(&self, client: IpAddr, dst: SocketAddr) {
-        let now = Clock::now();
-        if self
-            .logged_at
-            .get()
-            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
-        {
-            self.unlogged.set(self.unlogged.get() + 1);
+        let Some(more) = self.refusals.pass() else {
             return;
-        }
+        };
         tracing::info!(
             %client,
             %dst,
-            more_since_last = self.unlogged.get(),
+            more_since_last = more,
             open = self.open.get(),
             "UDP flow limit reached (--max-udp-flows-per-client or --max-udp-flows): datagram dropped"
         );
-        self.logged_at.set(Some(now));
-        self.unlogged.set(0);
     }
 }
 
@@ -122,7 +110,6 @@ impl HostFlows {
 /// that carries the destination's replies back.
 struct HostFlow {
     socket: Rc<UdpSocket>,
-    last_out: Clock,
     last_in: Rc<Cell<Option<Clock>>>,
     replies: JoinHandle<()>,
     _counted: Counted,
@@ -162,17 +149,17 @@ impl HostFlow {
         ));
         Ok(HostFlow {
             socket,
-            last_out: Clock::now(),
             last_in,
             replies,
             _counted: counted,
         })
     }
 
-    fn expires(&self) -> Clock {
+    /// When the flow goes, given when its client last sent.
+    fn expires(&self, last_out: Clock) -> Clock {
         match self.last_in.get() {
-            Some(t) => t.max(self.last_out) + ANSWERED_IDLE,
-            None => self.last_out + UNANSWERED_IDLE,
+            Some(t) => t.max(last_out) + ANSWERED_IDLE,
+            None => last_out + UNANSWERED_IDLE,
         }
     }
 }
@@ -188,7 +175,8 @@ pub async fn flow(tunnel: Tunnel, id: UdpId, dst: SocketAddr, flows: Rc<HostFlow
     // Replies leave from `dst`, so in its family's packets.
     let headers = if dst.is_ipv4() { 20 + 8 } else { 40 + 8 };
     let max_payload = flows.limits.mtu.saturating_sub(headers);
-    let mut clients: HashMap<SocketAddr, HostFlow> = HashMap::new();
+    // Bounded by the host flow counts (`admit`) before this bound.
+    let mut clients: UdpSessions<HostFlow> = UdpSessions::new(flows.limits.max_flows);
     let mut buf = vec![0u8; flows.limits.mtu];
     // When to look for flows that expired; expiries only move later, so
     // until then no flow has.
@@ -196,8 +184,8 @@ pub async fn flow(tunnel: Tunnel, id: UdpId, dst: SocketAddr, flows: Rc<HostFlow
     loop {
         let now = Clock::now();
         if now >= check_at {
-            clients.retain(|_, f| f.expires() > now);
-            let Some(next) = clients.values().map(HostFlow::expires).min() else {
+            clients.retain(|_, f, last_out| f.expires(last_out) > now);
+            let Some(next) = clients.iter().map(|(_, f, last)| f.expires(last)).min() else {
                 return; // the stack socket goes too; a new datagram makes another
             };
             check_at = next;
@@ -208,9 +196,10 @@ pub async fn flow(tunnel: Tunnel, id: UdpId, dst: SocketAddr, flows: Rc<HostFlow
             Ok(Err(_)) => return,
             Err(_) => continue,
         };
-        let flow = match clients.entry(client) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
+        let now = Clock::now();
+        let flow = match clients.touch(client, now) {
+            Some(flow) => flow,
+            None => {
                 let opened = flows.admit(client.ip(), dst).and_then(|counted| {
                     HostFlow::open(host_dst, client, &inner, counted, max_payload)
                         .map_err(|err| {
@@ -220,15 +209,14 @@ pub async fn flow(tunnel: Tunnel, id: UdpId, dst: SocketAddr, flows: Rc<HostFlow
                 });
                 match opened {
                     Some(f) => {
-                        check_at = check_at.min(f.expires());
-                        e.insert(f)
+                        check_at = check_at.min(f.expires(now));
+                        clients.insert(client, f, now).0
                     }
                     None if clients.is_empty() => return,
                     None => continue,
                 }
             }
         };
-        flow.last_out = Clock::now();
         let _ = flow.socket.send(&buf[..n]).await;
     }
 }

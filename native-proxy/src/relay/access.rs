@@ -12,8 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
 
-use crate::http_serve::Throttle;
+use crate::log_limit::LogLimit;
 
 /// What a page puts in the query of `/relay` or `/demo`.
 #[derive(Debug, Default)]
@@ -168,7 +169,7 @@ impl Refusal {
 pub struct Access {
     token: Option<String>,
     origins: Vec<Origin>,
-    log: Throttle,
+    log: LogLimit,
 }
 
 impl Access {
@@ -176,7 +177,7 @@ impl Access {
         Access {
             token: token.filter(|t| !t.is_empty()),
             origins,
-            log: Throttle::new(std::time::Duration::from_secs(10)),
+            log: LogLimit::default(),
         }
     }
 
@@ -251,19 +252,11 @@ impl Access {
     fn token(&self, given: Option<&str>) -> Result<(), Refusal> {
         match &self.token {
             None => Ok(()),
-            Some(t) if given.is_some_and(|g| ct_eq(g.as_bytes(), t.as_bytes())) => Ok(()),
+            // Constant time: timing says nothing about how much matched.
+            Some(t) if given.is_some_and(|g| g.as_bytes().ct_eq(t.as_bytes()).into()) => Ok(()),
             Some(_) => Err(Refusal::Token),
         }
     }
-}
-
-/// Compares without an early exit, so timing says nothing about how much
-/// of a token matched.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Reads `endpoint` and `token` from the raw query string; either named
@@ -360,11 +353,11 @@ mod tests {
 
     #[test]
     fn tokens_compare_whole() {
-        assert!(ct_eq(b"secret", b"secret"));
-        assert!(!ct_eq(b"secret", b"secreT"));
-        assert!(!ct_eq(b"secret", b"secret2"));
-        let a = Access::new(Some("s".into()), vec![]);
-        assert!(a.token(Some("s")).is_ok());
+        let a = Access::new(Some("secret".into()), vec![]);
+        assert!(a.token(Some("secret")).is_ok());
+        assert_eq!(a.token(Some("secreT")), Err(Refusal::Token));
+        assert_eq!(a.token(Some("secret2")), Err(Refusal::Token));
+        assert_eq!(a.token(Some("secre")), Err(Refusal::Token));
         assert_eq!(a.token(None), Err(Refusal::Token));
         assert!(Access::new(Some(String::new()), vec![]).token(None).is_ok());
     }

@@ -27,7 +27,8 @@ use underpass_stack::Protocol;
 use super::Relay;
 use crate::cli::Common;
 use crate::gateway::Defaults;
-use crate::http_serve::{self, Limits, Throttle};
+use crate::http_serve::{self, Limits};
+use crate::log_limit::LogLimit;
 use crate::quickstart::{parse, spawn_gateway};
 use crate::Failure;
 
@@ -139,7 +140,7 @@ impl Demo {
 /// The demo gateway's policy: TCP to `services`, nothing else (refusals
 /// logged at most every 10 s).
 fn only_to(services: [SocketAddr; 2]) -> underpass_stack::Policy {
-    let log = Throttle::new(Duration::from_secs(10));
+    let log = LogLimit::default();
     Box::new(move |proto: Protocol, dst: SocketAddr| {
         let dst = SocketAddr::new(dst.ip().to_canonical(), dst.port());
         let ok = proto == Protocol::Tcp && services.contains(&dst);
@@ -150,22 +151,6 @@ fn only_to(services: [SocketAddr; 2]) -> underpass_stack::Policy {
         }
         ok
     })
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// `GET /demo`: a client config and what to try through it, for the
@@ -187,13 +172,13 @@ pub async fn info(
     }
     let i = demo.next.fetch_add(1, Ordering::Relaxed) % demo.configs.len();
     let bytes_url = format!("http://{}/bytes?n=", demo.bytes);
-    let body = format!(
-        "{{\"config\":{},\"echo\":{},\"httpUrl\":{},\"bytesUrl\":{}}}",
-        json_string(&demo.configs[i]),
-        json_string(&demo.echo.to_string()),
-        json_string(&format!("{bytes_url}1000")),
-        json_string(&bytes_url),
-    );
+    let body = serde_json::json!({
+        "config": demo.configs[i],
+        "echo": demo.echo.to_string(),
+        "httpUrl": format!("{bytes_url}1000"),
+        "bytesUrl": bytes_url,
+    })
+    .to_string();
     (
         [
             (header::CONTENT_TYPE, "application/json"),

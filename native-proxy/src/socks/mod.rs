@@ -123,14 +123,6 @@ fn unspecified() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
-    }
-    diff == 0
-}
-
 /// Negotiates (holding `slot` until the request is read), then serves
 /// one request.
 async fn handle(
@@ -217,10 +209,7 @@ async fn negotiate(
     stream.write_all(&proto::method_selection(wanted)).await?;
     if let Some(creds) = auth {
         let ok = match read_message(stream, buf, proto::parse_user_pass).await? {
-            Ok(up) => {
-                constant_time_eq(up.username.as_bytes(), creds.username.as_bytes())
-                    & constant_time_eq(up.password.as_bytes(), creds.password.as_bytes())
-            }
+            Ok(up) => creds.matches(&up.username, &up.password),
             Err(_) => false,
         };
         stream.write_all(&proto::user_pass_status(ok)).await?;

@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rand_core::CryptoRngCore;
 use underpass_core::config::{Config, Endpoint};
+use underpass_core::random::CryptoRngCore;
 use underpass_core::{Instant, Node, NodeOptions};
 
 use super::{DynamicEndpoint, Engine, EngineOptions};
@@ -59,7 +59,7 @@ impl Engine {
             });
         }
         let mtu = iface.mtu.map_or(NodeOptions::default().mtu, usize::from);
-        let stack_seed = rng.next_u64();
+        let stack_seed = underpass_core::random::seed_from(&mut *rng);
         let mut node = Node::new(
             iface.private_key.clone(),
             NodeOptions {
@@ -123,7 +123,7 @@ mod tests {
             endpoints,
             |_| {},
             EngineOptions::default(),
-            Box::new(rand_core::OsRng),
+            Box::new(<rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1)),
             Duration::from_secs(1_764_000_000),
         )
     }

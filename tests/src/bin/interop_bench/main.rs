@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use underpass_tests::bench::{pgrep, ready_for_interop, sh, spawn_on_cpu1, Kill};
+use underpass_tests::bench::{ready_for_interop, spawn_on_cpu1, Kill};
 use underpass_tests::interop::{Peer, ReferenceClient};
 use underpass_tests::*;
 
@@ -241,8 +241,15 @@ fn main() {
         "taskset", "-c", "0", "iperf3", "-s", "-D", "-B", &server_ip, "-p", "5201",
     ]);
     assert!(out.status.success(), "iperf3 server in the namespace");
-    let host_iperf = sh("taskset -c 0 iperf3 -s -D -B 127.0.0.1 -p 5202");
-    assert!(host_iperf.status.success());
+    // A child of ours (not a daemon), so it goes when the run ends.
+    let _host_iperf = Kill(
+        std::process::Command::new("taskset")
+            .args(["-c", "0", "iperf3", "-s", "-B", "127.0.0.1", "-p", "5202"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("iperf3"),
+    );
+    wait_tcp("127.0.0.1:5202".parse().unwrap(), Duration::from_secs(5));
     let host_http_port = free_port();
     let host_origin = format!("127.0.0.1:{host_http_port}");
     let python = matches!(options.ttfb_server, Origin::Python);
@@ -361,7 +368,6 @@ fn main() {
         println!("underpass -> wireguard-go, one SOCKS5 request step by step (--steps):");
         print!("{steps}");
     }
-    let _ = sh("pkill -f 'iperf3 -s -D -B 127.0.0.1 -p 5202'");
 }
 
 /// The reference and underpass's three entry points to the same origin
@@ -460,7 +466,7 @@ fn gateway_row(b: &Bench) -> Entries {
         &b.host_small,
         format!("http://127.0.0.1:{web_port}{}", b.path),
     );
-    let pid = pgrep("--config .*bench-pair.*/client.conf");
+    let pid = Some(pair.client.id());
     underpass_row(
         "underpass -> underpass gateway",
         ("127.0.0.1", fwd_port),
