@@ -29,6 +29,7 @@ mod streams;
 
 pub use streams::{TunnelStream, TunnelUdp};
 
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::udp::{RecvBatch, UdpIo};
 
@@ -55,12 +56,12 @@ struct Driver {
     reresolve: Vec<(PeerId, String, u16)>,
     accepted: Vec<Accepted>,
     shutdown: bool,
-    /// When the connection limit was last logged.
-    limit_warned: Option<Instant>,
+    /// How often the connection limit is logged.
+    limit_log: LogLimit,
     /// Gateway: the stack's counts of flows its limits refused (TCP, UDP)
-    /// when they were last logged, and when.
+    /// when they were last logged, and how often that is.
     limit_refusals: (u64, u64),
-    limit_refusals_logged: Option<Instant>,
+    refusals_log: LogLimit,
 }
 
 /// A cheap, clonable handle to the running tunnel.
@@ -194,37 +195,27 @@ impl Driver {
         }
     }
 
-    /// Says the limit was reached, at most every ten seconds: a client
-    /// that keeps trying must not flood the log.
+    /// Says the limit was reached, at most once per `LOG_EVERY`: a
+    /// client that keeps trying must not flood the log.
     fn warn_connection_limit(&mut self) {
-        let now = self.now();
-        if self
-            .limit_warned
-            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(10))
-        {
-            self.limit_warned = Some(now);
+        if let Some(held_back) = self.limit_log.pass() {
             tracing::warn!(
+                held_back,
                 "connection limit reached (--max-connections): new connections are refused until some close"
             );
         }
     }
 
     /// Gateway: says how many flows the stack refused at its limits since
-    /// it last said, at most every ten seconds.
+    /// it last said, at most once per `LOG_EVERY`.
     fn log_limit_refusals(&mut self) {
         let stats = self.engine.stack().stats();
         let (tcp, udp) = (stats.refused_by_limit, stats.udp_refused_by_limit);
         let (tcp_logged, udp_logged) = self.limit_refusals;
-        let now = self.now();
-        if (tcp, udp) == self.limit_refusals
-            || self
-                .limit_refusals_logged
-                .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(10))
-        {
+        if (tcp, udp) == self.limit_refusals || self.refusals_log.pass().is_none() {
             return;
         }
         self.limit_refusals = (tcp, udp);
-        self.limit_refusals_logged = Some(now);
         if tcp > tcp_logged {
             tracing::info!(
                 refused = tcp - tcp_logged,
@@ -271,9 +262,9 @@ impl Tunnel {
             reresolve: Vec::new(),
             accepted: Vec::new(),
             shutdown: false,
-            limit_warned: None,
+            limit_log: LogLimit::default(),
             limit_refusals: (0, 0),
-            limit_refusals_logged: None,
+            refusals_log: LogLimit::default(),
         })))
     }
 
