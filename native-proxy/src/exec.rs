@@ -3,6 +3,9 @@
 //! usual environment variables and the config's forwards on loopback; its
 //! exit status becomes ours.
 
+// Unsafe only for libc calls, each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitStatus;

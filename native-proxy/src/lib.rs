@@ -90,6 +90,7 @@ fn init_logging(default: &str) {
 /// covers the copy buffers of HTTP CONNECT tunnels, which from the heap
 /// were zeroed whole and, freed, stayed with the process (RELIABILITY.md,
 /// connections and memory).
+#[allow(unsafe_code)] // mallopt
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: called first thing in main, before any other thread exists.

@@ -1,6 +1,9 @@
 //! Turns a configuration into a running engine: node, stack, UDP socket,
 //! metrics and capture. Shared by the client and the gateway.
 
+// Unsafe only for libc calls, each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
