@@ -17,9 +17,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use underpass_stack::{Accepted, ConnId};
 
-use crate::cli::{Common, GatewayArgs};
+use crate::cli::GatewayArgs;
 use crate::config::ProxyConfig;
 use crate::config_source::{ConfigSource, ServedBy};
+use crate::options::EngineOptions;
 use crate::setup::{self, Role};
 use crate::splice::splice_host;
 use crate::tunnel::{Tunnel, TunnelUdp};
@@ -37,14 +38,14 @@ pub async fn run(args: GatewayArgs) -> Result<(), Failure> {
         println!("config OK");
         return Ok(());
     }
-    let tunnel = start(&cfg, &args.common, Defaults::Public).await?;
+    let tunnel = start(&cfg, &(&args.common).into(), Defaults::Public).await?;
     tracing::info!(
         "gateway listening on UDP {}",
         tunnel.local_addr().map_err(Failure::runtime)?
     );
     let engine = tunnel.clone();
     let run = tokio::task::spawn_local(async move { engine.run().await });
-    setup::shutdown_signal().await;
+    crate::signals::shutdown_signal().await;
     tracing::info!("shutting down");
     tunnel.shutdown();
     let _ = run.await;
@@ -65,7 +66,7 @@ pub enum Defaults {
 /// Builds the gateway's engine, its DNS service and flow handling.
 pub async fn start(
     cfg: &ProxyConfig,
-    common: &Common,
+    common: &EngineOptions,
     defaults: Defaults,
 ) -> Result<Tunnel, Failure> {
     let host = if Destinations::needs_host_addrs(cfg, defaults) {

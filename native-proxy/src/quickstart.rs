@@ -7,6 +7,7 @@ use std::path::Path;
 
 use underpass_core::PrivateKey;
 
+use crate::accept::ListenerKind;
 use crate::cli::QuickstartArgs;
 use crate::client::Client;
 use crate::config::{ProxyConfig, ProxyListener};
@@ -39,7 +40,7 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
     let port = spawn_gateway(
         gateway_cfg,
         Defaults::Everything,
-        crate::cli::Common::default(),
+        crate::options::EngineOptions::default(),
         None,
     )?;
 
@@ -62,10 +63,10 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
         auth: None,
         tls: None,
     }];
-    let client = Client::start(&client_cfg, &socks, &http, &args.common).await?;
+    let client = Client::start(&client_cfg, &socks, &http, &(&args.common).into()).await?;
     let addrs = client.local_addrs();
     let find = |kind| addrs.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a);
-    let (socks_addr, http_addr) = (find("socks5"), find("http"));
+    let (socks_addr, http_addr) = (find(ListenerKind::Socks5), find(ListenerKind::Http));
     println!("underpass quickstart: a WireGuard client and gateway on loopback (gateway UDP port {port})");
     if let Some(a) = socks_addr {
         println!("  SOCKS5 proxy  {a}");
@@ -91,7 +92,7 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
 pub fn spawn_gateway(
     cfg: ProxyConfig,
     defaults: Defaults,
-    common: crate::cli::Common,
+    common: crate::options::EngineOptions,
     only: Option<underpass_stack::Policy>,
 ) -> Result<u16, Failure> {
     let (port_tx, port_rx) = std::sync::mpsc::channel();

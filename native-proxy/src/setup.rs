@@ -14,9 +14,9 @@ use underpass_core::config::Endpoint;
 use underpass_core::{Instant, Node, NodeOptions};
 use underpass_stack::{Policy, Stack, StackOptions};
 
-use crate::cli::Common;
 use crate::config::ProxyConfig;
 use crate::metrics::{self, Metrics};
+use crate::options::EngineOptions;
 use crate::pcap::Pcap;
 use crate::tunnel::{DynamicEndpoint, Engine, Tunnel};
 use crate::udp::UdpIo;
@@ -35,7 +35,11 @@ const DEFAULT_CHECK_ALIVE_INTERVAL: u16 = 5;
 
 /// Builds the engine of `cfg` and starts `--metrics`; the loop itself is
 /// started by the caller with [`Tunnel::run`].
-pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tunnel, Failure> {
+pub async fn build(
+    cfg: &ProxyConfig,
+    role: Role,
+    common: &EngineOptions,
+) -> Result<Tunnel, Failure> {
     let iface = &cfg.wg.interface;
     if iface.addresses.is_empty() {
         return Err(Failure::usage(format!(
@@ -104,7 +108,7 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
     options.tcp.max_connections_per_source = common.max_connections_per_client;
     options.udp.max_flows = common.max_udp_flows;
     options.udp.max_flows_per_source = common.max_udp_flows_per_client;
-    options.tcp.congestion = common.congestion.into();
+    options.tcp.congestion = common.congestion;
     options.buffer_budget = common.buffer_budget.saturating_mul(1 << 20);
     let mut stack = Stack::new(options, Instant::ZERO)
         .map_err(|e| Failure::usage(format!("[Interface]: {e}")))?;
@@ -157,30 +161,6 @@ async fn resolve_endpoint(host: &str, port: u16) -> Option<SocketAddr> {
     match tokio::time::timeout(Duration::from_secs(10), lookup).await {
         Ok(Ok(mut addrs)) => addrs.next(),
         _ => None,
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }
 
@@ -268,7 +248,7 @@ pub fn restore_fd_limit_for(command: &mut tokio::process::Command) {
 /// Warns at start when the open-file limit is below what a gateway's
 /// limits let its flows take (a host socket each), so that a flood of
 /// flows fails on descriptors rather than on the limits.
-pub fn check_fd_limit(common: &Common) {
+pub fn check_fd_limit(common: &EngineOptions) {
     let Some(limit) = fd_limit() else {
         return;
     };

@@ -25,10 +25,10 @@ use underpass_core::PrivateKey;
 use underpass_stack::Protocol;
 
 use super::Relay;
-use crate::cli::Common;
 use crate::gateway::Defaults;
 use crate::http_serve::{self, Limits};
 use crate::log_limit::LogLimit;
+use crate::options::EngineOptions;
 use crate::quickstart::{parse, spawn_gateway};
 use crate::Failure;
 
@@ -100,11 +100,11 @@ impl Demo {
                 i + 2
             ));
         }
-        let common = Common {
+        let common = EngineOptions {
             max_connections: MAX_FLOWS,
             max_connections_per_client: MAX_FLOWS_PER_CLIENT,
             udp_bind: Some(loopback),
-            ..Common::default()
+            ..EngineOptions::default()
         };
         let port = spawn_gateway(
             parse(&gateway, "demo gateway")?,
