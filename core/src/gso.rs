@@ -34,8 +34,11 @@ const SPARE_BUFFERS: usize = 32;
 pub struct Transmit<'a> {
     /// Local address to send from; `None` lets the kernel choose.
     pub src: Option<IpAddr>,
+    /// Where the datagrams go.
     pub dst: SocketAddr,
+    /// Length of each datagram but the last, which may be shorter: the `segment_size` of a GSO send.
     pub segment_size: usize,
+    /// The datagrams, back to back.
     pub contents: &'a [u8],
 }
 
@@ -100,6 +103,7 @@ fn payload_limit(dst: &SocketAddr) -> usize {
 }
 
 impl GsoQueue {
+    /// An empty queue.
     pub fn new() -> Self {
         Self::with_max_segments(MAX_SEGMENTS)
     }
@@ -219,6 +223,7 @@ impl GsoQueue {
         }
     }
 
+    /// Whether nothing waits to be sent.
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()
     }
@@ -233,6 +238,7 @@ impl GsoQueue {
         self.bytes
     }
 
+    /// Drops everything queued (the socket is gone).
     pub fn clear(&mut self) {
         while let Some(batch) = self.batches.pop_front() {
             self.front_seq += 1;

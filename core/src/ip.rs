@@ -7,13 +7,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// not a plausible IPv4 or IPv6 packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpHeader {
+    /// Source address.
     pub src: IpAddr,
+    /// Destination address.
     pub dst: IpAddr,
     /// Length from the header; the buffer may be longer (padding).
     pub len: usize,
 }
 
 impl IpHeader {
+    /// Reads the addresses of an IPv4 or IPv6 packet; `None` when it is neither or too short.
     pub fn parse(packet: &[u8]) -> Option<IpHeader> {
         match packet.first()? >> 4 {
             4 if packet.len() >= 20 => {

@@ -17,8 +17,10 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("not valid base64")]
+    /// Not base64.
     Base64,
     #[error("decodes to {0} bytes, a key has 32")]
+    /// Decodes to this many bytes, not 32.
     Length(usize),
 }
 
@@ -40,14 +42,17 @@ fn decode32(text: &str) -> Result<[u8; 32], KeyError> {
 pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
+    /// The key from its 32 bytes.
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         PublicKey(bytes)
     }
 
+    /// The key's 32 bytes.
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
+    /// The key as wg(8) writes it.
     pub fn to_base64(&self) -> String {
         BASE64.encode(self.0)
     }
@@ -94,6 +99,7 @@ impl fmt::Display for ShortKey {
 pub struct PrivateKey(x25519_dalek::StaticSecret);
 
 impl PrivateKey {
+    /// A new random key from `rng`, which must be cryptographically secure.
     pub fn generate(rng: &mut dyn CryptoRngCore) -> Self {
         let mut bytes = [0u8; 32];
         rng.fill_bytes(&mut bytes);
@@ -107,6 +113,7 @@ impl PrivateKey {
         PrivateKey(x25519_dalek::StaticSecret::from(bytes))
     }
 
+    /// The public key that goes with this private one.
     pub fn public_key(&self) -> PublicKey {
         PublicKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
     }
@@ -120,6 +127,7 @@ impl PrivateKey {
         &self.0
     }
 
+    /// The key's 32 bytes; keep them secret.
     pub fn as_bytes(&self) -> &[u8; 32] {
         self.0.as_bytes()
     }
@@ -155,16 +163,19 @@ impl Eq for PrivateKey {}
 pub struct PresharedKey([u8; 32]);
 
 impl PresharedKey {
+    /// The key from its 32 bytes.
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         PresharedKey(bytes)
     }
 
+    /// A new random key from `rng`, which must be cryptographically secure.
     pub fn generate(rng: &mut dyn CryptoRngCore) -> Self {
         let mut key = PresharedKey([0; 32]);
         rng.fill_bytes(&mut key.0);
         key
     }
 
+    /// The key's 32 bytes; keep them secret.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -10,6 +10,9 @@
 //! datagrams (GSO batches, see [`GsoQueue`]) and [`Event`]s out. [`config`]
 //! reads and writes the wg-quick format.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod allowed_ips;
 pub mod config;
 mod cookie;

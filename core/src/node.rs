@@ -33,17 +33,21 @@ pub struct PeerId(pub u32);
 /// How a peer is set up.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
+    /// Who the peer is.
     pub public_key: PublicKey,
+    /// Mixed into every handshake with the peer.
     pub preshared_key: Option<PresharedKey>,
     /// Where to send; `None` for a peer that only ever dials us. The node
     /// follows a peer that roams.
     pub endpoint: Option<SocketAddr>,
     /// Networks this peer may send from and we route to it.
     pub allowed_ips: Vec<IpNet>,
+    /// How often to send a keepalive when nothing else was sent; `None`: never.
     pub persistent_keepalive: Option<Duration>,
 }
 
 impl PeerOptions {
+    /// A peer with no endpoint, no allowed IPs, no keepalive.
     pub fn new(public_key: PublicKey) -> Self {
         PeerOptions {
             public_key,
@@ -80,6 +84,7 @@ impl Default for NodeOptions {
 
 /// Things the layer above acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields: the peer, and what the variant says
 pub enum Event {
     /// A new session with the peer is usable.
     HandshakeCompleted { peer: PeerId },
@@ -97,6 +102,7 @@ pub enum Event {
 
 /// What a datagram turned out to be, when it was not refused.
 #[derive(Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields: the peer, and what the variant says
 pub enum Received<'a> {
     /// A decrypted IP packet from `peer`, trimmed to its header's length,
     /// its source checked against the peer's allowed IPs.
@@ -198,6 +204,7 @@ impl DatagramError {
 
 /// Why an outbound IP packet was not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is
 pub enum SendError {
     #[error("not an IP packet")]
     NotIp,
@@ -210,13 +217,19 @@ pub enum SendError {
 /// Counters of the whole node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeStats {
+    /// Transport data messages sent (keepalives included).
     pub packets_sent: u64,
+    /// Transport data messages received and authenticated.
     pub packets_received: u64,
+    /// Handshake initiations sent.
     pub handshakes_initiated: u64,
+    /// Handshakes completed, in either role.
     pub handshakes_completed: u64,
+    /// Cookie replies sent because the node was under load.
     pub cookies_sent: u64,
     /// Packets dropped from a peer's queue while its handshake was pending.
     pub staged_dropped: u64,
+    /// Outbound packets no peer's allowed IPs contain.
     pub no_route: u64,
     dropped: [u64; DatagramError::ALL.len()],
 }
@@ -227,6 +240,7 @@ impl NodeStats {
         self.dropped[reason as usize]
     }
 
+    /// Datagrams dropped for any reason.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().sum()
     }
@@ -298,6 +312,7 @@ pub struct Node {
 
 /// Why a peer could not be added.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is
 pub enum PeerError {
     #[error("peer {0} is already configured")]
     Duplicate(PublicKey),
@@ -343,10 +358,12 @@ impl Node {
         }
     }
 
+    /// This node's public key.
     pub fn public_key(&self) -> PublicKey {
         self.shared.identity.public
     }
 
+    /// Adds a peer; its routes are its allowed IPs from now on.
     pub fn add_peer(&mut self, options: PeerOptions, now: Instant) -> Result<PeerId, PeerError> {
         let key = options.public_key;
         if key == self.shared.identity.public {
@@ -392,14 +409,17 @@ impl Node {
         self.routes.longest_match(ip).copied()
     }
 
+    /// The id of the peer with `key`, if it is configured.
     pub fn peer_id(&self, key: &PublicKey) -> Option<PeerId> {
         self.by_key.get(key).copied()
     }
 
+    /// Every peer's id.
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.peers.iter().flatten().map(|p| p.id)
     }
 
+    /// What the peer knows and counts at `now`; `None` for an unknown id.
     pub fn peer(&self, id: PeerId, now: Instant) -> Option<PeerInfo> {
         self.peer_ref(id).map(|p| p.info(now))
     }
@@ -421,6 +441,7 @@ impl Node {
         }
     }
 
+    /// The node's counters.
     pub fn stats(&self) -> &NodeStats {
         &self.shared.stats
     }

@@ -32,13 +32,17 @@ pub(crate) enum Slot {
 /// What a peer knows and counts; see [`crate::Node::peer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
+    /// Who the peer is.
     pub public_key: PublicKey,
+    /// Where its datagrams go now; `None` until it is known.
     pub endpoint: Option<SocketAddr>,
     /// When the last handshake completed, on the caller's clock.
     pub last_handshake: Option<Instant>,
     /// Plaintext bytes sent and received (keepalives count zero).
     pub tx_bytes: u64,
+    /// Plaintext bytes received.
     pub rx_bytes: u64,
+    /// Handshakes completed with the peer, in either role.
     pub handshakes_completed: u64,
     /// Whether a session can carry data right now.
     pub has_session: bool,

@@ -22,10 +22,12 @@ impl Instant {
         Instant(since_epoch)
     }
 
+    /// `secs` seconds after the clock's epoch.
     pub const fn from_secs(secs: u64) -> Self {
         Instant(Duration::from_secs(secs))
     }
 
+    /// `millis` milliseconds after the clock's epoch.
     pub const fn from_millis(millis: u64) -> Self {
         Instant(Duration::from_millis(millis))
     }

@@ -16,15 +16,23 @@ pub enum WireError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The first byte of every WireGuard message.
 pub enum MessageType {
+    /// Handshake initiation.
     Initiation = 1,
+    /// Handshake response.
     Response = 2,
+    /// Cookie reply, sent under load.
     CookieReply = 3,
+    /// Transport data.
     Data = 4,
 }
 
+/// Length of a handshake initiation.
 pub const INITIATION_LEN: usize = 148;
+/// Length of a handshake response.
 pub const RESPONSE_LEN: usize = 92;
+/// Length of a cookie reply.
 pub const COOKIE_REPLY_LEN: usize = 64;
 /// Header of a transport data message: type, receiver index, counter.
 pub const DATA_HEADER_LEN: usize = 16;
@@ -32,6 +40,7 @@ pub const DATA_HEADER_LEN: usize = 16;
 pub const DATA_MIN_LEN: usize = DATA_HEADER_LEN + TAG_LEN;
 /// What a transport data message adds to its (padded) payload.
 pub const DATA_OVERHEAD: usize = DATA_HEADER_LEN + TAG_LEN;
+/// Length of a Poly1305 tag.
 pub const TAG_LEN: usize = 16;
 
 /// Reads the type of a datagram and checks its length against the type.
@@ -91,10 +100,12 @@ macro_rules! view {
                 $name { buffer }
             }
 
+            /// The whole message.
             pub fn as_bytes(&self) -> &[u8] {
                 self.buffer.as_ref()
             }
 
+            /// The buffer back.
             pub fn into_inner(self) -> T {
                 self.buffer
             }
@@ -107,6 +118,7 @@ macro_rules! view {
                 b[..4].copy_from_slice(&[$ty as u8, 0, 0, 0]);
             }
 
+            /// The whole message, to write.
             pub fn as_bytes_mut(&mut self) -> &mut [u8] {
                 self.buffer.as_mut()
             }
@@ -114,6 +126,8 @@ macro_rules! view {
     };
 }
 
+/// Byte ranges of a handshake initiation's fields, named as in the whitepaper.
+#[allow(missing_docs)] // the whitepaper's field names
 pub mod initiation {
     use core::ops::Range;
     pub const SENDER: Range<usize> = 4..8;
@@ -124,6 +138,8 @@ pub mod initiation {
     pub const MAC2: Range<usize> = 132..148;
 }
 
+/// Byte ranges of a handshake response's fields, named as in the whitepaper.
+#[allow(missing_docs)] // the whitepaper's field names
 pub mod response {
     use core::ops::Range;
     pub const SENDER: Range<usize> = 4..8;
@@ -134,6 +150,8 @@ pub mod response {
     pub const MAC2: Range<usize> = 76..92;
 }
 
+/// Byte ranges of a cookie reply's fields, named as in the whitepaper.
+#[allow(missing_docs)] // the whitepaper's field names
 pub mod cookie_reply {
     use core::ops::Range;
     pub const RECEIVER: Range<usize> = 4..8;
@@ -141,6 +159,8 @@ pub mod cookie_reply {
     pub const COOKIE: Range<usize> = 32..64;
 }
 
+/// Byte ranges of a transport data header's fields, named as in the whitepaper.
+#[allow(missing_docs)] // the whitepaper's field names
 pub mod data {
     use core::ops::Range;
     pub const RECEIVER: Range<usize> = 4..8;
@@ -173,30 +193,37 @@ view!(
 );
 
 impl<T: AsRef<[u8]>> Initiation<T> {
+    /// The initiator's session index.
     pub fn sender(&self) -> u32 {
         read_u32(self.as_bytes(), initiation::SENDER)
     }
+    /// The initiator's ephemeral public key.
     pub fn ephemeral(&self) -> [u8; 32] {
         array(self.as_bytes(), initiation::EPHEMERAL)
     }
 }
 
 impl<T: AsRef<[u8]>> Response<T> {
+    /// The responder's session index.
     pub fn sender(&self) -> u32 {
         read_u32(self.as_bytes(), response::SENDER)
     }
+    /// The initiator's session index, which this answers.
     pub fn receiver(&self) -> u32 {
         read_u32(self.as_bytes(), response::RECEIVER)
     }
+    /// The responder's ephemeral public key.
     pub fn ephemeral(&self) -> [u8; 32] {
         array(self.as_bytes(), response::EPHEMERAL)
     }
 }
 
 impl<T: AsRef<[u8]>> CookieReply<T> {
+    /// The session index of the message this answers.
     pub fn receiver(&self) -> u32 {
         read_u32(self.as_bytes(), cookie_reply::RECEIVER)
     }
+    /// The nonce of the encrypted cookie.
     pub fn nonce(&self) -> [u8; 24] {
         array(self.as_bytes(), cookie_reply::NONCE)
     }
@@ -207,9 +234,11 @@ impl<T: AsRef<[u8]>> CookieReply<T> {
 }
 
 impl<T: AsRef<[u8]>> Data<T> {
+    /// The receiver's session index.
     pub fn receiver(&self) -> u32 {
         read_u32(self.as_bytes(), data::RECEIVER)
     }
+    /// The message's counter (its nonce).
     pub fn counter(&self) -> u64 {
         u64::from_le_bytes(array(self.as_bytes(), data::COUNTER))
     }
@@ -220,9 +249,11 @@ impl<T: AsRef<[u8]>> Data<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Data<T> {
+    /// Sets the receiver's session index.
     pub fn set_receiver(&mut self, index: u32) {
         self.as_bytes_mut()[data::RECEIVER].copy_from_slice(&index.to_le_bytes());
     }
+    /// Sets the counter.
     pub fn set_counter(&mut self, counter: u64) {
         self.as_bytes_mut()[data::COUNTER].copy_from_slice(&counter.to_le_bytes());
     }

@@ -143,11 +143,43 @@ impl Drop for Negotiating {
     }
 }
 
+/// What a local listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Socks5,
+    Http,
+    /// The HTTP proxy over TLS.
+    Https,
+    Sni,
+    TcpClientTunnel,
+    UdpProxyTunnel,
+}
+
+impl ListenerKind {
+    /// As `underpass up --wait` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Socks5 => "socks5",
+            ListenerKind::Http => "http",
+            ListenerKind::Https => "https",
+            ListenerKind::Sni => "sni",
+            ListenerKind::TcpClientTunnel => "tcp-client-tunnel",
+            ListenerKind::UdpProxyTunnel => "udp-proxy-tunnel",
+        }
+    }
+}
+
+impl std::fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A local socket a user's program connects to, as `underpass up --wait`
 /// prints it: `KIND ADDR [TARGET]`, e.g. `socks5 127.0.0.1:1080`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listening {
-    pub kind: &'static str,
+    pub kind: ListenerKind,
     pub addr: std::net::SocketAddr,
     /// Where a forward leads.
     pub target: Option<String>,

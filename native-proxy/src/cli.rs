@@ -7,6 +7,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use underpass_core::PrivateKey;
 
+use underpass_stack::{
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_SOURCE as DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    DEFAULT_MAX_UDP_FLOWS, DEFAULT_MAX_UDP_FLOWS_PER_SOURCE as DEFAULT_MAX_UDP_FLOWS_PER_CLIENT,
+};
+
+use crate::options::{TunnelOptions, DEFAULT_MAX_NEGOTIATING};
 use crate::Failure;
 
 #[derive(Parser, Debug)]
@@ -126,30 +133,22 @@ impl From<Congestion> for underpass_stack::Congestion {
     }
 }
 
-// The stack's defaults are the flags' defaults: one home for each limit.
-use underpass_stack::{
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_SOURCE as DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
-    DEFAULT_MAX_UDP_FLOWS, DEFAULT_MAX_UDP_FLOWS_PER_SOURCE as DEFAULT_MAX_UDP_FLOWS_PER_CLIENT,
-};
+/// The flags' defaults are the stack's: one home for each limit.
 const DEFAULT_BUFFER_BUDGET_MIB: usize = underpass_stack::DEFAULT_BUFFER_BUDGET >> 20;
-/// Half of 1,024 descriptors (a hard limit some systems still have),
-/// leaving the rest to clients that got through.
-const DEFAULT_MAX_NEGOTIATING: u64 = 512;
 
-impl Default for Common {
-    fn default() -> Self {
-        Common {
-            metrics: None,
-            pcap: None,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
-            max_udp_flows: DEFAULT_MAX_UDP_FLOWS,
-            max_udp_flows_per_client: DEFAULT_MAX_UDP_FLOWS_PER_CLIENT,
-            max_negotiating: DEFAULT_MAX_NEGOTIATING,
-            buffer_budget: DEFAULT_BUFFER_BUDGET_MIB,
-            congestion: Congestion::Bbr,
-            udp_bind: None,
+impl From<&Common> for TunnelOptions {
+    fn from(c: &Common) -> TunnelOptions {
+        TunnelOptions {
+            metrics: c.metrics,
+            pcap: c.pcap.clone(),
+            max_connections: c.max_connections,
+            max_connections_per_client: c.max_connections_per_client,
+            max_negotiating: c.max_negotiating,
+            max_udp_flows: c.max_udp_flows,
+            max_udp_flows_per_client: c.max_udp_flows_per_client,
+            buffer_budget: c.buffer_budget,
+            congestion: c.congestion.into(),
+            udp_bind: c.udp_bind,
         }
     }
 }

@@ -9,11 +9,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::accept::{Listening, Negotiations};
+use crate::accept::{ListenerKind, Listening, Negotiations};
 use crate::cli::UpArgs;
 use crate::config::{ProxyConfig, ProxyListener};
 use crate::config_source::{ConfigSource, ServedBy, ENV_FILE, ENV_TEXT};
 use crate::forward::{self, Forwards};
+use crate::options::TunnelOptions;
 use crate::setup::{self, Role};
 use crate::tunnel::Tunnel;
 use crate::{http_proxy, sni, socks, Failure};
@@ -87,7 +88,7 @@ pub async fn run(args: UpArgs) -> Result<(), Failure> {
             tls: None,
         });
     }
-    let client = Client::start(&cfg, &socks5, &http, &args.client.common).await?;
+    let client = Client::start(&cfg, &socks5, &http, &(&args.client.common).into()).await?;
     let running = client.launch(&cfg).await?;
     if args.wait {
         let limit = Duration::from_secs(args.handshake_timeout);
@@ -111,7 +112,7 @@ pub async fn run(args: UpArgs) -> Result<(), Failure> {
 /// running.
 pub struct Client {
     pub tunnel: Tunnel,
-    listeners: Vec<(&'static str, TcpListener, ProxyListener)>,
+    listeners: Vec<(ListenerKind, TcpListener, ProxyListener)>,
     /// `[SNI]` listeners and the port they connect to.
     sni: Vec<(TcpListener, u16)>,
     /// `--max-negotiating`: one pool for all the proxy listeners.
@@ -131,14 +132,22 @@ impl Client {
         cfg: &ProxyConfig,
         socks5: &[ProxyListener],
         http: &[ProxyListener],
-        common: &crate::cli::Common,
+        common: &TunnelOptions,
     ) -> Result<Client, Failure> {
         let mut listeners = Vec::new();
         for l in socks5 {
-            listeners.push(("socks5", bind(l.bind, "SOCKS5").await?, l.clone()));
+            listeners.push((
+                ListenerKind::Socks5,
+                bind(l.bind, "SOCKS5").await?,
+                l.clone(),
+            ));
         }
         for l in http {
-            let kind = if l.tls.is_some() { "https" } else { "http" };
+            let kind = if l.tls.is_some() {
+                ListenerKind::Https
+            } else {
+                ListenerKind::Http
+            };
             listeners.push((kind, bind(l.bind, "the HTTP proxy").await?, l.clone()));
         }
         let mut sni = Vec::new();
@@ -159,7 +168,7 @@ impl Client {
     }
 
     /// The addresses the proxies listen on, `(kind, addr)`.
-    pub fn local_addrs(&self) -> Vec<(&'static str, SocketAddr)> {
+    pub fn local_addrs(&self) -> Vec<(ListenerKind, SocketAddr)> {
         self.listeners
             .iter()
             .filter_map(|(kind, l, _)| l.local_addr().ok().map(|a| (*kind, a)))
@@ -184,7 +193,7 @@ impl Client {
             let auth = config.auth.map(Rc::new);
             let (t, n) = (tunnel.clone(), self.negotiations.clone());
             match kind {
-                "socks5" => {
+                ListenerKind::Socks5 => {
                     tokio::task::spawn_local(socks::serve(listener, t, auth, n));
                 }
                 _ => {
@@ -202,7 +211,7 @@ impl Client {
             let addr = listener.local_addr().map_err(Failure::runtime)?;
             tracing::info!("SNI proxy listening on {addr} (to port {port} of each name)");
             listening.push(Listening {
-                kind: "sni",
+                kind: ListenerKind::Sni,
                 addr,
                 target: None,
             });
@@ -296,7 +305,7 @@ impl Running {
             ..
         } = self;
         let result = tokio::select! {
-            _ = setup::shutdown_signal() => {
+            _ = crate::signals::shutdown_signal() => {
                 tracing::info!("shutting down");
                 Ok(())
             }

@@ -399,6 +399,12 @@ fn assemble(
 }
 
 impl ProxyConfig {
+    /// A config the program wrote itself (quickstart, the relay's demo):
+    /// no files around it, no `$VAR`; an error is a usage error.
+    pub fn generated(text: &str, name: &str) -> Result<ProxyConfig, crate::Failure> {
+        Self::from_text(text, name, Path::new("."), &|_| None).map_err(crate::Failure::usage)
+    }
+
     /// Reads `path`, follows `WGConfig =`, expands `$VAR`, parses, checks.
     pub fn load(path: &Path) -> Result<ProxyConfig, LoadError> {
         let text = read(path).map_err(|e| LoadError {

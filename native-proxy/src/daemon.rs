@@ -4,6 +4,9 @@
 //! up, so a config error or a port in use is not lost with the logs, which
 //! go nowhere afterwards (as wireproxy's do; a service manager keeps them).
 
+// Unsafe only for libc calls, each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::sync::Mutex;
 
 use crate::Failure;

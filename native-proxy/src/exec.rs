@@ -3,6 +3,9 @@
 //! usual environment variables and the config's forwards on loopback; its
 //! exit status becomes ours.
 
+// Unsafe only for libc calls, each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitStatus;
@@ -10,6 +13,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use crate::accept::ListenerKind;
 use crate::cli::ExecArgs;
 use crate::client::{load_config, Client};
 use crate::config::{Credentials, ProxyConfig, ProxyListener};
@@ -54,7 +58,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
     let http: Vec<_> = std::iter::once(ours)
         .chain(cfg.http.iter().cloned())
         .collect();
-    let client = Client::start(&cfg, &socks5, &http, &args.common).await?;
+    let client = Client::start(&cfg, &socks5, &http, &(&args.common).into()).await?;
     let running = client.launch(&cfg).await?;
     if let Err(f) = running
         .wait_for_handshakes(Duration::from_secs(args.handshake_timeout))
@@ -63,7 +67,7 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
         running.stop().await;
         return Err(f);
     }
-    let first = |kind: &str| {
+    let first = |kind: ListenerKind| {
         running
             .listening
             .iter()
@@ -72,8 +76,8 @@ pub async fn run(args: ExecArgs) -> Result<u8, Failure> {
             .expect("exec binds its own proxies first")
     };
     let env = proxy_env(
-        first("socks5"),
-        first("http"),
+        first(ListenerKind::Socks5),
+        first(ListenerKind::Http),
         auth.as_ref(),
         std::env::var("NO_PROXY")
             .or_else(|_| std::env::var("no_proxy"))

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::sync::oneshot;
 use underpass_stack::ListenerId;
 
-use crate::accept::{accept, Listening};
+use crate::accept::{accept, ListenerKind, Listening};
 use crate::config::{ProxyConfig, Target};
 use crate::splice::splice_host;
 use crate::tunnel::Tunnel;
@@ -69,7 +69,7 @@ pub async fn start(
         let addr = listener.local_addr().map_err(Failure::runtime)?;
         tracing::info!("tcp-client-tunnel listening on {addr} -> {}", f.target);
         listening.push(Listening {
-            kind: "tcp-client-tunnel",
+            kind: ListenerKind::TcpClientTunnel,
             addr,
             target: Some(f.target.to_string()),
         });
@@ -96,7 +96,7 @@ pub async fn start(
         let addr = socket.local_addr().map_err(Failure::runtime)?;
         tracing::info!("udp-proxy-tunnel on {addr} -> {}", f.target);
         listening.push(Listening {
-            kind: "udp-proxy-tunnel",
+            kind: ListenerKind::UdpProxyTunnel,
             addr,
             target: Some(f.target.to_string()),
         });

@@ -17,9 +17,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use underpass_stack::{Accepted, ConnId};
 
-use crate::cli::{Common, GatewayArgs};
+use crate::cli::GatewayArgs;
 use crate::config::ProxyConfig;
 use crate::config_source::{ConfigSource, ServedBy};
+use crate::options::TunnelOptions;
 use crate::setup::{self, Role};
 use crate::splice::splice_host;
 use crate::tunnel::{Tunnel, TunnelUdp};
@@ -37,14 +38,14 @@ pub async fn run(args: GatewayArgs) -> Result<(), Failure> {
         println!("config OK");
         return Ok(());
     }
-    let tunnel = start(&cfg, &args.common, Defaults::Public).await?;
+    let tunnel = start(&cfg, &(&args.common).into(), Defaults::Public).await?;
     tracing::info!(
         "gateway listening on UDP {}",
         tunnel.local_addr().map_err(Failure::runtime)?
     );
     let engine = tunnel.clone();
     let run = tokio::task::spawn_local(async move { engine.run().await });
-    setup::shutdown_signal().await;
+    crate::signals::shutdown_signal().await;
     tracing::info!("shutting down");
     tunnel.shutdown();
     let _ = run.await;
@@ -65,7 +66,7 @@ pub enum Defaults {
 /// Builds the gateway's engine, its DNS service and flow handling.
 pub async fn start(
     cfg: &ProxyConfig,
-    common: &Common,
+    common: &TunnelOptions,
     defaults: Defaults,
 ) -> Result<Tunnel, Failure> {
     let host = if Destinations::needs_host_addrs(cfg, defaults) {
@@ -158,4 +159,40 @@ async fn dns_service(socket: TunnelUdp) {
             }
         });
     }
+}
+
+/// Runs a gateway for `cfg` on its own thread (its own engine and runtime,
+/// as in its own process), with the limits of `common`; `only`, if given,
+/// replaces what `defaults` and the config allow. Returns its UDP port
+/// once it listens.
+pub fn spawn(
+    cfg: ProxyConfig,
+    defaults: Defaults,
+    common: crate::options::TunnelOptions,
+    only: Option<underpass_stack::Policy>,
+) -> Result<u16, Failure> {
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("gateway".into())
+        .spawn(move || {
+            let report = port_tx.clone();
+            let result = crate::run(async move {
+                let tunnel = start(&cfg, &common, defaults).await?;
+                if let Some(policy) = only {
+                    // Before the loop runs, so no flow saw the other policy.
+                    tunnel.set_accept_any(policy);
+                }
+                let port = tunnel.local_addr().map_err(Failure::runtime)?.port();
+                let _ = report.send(Ok(port));
+                tunnel.run().await;
+                Ok(())
+            });
+            if let Err(f) = result {
+                let _ = port_tx.send(Err(f));
+            }
+        })
+        .map_err(Failure::runtime)?;
+    port_rx
+        .recv()
+        .map_err(|_| Failure::runtime("the gateway thread ended before it started"))?
 }

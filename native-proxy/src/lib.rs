@@ -23,10 +23,12 @@ mod http_proxy;
 mod http_serve;
 mod log_limit;
 mod metrics;
+mod options;
 mod pcap;
 mod quickstart;
 mod relay;
 mod setup;
+mod signals;
 mod sni;
 mod socks;
 mod splice;
@@ -90,6 +92,7 @@ fn init_logging(default: &str) {
 /// covers the copy buffers of HTTP CONNECT tunnels, which from the heap
 /// were zeroed whole and, freed, stayed with the process (RELIABILITY.md,
 /// connections and memory).
+#[allow(unsafe_code)] // mallopt
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: called first thing in main, before any other thread exists.

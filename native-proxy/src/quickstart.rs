@@ -3,10 +3,9 @@
 //! with no WireGuard server anywhere. The gateway runs on its own thread
 //! (its own engine), as it would in its own process.
 
-use std::path::Path;
-
 use underpass_core::PrivateKey;
 
+use crate::accept::ListenerKind;
 use crate::cli::QuickstartArgs;
 use crate::client::Client;
 use crate::config::{ProxyConfig, ProxyListener};
@@ -16,17 +15,13 @@ use crate::Failure;
 const GATEWAY_V4: &str = "10.77.0.1";
 const CLIENT_V4: &str = "10.77.0.2";
 
-pub fn parse(text: &str, name: &str) -> Result<ProxyConfig, Failure> {
-    ProxyConfig::from_text(text, name, Path::new("."), &|_| None).map_err(Failure::usage)
-}
-
 pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
     let mut rng = rand::rngs::OsRng;
     let (gateway_key, client_key) = (
         PrivateKey::generate(&mut rng),
         PrivateKey::generate(&mut rng),
     );
-    let gateway_cfg = parse(
+    let gateway_cfg = ProxyConfig::generated(
         &format!(
             "[Interface]\nPrivateKey = {}\nAddress = {GATEWAY_V4}/32, fd77::1/128\nListenPort = 0\n\n\
              [Peer]\nPublicKey = {}\nAllowedIPs = {CLIENT_V4}/32, fd77::2/128\n",
@@ -36,14 +31,14 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
         "quickstart gateway",
     )?;
 
-    let port = spawn_gateway(
+    let port = gateway::spawn(
         gateway_cfg,
         Defaults::Everything,
-        crate::cli::Common::default(),
+        crate::options::TunnelOptions::default(),
         None,
     )?;
 
-    let client_cfg = parse(
+    let client_cfg = ProxyConfig::generated(
         &format!(
             "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_V4}/32, fd77::2/128\nDNS = {GATEWAY_V4}\n\n\
              [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{port}\nAllowedIPs = 0.0.0.0/0, ::/0\nPersistentKeepalive = 25\n",
@@ -62,10 +57,10 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
         auth: None,
         tls: None,
     }];
-    let client = Client::start(&client_cfg, &socks, &http, &args.common).await?;
+    let client = Client::start(&client_cfg, &socks, &http, &(&args.common).into()).await?;
     let addrs = client.local_addrs();
     let find = |kind| addrs.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a);
-    let (socks_addr, http_addr) = (find("socks5"), find("http"));
+    let (socks_addr, http_addr) = (find(ListenerKind::Socks5), find(ListenerKind::Http));
     println!("underpass quickstart: a WireGuard client and gateway on loopback (gateway UDP port {port})");
     if let Some(a) = socks_addr {
         println!("  SOCKS5 proxy  {a}");
@@ -82,40 +77,4 @@ pub async fn run(args: QuickstartArgs) -> Result<(), Failure> {
     }
     println!("Ctrl-C stops it.");
     client.serve(&client_cfg).await
-}
-
-/// Runs a gateway for `cfg` on its own thread (its own engine and runtime,
-/// as in its own process), with the limits of `common`; `only`, if given,
-/// replaces what `defaults` and the config allow. Returns its UDP port
-/// once it listens.
-pub fn spawn_gateway(
-    cfg: ProxyConfig,
-    defaults: Defaults,
-    common: crate::cli::Common,
-    only: Option<underpass_stack::Policy>,
-) -> Result<u16, Failure> {
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("gateway".into())
-        .spawn(move || {
-            let report = port_tx.clone();
-            let result = crate::run(async move {
-                let tunnel = gateway::start(&cfg, &common, defaults).await?;
-                if let Some(policy) = only {
-                    // Before the loop runs, so no flow saw the other policy.
-                    tunnel.set_accept_any(policy);
-                }
-                let port = tunnel.local_addr().map_err(Failure::runtime)?.port();
-                let _ = report.send(Ok(port));
-                tunnel.run().await;
-                Ok(())
-            });
-            if let Err(f) = result {
-                let _ = port_tx.send(Err(f));
-            }
-        })
-        .map_err(Failure::runtime)?;
-    port_rx
-        .recv()
-        .map_err(|_| Failure::runtime("the gateway thread ended before it started"))?
 }

@@ -218,7 +218,7 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
     };
     tokio::select! {
         () = http_serve::serve(listener, app, limits, "relay") => Ok(()),
-        () = crate::setup::shutdown_signal() => Ok(()),
+        () = crate::signals::shutdown_signal() => Ok(()),
     }
 }
 

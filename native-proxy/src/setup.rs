@@ -1,6 +1,9 @@
 //! Turns a configuration into a running engine: node, stack, UDP socket,
 //! metrics and capture. Shared by the client and the gateway.
 
+// Unsafe only for libc calls, each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,9 +13,9 @@ use rand::SeedableRng;
 use underpass_core::config::Endpoint;
 use underpass_stack::{Endpoints, Engine, EngineOptions, Policy, StackOptions};
 
-use crate::cli::Common;
 use crate::config::ProxyConfig;
 use crate::metrics::{self, Metrics};
+use crate::options::TunnelOptions;
 use crate::pcap::Pcap;
 use crate::tunnel::Tunnel;
 use crate::udp::UdpIo;
@@ -31,7 +34,11 @@ const DEFAULT_CHECK_ALIVE_INTERVAL: u16 = 5;
 
 /// Builds the engine of `cfg` and starts `--metrics`; the loop itself is
 /// started by the caller with [`Tunnel::run`].
-pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tunnel, Failure> {
+pub async fn build(
+    cfg: &ProxyConfig,
+    role: Role,
+    common: &TunnelOptions,
+) -> Result<Tunnel, Failure> {
     let iface = &cfg.wg.interface;
     let gateway = matches!(role, Role::Gateway(_));
     let port = match (iface.listen_port, gateway) {
@@ -66,7 +73,7 @@ pub async fn build(cfg: &ProxyConfig, role: Role, common: &Common) -> Result<Tun
         options.tcp.max_connections_per_source = common.max_connections_per_client;
         options.udp.max_flows = common.max_udp_flows;
         options.udp.max_flows_per_source = common.max_udp_flows_per_client;
-        options.tcp.congestion = common.congestion.into();
+        options.tcp.congestion = common.congestion;
         options.buffer_budget = common.buffer_budget.saturating_mul(1 << 20);
     };
     let mut engine = Engine::from_config(
@@ -123,30 +130,6 @@ async fn resolve_endpoint(host: &str, port: u16) -> Option<SocketAddr> {
     match tokio::time::timeout(Duration::from_secs(10), lookup).await {
         Ok(Ok(mut addrs)) => addrs.next(),
         _ => None,
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }
 
@@ -234,7 +217,7 @@ pub fn restore_fd_limit_for(command: &mut tokio::process::Command) {
 /// Warns at start when the open-file limit is below what a gateway's
 /// limits let its flows take (a host socket each), so that a flood of
 /// flows fails on descriptors rather than on the limits.
-pub fn check_fd_limit(common: &Common) {
+pub fn check_fd_limit(common: &TunnelOptions) {
     let Some(limit) = fd_limit() else {
         return;
     };

@@ -14,6 +14,9 @@
 //! tokio waits for its blocking reads when the runtime stops, which would
 //! keep the process from exiting.
 
+// Unsafe only for libc calls, each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::io::{Read, Write};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -181,7 +181,11 @@ impl Driver {
                 }
             }
             Event::HandshakeTimedOut { peer } => {
-                tracing::warn!(peer = %self.peer_name(peer), "no handshake answer for 90 s");
+                tracing::warn!(
+                    peer = %self.peer_name(peer),
+                    "no handshake answer for {} s",
+                    underpass_core::timers::REKEY_ATTEMPT_TIME.as_secs()
+                );
             }
             Event::SessionExpired { peer } => {
                 tracing::debug!(peer = %self.peer_name(peer), "session keys zeroed after inactivity");

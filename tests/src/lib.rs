@@ -3,6 +3,9 @@
 //! content, curl as the user's client, and bounded waits with clear
 //! messages.
 
+// libc calls, each with its SAFETY comment.
+#![allow(unsafe_code)]
+
 pub mod bench;
 pub mod http_server;
 pub mod impair;

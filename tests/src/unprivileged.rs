@@ -3,6 +3,9 @@
 //! and commands run as it through `setpriv`; otherwise they run as the
 //! current user, who is already unprivileged.
 
+// libc calls, each with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;

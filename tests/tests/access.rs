@@ -2,6 +2,9 @@
 //! HTTP path, connection limits with clean refusals, clients that stall,
 //! and secrets kept out of the logs.
 
+// libc calls, each with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;

@@ -8,6 +8,9 @@
 //! their own, where they can add addresses and routes: root only, so
 //! ignored unless asked for (./test.sh asks, as root).
 
+// libc calls, each with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::Command;

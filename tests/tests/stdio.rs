@@ -4,6 +4,9 @@
 //! directions have ended, one with other sections keeps serving them; ssh
 //! works with underpass as its ProxyCommand.
 
+// libc calls, each with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! proxy (`[http] CertFile`/`KeyFile`) and the transparent TLS proxy
 //! (`[SNI]`), with curl. Certificates are made per test with openssl.
 
+// libc calls, each with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 //! `-c FILE`), `-i` with `/readyz` and `CheckAlive`, `-d`, `-v`, the
 //! default config files, and a gateway refusing client sections.
 
+// libc calls, each with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

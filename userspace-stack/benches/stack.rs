@@ -8,6 +8,9 @@
 //!     taskset -c 1 cargo bench -p underpass-stack --bench stack -- --glibc-default   # without the binary's mallopt
 //!     cargo bench -p underpass-stack --bench stack -- --wan   # long paths, simulated time (see `wan`)
 
+// A counting allocator and libc calls, each with its SAFETY comment.
+#![allow(unsafe_code)]
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -26,6 +26,8 @@ use crate::udp::UdpId;
 pub struct QueryId(Key);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a name did not resolve.
+#[allow(missing_docs)] // each variant's #[error] message says what it is
 pub enum DnsError {
     #[error("no such name (NXDOMAIN)")]
     NxDomain,

@@ -24,6 +24,8 @@ pub const MAX_ECHO_TARGETS: usize = 64;
 const PAYLOAD: &[u8] = b"underpass echo\0\0";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a ping was not sent.
+#[allow(missing_docs)] // each variant's #[error] message says what it is
 pub enum EchoError {
     #[error("the tunnel has no address of the target's family")]
     NoSourceAddress,

@@ -12,6 +12,8 @@
 //! [`UdpId`]s, name lookups [`QueryId`]s; [`Stack::ping`] checks a path with
 //! ICMP echo.
 
+#![warn(missing_docs)]
+
 mod ack_seq;
 mod device;
 mod dns;

@@ -151,6 +151,7 @@ impl Buffer {
 }
 
 #[cfg(unix)]
+#[allow(unsafe_code)] // madvise
 fn give_back(addr: usize, len: usize) {
     // SAFETY: the range is whole pages inside a live allocation of ours
     // whose bytes there are not needed (the callers' contract); after
@@ -454,6 +455,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
+    #[allow(unsafe_code)] // mincore
     fn released_pages_leave_the_resident_set_and_read_as_zeros() {
         let len = 64 * PAGE;
         let (mut bytes, mut b) = Buffer::new(len);

@@ -41,7 +41,9 @@ pub struct TcpOptions {
     /// Send buffer per connection: the most a connection may have written
     /// and not yet acknowledged.
     pub tx_buffer: usize,
+    /// Which congestion controller our side sends with.
     pub congestion: Congestion,
+    /// Nagle's algorithm (off: small writes leave at once).
     pub nagle: bool,
     /// Delayed ACK; `None` acknowledges every segment at once.
     pub ack_delay: Option<Duration>,
@@ -50,6 +52,7 @@ pub struct TcpOptions {
     /// How long an established connection with data to send may go without
     /// hearing from its peer (a laptop asleep, a gateway gone).
     pub idle_timeout: Duration,
+    /// TCP keepalive interval; `None`: no keepalives.
     pub keepalive: Option<Duration>,
     /// Connections open at once (ours and accepted); past it, connecting
     /// fails with [`crate::TcpError::TooMany`] and accept-any answers SYNs
@@ -108,6 +111,7 @@ pub struct StackOptions {
     pub addresses: Vec<IpNet>,
     /// Largest IP packet (the tunnel MTU).
     pub mtu: usize,
+    /// TCP connections: buffers, timers, limits.
     pub tcp: TcpOptions,
     /// How many UDP flows a gateway's accept-any takes in.
     pub udp: UdpOptions,
@@ -130,6 +134,7 @@ pub struct StackOptions {
 }
 
 impl StackOptions {
+    /// Options with the defaults for `addresses`, randomised by `seed`.
     pub fn new(addresses: Vec<IpNet>, seed: u64) -> Self {
         StackOptions {
             addresses,
@@ -149,8 +154,11 @@ impl StackOptions {
 pub type Policy = Box<dyn FnMut(Protocol, SocketAddr) -> bool + Send>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A transport protocol, for the accept-any policy.
 pub enum Protocol {
+    /// TCP.
     Tcp,
+    /// UDP.
     Udp,
 }
 
@@ -161,14 +169,19 @@ pub enum Accepted {
     /// `remote`. Its SYN-ACK waits until [`Stack::tcp_accept`] (say, once
     /// the host connection succeeded) or [`Stack::tcp_abort`] (refused).
     Tcp {
+        /// The accepted connection.
         conn: ConnId,
+        /// Its original destination.
         local: SocketAddr,
+        /// Its source.
         remote: SocketAddr,
     },
     /// A UDP socket bound to `local`, the destination of the first datagram
     /// seen for it; every datagram to `local` arrives on it.
     Udp {
+        /// The socket the datagrams arrive on.
         socket: crate::udp::UdpId,
+        /// The destination it is bound to.
         local: SocketAddr,
     },
 }
@@ -231,9 +244,13 @@ impl AcceptAny {
 /// Counters a user would look at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StackStats {
+    /// IP packets taken in from the tunnel.
     pub packets_in: u64,
+    /// IP packets handed out to the tunnel.
     pub packets_out: u64,
+    /// TCP connections open now.
     pub tcp_open: usize,
+    /// UDP sockets open now.
     pub udp_open: usize,
     /// SYNs the accept-any policy refused.
     pub refused_by_policy: u64,
@@ -247,12 +264,15 @@ pub struct StackStats {
     /// buffers since they last gave their pages back), and claimed (the
     /// windows and send allowances connections may fill), in bytes.
     pub buffer_resident: usize,
+    /// TCP buffer memory claimed, in bytes (see above).
     pub buffer_claimed: usize,
     /// TCP segments our senders sent again, and retransmission timeouts.
     pub retransmitted: u64,
+    /// TCP retransmission timeouts.
     pub timeouts: u64,
 }
 
+/// A userspace TCP/IP stack over the tunnel's IP packets (smoltcp), sans-IO: packets in with `now`, packets out, and TCP, UDP and DNS handles for the layer above.
 pub struct Stack {
     pub(crate) iface: Interface,
     pub(crate) device: Queues,
@@ -304,6 +324,7 @@ pub(crate) fn from_endpoint(ep: smoltcp::wire::IpEndpoint) -> SocketAddr {
 
 /// Why the stack could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is
 pub enum StackError {
     #[error("the stack needs at least one tunnel address")]
     NoAddress,
@@ -406,10 +427,12 @@ impl Stack {
             && self.ports.in_use(addr.port())
     }
 
+    /// The tunnel addresses.
     pub fn addresses(&self) -> &[IpNet] {
         &self.options.addresses
     }
 
+    /// The stack's counters now.
     pub fn stats(&self) -> StackStats {
         StackStats {
             tcp_open: self.conns.len(),

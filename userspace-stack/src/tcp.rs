@@ -30,6 +30,7 @@ pub struct ListenerId(pub(crate) Key);
 /// What went wrong with a connection. Distinct variants for what a user
 /// would handle differently (a SOCKS reply code, say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is
 pub enum TcpError {
     #[error("operation would block")]
     WouldBlock,
@@ -65,12 +66,15 @@ pub enum TcpError {
 /// A connection's state as a user sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpState {
+    /// Its SYN is not answered yet.
     Connecting,
+    /// Open both ways.
     Established,
     /// The peer finished sending (we may still send).
     ReadClosed,
     /// We finished sending (we may still read).
     WriteClosed,
+    /// Closed both ways, or reset.
     Closed,
 }
 
@@ -199,6 +203,7 @@ impl Stack {
         }
     }
 
+    /// The connection's state.
     pub fn tcp_state(&self, id: ConnId) -> Result<TcpState, TcpError> {
         let conn = self.conn(id)?;
         let socket = self.sockets.get::<tcp::Socket>(conn.handle);
@@ -211,6 +216,7 @@ impl Stack {
         })
     }
 
+    /// The connection's local and remote address.
     pub fn tcp_endpoints(&self, id: ConnId) -> Result<(SocketAddr, SocketAddr), TcpError> {
         let conn = self.conn(id)?;
         Ok((conn.local, conn.remote))
@@ -269,6 +275,7 @@ impl Stack {
         }
     }
 
+    /// Reads what arrived into `buf`: `Ready(Ok(0))` at the end of the stream; `Pending` (with `cx` woken later) when nothing has.
     pub fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
@@ -366,6 +373,7 @@ impl Stack {
         }
     }
 
+    /// Writes what fits of `buf`; `Pending` (with `cx` woken later) when the send buffer is full.
     pub fn poll_write(
         &mut self,
         cx: &mut Context<'_>,

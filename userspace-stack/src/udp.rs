@@ -15,6 +15,8 @@ use crate::stack::{from_endpoint, to_endpoint, Accepted, Protocol, Stack};
 pub struct UdpId(pub(crate) Key);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a UDP operation failed.
+#[allow(missing_docs)] // each variant's #[error] message says what it is
 pub enum UdpError {
     #[error("operation would block")]
     WouldBlock,
@@ -142,6 +144,7 @@ impl Stack {
         })))
     }
 
+    /// The socket's local address.
     pub fn udp_local(&self, id: UdpId) -> Result<SocketAddr, UdpError> {
         Ok(self.udp.get(id.0).ok_or(UdpError::InvalidHandle)?.local)
     }
@@ -192,6 +195,7 @@ impl Stack {
         }
     }
 
+    /// Receives a datagram into `buf`, with its length and sender; `Pending` (with `cx` woken later) when none waits.
     pub fn poll_udp_recv_from(
         &mut self,
         cx: &mut Context<'_>,
@@ -216,6 +220,7 @@ impl Stack {
         }
     }
 
+    /// Closes the socket; datagrams queued for it are dropped.
     pub fn udp_close(&mut self, id: UdpId) {
         if let Some(entry) = self.udp.remove(id.0) {
             self.sockets.remove(entry.handle);

@@ -1,6 +1,9 @@
 //! What TCP connections cost in memory, read from the process's resident
 //! set (one test in its own binary, so nothing else runs beside it).
 
+// A counting allocator and libc calls, each with its SAFETY comment.
+#![allow(unsafe_code)]
+
 mod support;
 
 use std::net::SocketAddr;

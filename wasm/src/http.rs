@@ -10,6 +10,7 @@ pub const MAX_BODY: usize = 512 << 20;
 const MAX_HEAD: usize = 64 << 10;
 const MAX_HEADERS: usize = 128;
 
+/// Why a URL, a request or a response was refused: a message for the page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError(pub String);
 
@@ -28,6 +29,7 @@ fn err<T>(message: impl Into<String>) -> Result<T, HttpError> {
 pub struct Url {
     /// A name or an IP address (IPv6 without brackets).
     pub host: String,
+    /// The port, 80 unless the URL says otherwise.
     pub port: u16,
     /// Path and query, at least `/`.
     pub target: String,
@@ -36,6 +38,7 @@ pub struct Url {
 }
 
 impl Url {
+    /// Splits an `http://` URL; anything else is refused with the reason.
     pub fn parse(text: &str) -> Result<Url, HttpError> {
         let text = text.trim();
         let Some((scheme, rest)) = text.split_once("://") else {
@@ -144,11 +147,16 @@ pub fn encode_request(
     Ok(out)
 }
 
+/// An HTTP/1.1 response as the page receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The status code.
     pub status: u16,
+    /// The reason phrase, as sent.
     pub reason: String,
+    /// The header fields, in order, as sent.
     pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
     pub body: Vec<u8>,
 }
 

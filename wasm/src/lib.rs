@@ -19,6 +19,9 @@
 //! Errors reject the promise with an `Error` whose message says what went
 //! wrong; nothing traps the module.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod driver;
 pub mod http;
 mod setup;

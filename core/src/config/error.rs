@@ -13,13 +13,16 @@ pub struct ConfigError {
     /// The key as it is properly spelled, or as written when unknown (not
     /// set when an unknown key looks as if it could be a secret).
     pub key: Option<String>,
+    /// What is wrong.
     pub kind: ConfigErrorKind,
 }
 
 /// [`SectionKind::Interface`] or [`SectionKind::Peer`], for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SectionKind {
+    /// `[Interface]`.
     Interface,
+    /// `[Peer]`.
     Peer,
 }
 
@@ -27,6 +30,7 @@ pub enum SectionKind {
 /// quoted shortened (see [`ConfigError`]), secrets never.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+#[allow(missing_docs)] // each variant's #[error] message says what it is
 pub enum ConfigErrorKind {
     /// No `[Interface]` header anywhere (line 0).
     #[error("no [Interface] section; expected one, with at least PrivateKey = <key>")]
@@ -110,6 +114,7 @@ pub enum ConfigErrorKind {
 
 /// Why an endpoint was refused; each carries the text, shortened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)] // each variant's #[error] message says what it is
 pub enum EndpointError {
     #[error("`{0}` has no port; expected {ENDPOINT}")]
     NoPort(String),

@@ -51,7 +51,9 @@ pub const DEFAULT_MTU: u16 = 1420;
 /// `Config::parse(&c.to_wg_quick()) == Ok(c)` holds for a parsed `c`.
 #[derive(Debug, Clone, Eq)]
 pub struct Config {
+    /// The `[Interface]` section.
     pub interface: Interface,
+    /// The `[Peer]` sections, in file order.
     pub peers: Vec<PeerConfig>,
     /// Sections this module does not know, in file order.
     pub sections: Vec<Section>,
@@ -60,7 +62,9 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Eq)]
+/// The `[Interface]` section: who this node is and how its tunnel is set up.
 pub struct Interface {
+    /// `PrivateKey`: this node's identity.
     pub private_key: PrivateKey,
     /// The tunnel's own addresses, with their prefixes.
     pub addresses: Vec<IpNet>,
@@ -70,6 +74,7 @@ pub struct Interface {
     pub dns_search: Vec<String>,
     /// `None`: [`DEFAULT_MTU`].
     pub mtu: Option<u16>,
+    /// `ListenPort`; `None`: any free port.
     pub listen_port: Option<u16>,
     /// wireproxy's `CheckAlive`: addresses to ping through the tunnel to
     /// tell whether it works.
@@ -81,10 +86,15 @@ pub struct Interface {
 }
 
 #[derive(Debug, Clone, Eq)]
+/// A `[Peer]` section: who the node talks to and what it routes there.
 pub struct PeerConfig {
+    /// `PublicKey`: who the peer is.
     pub public_key: PublicKey,
+    /// `PresharedKey`: mixed into every handshake with the peer.
     pub preshared_key: Option<PresharedKey>,
+    /// `Endpoint`; `None`: the peer dials us first.
     pub endpoint: Option<Endpoint>,
+    /// `AllowedIPs`: what is routed to the peer and accepted from it.
     pub allowed_ips: Vec<IpNet>,
     /// Seconds; `None` when 0 or off.
     pub persistent_keepalive: Option<u16>,
@@ -95,8 +105,15 @@ pub struct PeerConfig {
 /// Where a peer is: an address, or a host name for the I/O layer to resolve.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Endpoint {
+    /// An address, used as it is.
     Addr(SocketAddr),
-    Host { host: String, port: u16 },
+    /// A host name for the I/O layer to resolve, and the port.
+    Host {
+        /// As written.
+        host: String,
+        /// The port.
+        port: u16,
+    },
 }
 
 /// A section this module does not know, kept for the layers above.
@@ -106,6 +123,7 @@ pub struct Section {
     pub name: String,
     /// Line of the header.
     pub line: usize,
+    /// Its `Key = Value` lines, in order.
     pub entries: Vec<Entry>,
 }
 
@@ -113,14 +131,20 @@ pub struct Section {
 /// the whitespace around them (and a comment after whitespace).
 #[derive(Clone, Eq)]
 pub struct Entry {
+    /// As written, trimmed.
     pub key: String,
+    /// As the lexer reads it: comment and quotes taken off.
     pub value: String,
+    /// 1-based.
     pub line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Something accepted but worth telling the user about.
 pub struct Warning {
+    /// 1-based.
     pub line: usize,
+    /// What to tell; never holds a secret.
     pub message: String,
 }
 
@@ -140,6 +164,7 @@ impl fmt::Display for Endpoint {
 }
 
 impl Endpoint {
+    /// The port, whichever form the endpoint has.
     pub fn port(&self) -> u16 {
         match self {
             Endpoint::Addr(addr) => addr.port(),

@@ -9,6 +9,9 @@
 //! within milliseconds; and everywhere read again every minute, in case
 //! the announcements stop (their socket overran, or there is none).
 
+// Unsafe only for libc calls, each block with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};

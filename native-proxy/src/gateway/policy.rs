@@ -202,7 +202,7 @@ mod tests {
             key(),
             key()
         );
-        let cfg = crate::quickstart::parse(&text, "test").unwrap();
+        let cfg = crate::config::ProxyConfig::generated(&text, "test").unwrap();
         let host = HostAddrs::from_list(host.iter().map(|a| a.parse().unwrap()).collect());
         Destinations::new(&cfg, defaults, Some(host))
     }

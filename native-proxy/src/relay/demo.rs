@@ -25,11 +25,12 @@ use underpass_core::PrivateKey;
 use underpass_stack::Protocol;
 
 use super::Relay;
-use crate::cli::Common;
+use crate::config::ProxyConfig;
+use crate::gateway;
 use crate::gateway::Defaults;
 use crate::http_serve::{self, Limits};
 use crate::log_limit::LogLimit;
-use crate::quickstart::{parse, spawn_gateway};
+use crate::options::TunnelOptions;
 use crate::Failure;
 
 /// Client configs handed out in turn, so several tabs do not share a key.
@@ -100,14 +101,14 @@ impl Demo {
                 i + 2
             ));
         }
-        let common = Common {
+        let common = TunnelOptions {
             max_connections: MAX_FLOWS,
             max_connections_per_client: MAX_FLOWS_PER_CLIENT,
             udp_bind: Some(loopback),
-            ..Common::default()
+            ..TunnelOptions::default()
         };
-        let port = spawn_gateway(
-            parse(&gateway, "demo gateway")?,
+        let port = gateway::spawn(
+            ProxyConfig::generated(&gateway, "demo gateway")?,
             Defaults::Public,
             common,
             Some(only_to([echo_addr, bytes_addr])),

@@ -3,6 +3,9 @@
 //! reused from call to call, a wait precise to microseconds (`ppoll`),
 //! and the socket and thread settings the relay wants. Linux only.
 
+// libc calls, each with its SAFETY comment.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};

@@ -91,20 +91,26 @@ pub(crate) enum Outbound {
 pub struct SenderInfo {
     /// Congestion window and slow-start threshold, in bytes.
     pub cwnd: usize,
+    /// Slow-start threshold, in bytes.
     pub ssthresh: usize,
     /// Bytes sent and not yet acknowledged or declared lost.
     pub in_flight: usize,
+    /// Smoothed round-trip time.
     pub srtt: Duration,
+    /// Smallest round-trip time seen.
     pub min_rtt: Duration,
     /// Segments sent again, and retransmission timeouts.
     pub retransmitted: u64,
+    /// Retransmission timeouts.
     pub timeouts: u64,
+    /// Whether loss recovery is under way.
     pub in_recovery: bool,
     /// The peer's receive window, in bytes.
     pub peer_window: usize,
     /// Bytes per second: the pacing rate, and the last delivery-rate
     /// sample.
     pub pacing_rate: u64,
+    /// The last delivery-rate sample, bytes per second.
     pub delivery_rate: u64,
 }
 

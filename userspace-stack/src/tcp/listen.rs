@@ -52,6 +52,7 @@ impl Stack {
         listener.backlog.pop_front().ok_or(TcpError::WouldBlock)
     }
 
+    /// The next connection a listener accepted, with its remote address; `Pending` (with `cx` woken later) when none waits.
     pub fn poll_accept_from(
         &mut self,
         cx: &mut Context<'_>,
@@ -68,6 +69,7 @@ impl Stack {
         }
     }
 
+    /// Stops listening; connections already accepted stay.
     pub fn tcp_unlisten(&mut self, id: ListenerId) {
         if let Some(listener) = self.listeners.remove(id.0) {
             for handle in listener.sockets {
