@@ -27,6 +27,7 @@ mod peer;
 pub mod random;
 mod rate_limit;
 mod replay;
+mod report;
 mod session;
 mod time;
 pub mod timers;

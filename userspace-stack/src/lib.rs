@@ -22,6 +22,7 @@ mod engine;
 mod flow;
 mod icmp;
 mod memory;
+mod options;
 mod ports;
 mod reassembly;
 mod receiver;
