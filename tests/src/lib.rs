@@ -7,9 +7,11 @@
 #![allow(unsafe_code)]
 
 pub mod bench;
+mod content;
 pub mod http_server;
 pub mod impair;
 pub mod interop;
+mod process;
 pub mod socks;
 pub mod unprivileged;
 
@@ -22,6 +24,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use underpass_core::PrivateKey;
+
+pub use content::*;
+pub use process::*;
 
 /// The `underpass` binary, built once per test run if it is not there.
 pub fn binary() -> PathBuf {
@@ -123,201 +128,6 @@ impl Drop for Scratch {
     }
 }
 
-/// A running underpass process, killed when dropped; its stderr is kept in
-/// a file so a failure can show it.
-pub struct Process {
-    child: Child,
-    log: PathBuf,
-    pub name: String,
-}
-
-impl Process {
-    pub fn start(name: &str, scratch: &Scratch, args: &[&str]) -> Process {
-        Self::start_on(None, name, scratch, args)
-    }
-
-    /// Starts the binary pinned to one CPU (for benchmarks).
-    pub fn start_on(cpu: Option<u32>, name: &str, scratch: &Scratch, args: &[&str]) -> Process {
-        Self::start_logged(cpu, name, scratch, args, None)
-    }
-
-    /// [`Process::start_on`] with a `RUST_LOG` of its own (else the test's,
-    /// else `info`).
-    pub fn start_logged(
-        cpu: Option<u32>,
-        name: &str,
-        scratch: &Scratch,
-        args: &[&str],
-        rust_log: Option<&str>,
-    ) -> Process {
-        let log = scratch.path(&format!("{name}.log"));
-        let err = std::fs::File::create(&log).unwrap();
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(binary());
-                c
-            }
-            None => Command::new(binary()),
-        };
-        let child = command
-            .args(args)
-            .env(
-                "RUST_LOG",
-                rust_log
-                    .map(str::to_string)
-                    .or_else(|| std::env::var("RUST_LOG").ok())
-                    .unwrap_or_else(|| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Process {
-            child,
-            log,
-            name: name.into(),
-        }
-    }
-
-    /// Starts the binary with at most `nofile` open files (soft and hard
-    /// limit, so it cannot raise them), as on a host where 1,024 is the
-    /// limit.
-    pub fn start_with_fd_limit(
-        nofile: u64,
-        name: &str,
-        scratch: &Scratch,
-        args: &[&str],
-    ) -> Process {
-        use std::os::unix::process::CommandExt;
-        let log = scratch.path(&format!("{name}.log"));
-        let err = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(binary());
-        command
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err);
-        // SAFETY: runs between fork and exec and calls only setrlimit,
-        // which is async-signal-safe.
-        unsafe {
-            command.pre_exec(move || {
-                let limit = libc::rlimit {
-                    rlim_cur: nofile as libc::rlim_t,
-                    rlim_max: nofile as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Process {
-            child,
-            log,
-            name: name.into(),
-        }
-    }
-
-    /// The process id (for /proc).
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Resident memory now and at its peak, KiB (`VmRSS`, `VmHWM`).
-    pub fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    /// Its open file descriptors now (`/proc/PID/fd`).
-    pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
-    }
-
-    /// Waits until the log contains `needle`; fails with the log.
-    pub fn wait_for_log(&mut self, needle: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.log().contains(needle) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before logging {needle:?}:\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not log {needle:?} within {limit:?}:\n{}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe_kill(self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} ignored SIGTERM:\n{}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn unsafe_kill(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- {} log ----\n{}", self.name, self.log());
-        }
-    }
-}
-
 /// Runs the binary to completion (for --check, genkey, errors).
 pub fn run(args: &[&str]) -> Output {
     Command::new(binary())
@@ -358,85 +168,6 @@ pub fn curl_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A 64-bit checksum of a byte stream, fed in pieces.
-#[derive(Default)]
-pub struct Checksum(std::hash::DefaultHasher);
-
-impl Checksum {
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.0.write(bytes);
-    }
-
-    pub fn value(&self) -> u64 {
-        self.0.finish()
-    }
-
-    pub fn of(bytes: &[u8]) -> u64 {
-        let mut c = Checksum::default();
-        c.update(bytes);
-        c.value()
-    }
-
-    pub fn of_file(path: &Path) -> (u64, u64) {
-        let mut f = std::fs::File::open(path).unwrap();
-        let mut c = Checksum::default();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut len = 0;
-        loop {
-            let n = f.read(&mut buf).unwrap();
-            if n == 0 {
-                return (c.value(), len);
-            }
-            len += n as u64;
-            c.update(&buf[..n]);
-        }
-    }
-}
-
-/// Deterministic content: byte `i` of stream `seed`.
-pub fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    fill(seed, 0, &mut out);
-    out
-}
-
-/// Fills `buf` with the content of stream `seed` starting at `offset`.
-pub fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        let x = (offset + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed;
-        *b = (x >> 29) as u8;
-    }
-}
-
-/// Writes `len` bytes of stream `seed` to a file; returns its checksum.
-pub fn write_content(path: &Path, seed: u64, len: u64) -> u64 {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let value = stream_content(seed, len, |chunk| f.write_all(chunk).unwrap());
-    f.flush().unwrap();
-    value
-}
-
-/// The checksum of `len` bytes of stream `seed`, without keeping them.
-pub fn content_checksum(seed: u64, len: u64) -> u64 {
-    stream_content(seed, len, |_| {})
-}
-
-/// Hands `len` bytes of stream `seed` to `sink` a MiB at a time; returns
-/// their checksum.
-pub fn stream_content(seed: u64, len: u64, mut sink: impl FnMut(&[u8])) -> u64 {
-    let mut c = Checksum::default();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0;
-    while off < len {
-        let n = (len - off).min(buf.len() as u64) as usize;
-        fill(seed, off, &mut buf[..n]);
-        c.update(&buf[..n]);
-        sink(&buf[..n]);
-        off += n as u64;
-    }
-    c.value()
 }
 
 /// A pair of keys.
