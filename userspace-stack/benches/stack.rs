@@ -6,7 +6,7 @@
 //!     taskset -c 1 cargo bench -p underpass-stack --bench stack
 //!     taskset -c 1 cargo bench -p underpass-stack --bench stack -- --sweep   # buffer sizes, congestion control, ACK delay
 //!     taskset -c 1 cargo bench -p underpass-stack --bench stack -- --glibc-default   # without the binary's mallopt
-//!     cargo bench -p underpass-stack --bench stack -- --bulk-mib 256 --down   # a fixed transfer, for perf stat / callgrind
+//!     cargo bench -p underpass-stack --bench stack -- --bulk-mib 256 --down [--info]   # a fixed transfer, for callgrind
 //!     cargo bench -p underpass-stack --bench stack -- --wan   # long paths, simulated time (see `wan`)
 
 #[path = "../tests/support/mod.rs"]
@@ -96,6 +96,13 @@ fn bulk(tune: &dyn Fn(&mut StackOptions), len: usize, upload: bool) -> Duration 
             }
         }
         net.step(Duration::from_millis(1));
+    }
+    if std::env::args().any(|a| a == "--info") {
+        eprintln!(
+            "simulated {:?}, sender {:?}",
+            net.now.since_epoch(),
+            net.stack(writer).tcp_info(wc)
+        );
     }
     start.elapsed()
 }
