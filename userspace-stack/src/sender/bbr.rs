@@ -413,15 +413,10 @@ impl Bbr {
             self.conserving = false;
         }
         // Room for ACKs that come in bunches: what aggregation was seen to
-        // need, and three of the pacer's batches (as Linux leaves room for
-        // three TSO bursts): where the round trip is shorter than a batch
-        // (loopback), the path's own window would let out a few segments
-        // per round trip, each turn of the loop sending and acknowledging
-        // a sliver.
-        let batch = super::pacer::batch(self.rate.unwrap_or(0.0), self.mss);
+        // need, and three segments (Linux's three TSO bursts).
         let target = self
             .bdp(self.cwnd_gain)
-            .map(|b| b + self.aggregation_window() + 3 * batch)
+            .map(|b| b + self.aggregation_window() + 3 * self.mss)
             .unwrap_or(self.cwnd);
         let mut cwnd = self.cwnd;
         if self.conserving {

@@ -28,13 +28,6 @@ const MAX_BATCH: usize = 64 * 1024;
 /// ... and at least this many segments.
 const MIN_BATCH_SEGMENTS: usize = 2;
 
-/// The bytes a paced sender sends at once at `rate` bytes per second:
-/// about [`BATCH`] of them, whole segments, within the bounds above.
-pub(crate) fn batch(rate: f64, mss: usize) -> usize {
-    let bytes = ((rate * BATCH.as_secs_f64()) as usize).min(MAX_BATCH);
-    (bytes / mss.max(1) * mss).max(MIN_BATCH_SEGMENTS * mss)
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct Pacer {
     /// When the next segment may leave.
@@ -64,9 +57,10 @@ impl Pacer {
     /// them is due (all of them, if fewer), or at once.
     pub fn due(&self, waiting: usize) -> Option<Instant> {
         let next = self.next?;
-        let after_first = waiting
-            .min(batch(self.rate, self.mss))
-            .saturating_sub(self.mss);
+        let batch = ((self.rate * BATCH.as_secs_f64()) as usize)
+            .min(MAX_BATCH)
+            .max(MIN_BATCH_SEGMENTS * self.mss);
+        let after_first = waiting.min(batch).saturating_sub(self.mss);
         Some(next + Duration::from_secs_f64(after_first as f64 / self.rate))
     }
 
