@@ -6,6 +6,7 @@
 //!     taskset -c 1 cargo bench -p underpass-stack --bench stack
 //!     taskset -c 1 cargo bench -p underpass-stack --bench stack -- --sweep   # buffer sizes, congestion control, ACK delay
 //!     taskset -c 1 cargo bench -p underpass-stack --bench stack -- --glibc-default   # without the binary's mallopt
+//!     cargo bench -p underpass-stack --bench stack -- --bulk-mib 256 --down [--info]   # a fixed transfer, for callgrind
 //!     cargo bench -p underpass-stack --bench stack -- --wan   # long paths, simulated time (see `wan`)
 
 // A counting allocator and libc calls, each with its SAFETY comment.
@@ -98,6 +99,13 @@ fn bulk(tune: &dyn Fn(&mut StackOptions), len: usize, upload: bool) -> Duration 
             }
         }
         net.step(Duration::from_millis(1));
+    }
+    if std::env::args().any(|a| a == "--info") {
+        eprintln!(
+            "simulated {:?}, sender {:?}",
+            net.now.since_epoch(),
+            net.stack(writer).tcp_info(wc)
+        );
     }
     start.elapsed()
 }
@@ -250,6 +258,32 @@ fn wan() {
     }
 }
 
+/// `--bulk-mib N`: only the bulk transfers, N MiB each way (or one way
+/// with `--up` / `--down`), no warm-up, so that a run under `perf stat` or
+/// callgrind counts the CPU of a known number of bytes.
+fn fixed_bulk() -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--bulk-mib")?;
+    args.get(i + 1)?.parse().ok()
+}
+
+fn bulk_fixed(mib: usize) {
+    let len = mib << 20;
+    let up_only = std::env::args().any(|a| a == "--up");
+    let down_only = std::env::args().any(|a| a == "--down");
+    for (upload, name) in [(true, "upload"), (false, "download")] {
+        if (upload && down_only) || (!upload && up_only) {
+            continue;
+        }
+        let took = bulk(&default_tune, len, upload);
+        println!(
+            "  {name:<9} {mib} MiB  {:>6.2} Gbit/s  ({:.0} MiB/s)",
+            gbit(len, took),
+            mib as f64 / took.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     let sweep = std::env::args().any(|a| a == "--sweep");
     if std::env::args().any(|a| a == "--wan") {
@@ -260,6 +294,9 @@ fn main() {
         // from fresh mmap'd pages, so untouched parts cost no memory.
         // SAFETY: called before any other thread exists.
         unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024) };
+    }
+    if let Some(mib) = fixed_bulk() {
+        return bulk_fixed(mib);
     }
     let len = 1024 * 1024 * 1024;
     println!("in-memory client+gateway (stack + core at both ends), one thread, zero-delay link");

@@ -437,13 +437,24 @@ impl Sender {
         }
         let rate = self.cc.pacing_rate(self.rtt.srtt());
         let pace = self.rtt.has_sample() && !self.unlimited;
+        // The first segment waits for a batch to be due (see `pacer`), the
+        // rest of the batch follows it.
+        let mut first = true;
         loop {
-            if pace && !self.pacer.ready(now) {
-                if self.board.unsent > 0 || self.board.lost_bytes > 0 {
-                    self.pacer.hold();
+            if pace {
+                let go = if first {
+                    self.pacer.batch_ready(self.waiting(), now)
+                } else {
+                    self.pacer.ready(now)
+                };
+                if !go {
+                    if self.board.unsent > 0 || self.board.lost_bytes > 0 {
+                        self.pacer.hold();
+                    }
+                    break;
                 }
-                break;
             }
+            first = false;
             // PRR and the window bound repairs (one segment may always go,
             // so a recovery never stalls); new segments were let in by the
             // window already and wait only for the pacer.

@@ -69,13 +69,8 @@ impl Sender {
     pub fn poll_at(&self) -> Option<Instant> {
         // Held segments wait for the pacer only; lost ones also for the
         // window (then for an ACK, which needs no timer).
-        let pipe = self.board.pipe();
-        let repair = self
-            .board
-            .next_lost_len()
-            .is_some_and(|len| self.unlimited || pipe == 0 || pipe + len <= self.cc.cwnd());
-        let pacing =
-            (self.board.unsent > 0 || repair).then(|| self.pacer.next().unwrap_or(Instant::ZERO));
+        let waiting = self.waiting();
+        let pacing = (waiting > 0).then(|| self.pacer.due(waiting).unwrap_or(Instant::ZERO));
         let probe = self.probe_due.then_some(Instant::ZERO);
         [self.rto_at, self.pto_at, self.reorder_at, pacing, probe]
             .into_iter()
@@ -86,6 +81,18 @@ impl Sender {
     /// Runs the timers that are due: RACK's reordering window, the
     /// tail-loss probe, the retransmission timeout. What they resend goes
     /// with the next [`Sender::transmit`].
+    /// Bytes that wait only for the pacer: held new segments, and lost
+    /// ones if the window lets the first of them go again (else they wait
+    /// for an ACK, which needs no timer).
+    pub(super) fn waiting(&self) -> usize {
+        let pipe = self.board.pipe();
+        let repair = self
+            .board
+            .next_lost_len()
+            .is_some_and(|len| self.unlimited || pipe == 0 || pipe + len <= self.cc.cwnd());
+        self.board.unsent + if repair { self.board.lost_bytes } else { 0 }
+    }
+
     pub fn on_timeout(&mut self, now: Instant) {
         if self.reorder_at.is_some_and(|t| t <= now) {
             self.reorder_at = None;
