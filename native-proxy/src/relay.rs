@@ -1,5 +1,6 @@
 //! `underpass relay`: carries a browser's WireGuard datagrams between a
-//! WebSocket (one datagram per binary frame, on `/relay`) and UDP, and
+//! WebSocket (one datagram per binary frame, on `/relay`) or a
+//! WebTransport session (QUIC datagrams, see `webtransport`) and UDP, and
 //! serves the web demo's files.
 //!
 //! A page cannot send UDP, so it needs this; but a relay that sent UDP
@@ -13,6 +14,7 @@
 mod access;
 mod demo;
 mod files;
+mod webtransport;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -111,6 +113,22 @@ pub struct RelayArgs {
     /// A connection with no datagram either way for this long is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub idle_timeout: u64,
+    /// Serve WebSockets only: no WebTransport (HTTP/3) on the relay's UDP
+    /// port.
+    #[arg(long)]
+    pub no_webtransport: bool,
+    /// The WebTransport certificate chain (PEM), for pages that should
+    /// verify the relay as any HTTPS site. Without it the relay makes a
+    /// short-lived one and publishes its hash at /webtransport.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Benchmarks only: drop this fraction (0 to 1) of the datagrams
+    /// between page and relay, both ways, as a lossy path would.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, hide = true)]
+    pub bench_loss: f64,
 }
 
 struct Upstream {
@@ -124,6 +142,9 @@ struct Relay {
     access: Access,
     idle: Duration,
     demo: Option<demo::Demo>,
+    /// Where pages find the WebTransport side, when it runs.
+    webtransport: Option<Arc<webtransport::Published>>,
+    bench_loss: f64,
 }
 
 /// File descriptors a relay connection takes: its TCP socket, and the UDP
@@ -190,13 +211,45 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
             "relay: give at least one --upstream HOST:PORT (the WireGuard endpoints pages may reach), or --demo",
         ));
     }
+    if !(0.0..=1.0).contains(&args.bench_loss) {
+        return Err(Failure::usage("--bench-loss: a fraction from 0 to 1"));
+    }
+    if args.bench_loss > 0.0 {
+        tracing::warn!(
+            "relay drops {:.2}% of the datagrams between pages and upstreams (--bench-loss)",
+            args.bench_loss * 100.0
+        );
+    }
+    let idle = Duration::from_secs(args.idle_timeout.max(1));
+    let quic = if args.no_webtransport {
+        None
+    } else {
+        let certificate = match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => webtransport::Certificate::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => {
+                let mut names = vec!["localhost".to_string(), local.ip().to_string()];
+                if local.ip().is_unspecified() {
+                    names.push("127.0.0.1".into());
+                }
+                webtransport::Certificate::SelfSigned(names)
+            }
+        };
+        Some(webtransport::Server::bind(local, certificate, idle).await?)
+    };
     let relay = Arc::new(Relay {
         upstreams,
         access: Access::new(token, origins),
-        idle: Duration::from_secs(args.idle_timeout.max(1)),
+        idle,
         demo,
+        webtransport: quic.as_ref().map(|q| q.published.clone()),
+        bench_loss: args.bench_loss,
     });
-    let mut app = Router::new().route("/relay", get(upgrade));
+    let mut app = Router::new()
+        .route("/relay", get(upgrade))
+        .route("/webtransport", get(webtransport::info));
     if relay.demo.is_some() {
         app = app.route("/demo", get(demo::info));
     }
@@ -206,8 +259,15 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
     }
     let targets: Vec<&str> = relay.upstreams.iter().map(|u| u.text.as_str()).collect();
     // One line on stdout that scripts can read.
+    let quic_line = match &relay.webtransport {
+        Some(p) => format!(
+            ", WebTransport https://{local}/relay, certificate sha-256 {}",
+            p.hash().unwrap_or_else(|| "from --cert".into())
+        ),
+        None => String::new(),
+    };
     println!(
-        "relay http://{local} (WebSocket ws://{local}/relay) -> {}",
+        "relay http://{local} (WebSocket ws://{local}/relay{quic_line}) -> {}",
         targets.join(", ")
     );
     tracing::info!("relay on {local}, upstreams: {}", targets.join(", "));
@@ -216,8 +276,13 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
         max_connections,
         max_per_client: args.max_per_client.max(1),
     };
+    // WebTransport sessions count against the same limits as WebSockets.
+    let counter = http_serve::Counter::new(limits, "relay");
+    if let Some(quic) = quic {
+        tokio::spawn(quic.serve(relay.clone(), counter.clone(), limits.header_timeout));
+    }
     tokio::select! {
-        () = http_serve::serve(listener, app, limits, "relay") => Ok(()),
+        () = http_serve::serve_counted(listener, app, counter) => Ok(()),
         () = crate::setup::shutdown_signal() => Ok(()),
     }
 }

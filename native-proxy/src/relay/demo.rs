@@ -152,7 +152,7 @@ fn only_to(services: [SocketAddr; 2]) -> underpass_stack::Policy {
     })
 }
 
-fn json_string(s: &str) -> String {
+pub(super) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
