@@ -65,6 +65,8 @@ pub struct Counters {
     pub rx_datagrams: u64,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
+    /// Milliseconds spent in turns: the engine's share of the page's time.
+    pub turn_ms: f64,
 }
 
 pub struct Engine {
@@ -146,7 +148,10 @@ impl Engine {
             let weak = weak.clone();
             move |_| {
                 if let Some(shared) = weak.upgrade() {
-                    shared.borrow_mut().turn();
+                    let started = monotonic_ms();
+                    let mut e = shared.borrow_mut();
+                    e.turn();
+                    e.counters.turn_ms += monotonic_ms() - started;
                 }
             }
         });

@@ -227,9 +227,10 @@ impl Tunnel {
     }
 
     /// `{ state, handshakeAgeMs, handshakes, rttMs, txBytes, rxBytes,
-    /// txPackets, rxPackets, relayUrl, transport, batched, tunnelAddresses,
-    /// tcpConnections }`; `transport` is `"websocket"`, `batched` whether
-    /// many datagrams go per message.
+    /// txPackets, rxPackets, engineMs, relayUrl, transport, batched,
+    /// tunnelAddresses, tcpConnections }`; `transport` is `"websocket"`,
+    /// `batched` whether many datagrams go per message, `engineMs` the
+    /// time the engine's turns took in all.
     pub fn stats(&self) -> JsValue {
         let e = self.shared.borrow();
         let now = e.now();
@@ -263,6 +264,7 @@ impl Tunnel {
         set(&out, "rxBytes", c.rx_bytes as f64);
         set(&out, "txPackets", c.tx_datagrams as f64);
         set(&out, "rxPackets", c.rx_datagrams as f64);
+        set(&out, "engineMs", c.turn_ms);
         set(&out, "relayUrl", self.relay_url.as_str());
         set(&out, "transport", e.transport.kind());
         set(&out, "batched", e.transport.batched());

@@ -340,7 +340,6 @@ fn main() {
             relay_args.extend_from_slice(t.relay_args);
             let mut relay =
                 Process::start_logged(Some(0), "relay", &setup.scratch, &relay_args, Some("warn"));
-            relay.wait_for_log("relay", Duration::from_secs(20));
             wait_tcp(relay_addr, Duration::from_secs(20));
             let runs: Vec<Run> = (0..args.runs)
                 .map(|_| browser_run(&setup, t, &relay, relay_addr))
