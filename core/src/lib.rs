@@ -22,6 +22,7 @@ mod keys;
 mod node;
 mod peer;
 mod rate_limit;
+pub mod relay_batch;
 mod replay;
 mod session;
 mod time;

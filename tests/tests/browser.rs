@@ -62,10 +62,25 @@ fn echo_server() -> SocketAddr {
     addr
 }
 
+/// Content for the 64 MiB each way.
+const BIG: u64 = 64 << 20;
+const BIG_SEED: u64 = 19;
+
 #[test]
 fn the_page_connects_fetches_echoes_and_benchmarks_in_chromium() {
+    the_page_works_in_chromium("browser", true);
+}
+
+/// A relay that declines batching (as one from before it did): the page
+/// falls back to one datagram per message and everything still works.
+#[test]
+fn the_page_falls_back_to_one_datagram_per_message() {
+    the_page_works_in_chromium("browser-plain", false);
+}
+
+fn the_page_works_in_chromium(name: &str, batched: bool) {
     check_prerequisites();
-    let scratch = Scratch::new("browser");
+    let scratch = Scratch::new(name);
     let c = keys();
     let (gateway, gateway_port, g) = start_gateway(&scratch, &c.public, "", None);
     let client_config = format!(
@@ -77,21 +92,21 @@ fn the_page_connects_fetches_echoes_and_benchmarks_in_chromium() {
     let upstream = format!("127.0.0.1:{gateway_port}");
     let listen = relay_addr.to_string();
     let root = web_demo();
-    let mut relay = Process::start(
+    let mut args = vec![
         "relay",
-        &scratch,
-        &[
-            "relay",
-            "--listen",
-            &listen,
-            "--upstream",
-            &upstream,
-            "--web-root",
-            root.to_str().unwrap(),
-            "--token",
-            "page-token",
-        ],
-    );
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream,
+        "--web-root",
+        root.to_str().unwrap(),
+        "--token",
+        "page-token",
+    ];
+    if !batched {
+        args.push("--no-batch");
+    }
+    let mut relay = Process::start("relay", &scratch, &args);
     relay.wait_for_log("relay on", Duration::from_secs(20));
     let server = HttpServer::start();
     let echo = echo_server();
@@ -110,11 +125,21 @@ fn the_page_connects_fetches_echoes_and_benchmarks_in_chromium() {
         .env("ECHO", echo.to_string())
         .env("BENCH_URL", server.url(&format!("/fast/{}", 64 << 20)))
         .env("OUT_DIR", &scratch.0)
+        .env(
+            "BIG_URL",
+            server.url(&format!("/bytes/{BIG}?seed={BIG_SEED}")),
+        )
+        .env("SINK_URL", server.url("/sink"))
+        .env(
+            "SINK_WANT",
+            format!("{BIG} {}", content_checksum(BIG_SEED, BIG)),
+        )
+        .env("BATCHED", if batched { "1" } else { "0" })
         .output()
         .expect("node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-demo.png");
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
     let _ = std::fs::copy(scratch.path("web-demo.png"), &shot);
     println!("{stdout}\nscreenshot: {}", shot.display());
     assert!(

@@ -1,6 +1,6 @@
 //! The browser's engine: one WireGuard node and its userspace stack, fed
-//! by a WebSocket to the relay (one datagram per binary frame) and driven by
-//! JS timers. The page is single-threaded, so the engine is shared through
+//! by a transport to the relay (see `transport`) and driven by JS
+//! timers. The page is single-threaded, so the engine is shared through
 //! `Rc<RefCell<..>>`; nothing holds the borrow across an await, and work
 //! is batched: every input marks the engine dirty and one turn, on the next
 //! microtask, handles all of it.
@@ -16,7 +16,8 @@ use underpass_core::{Event, Instant, Node, PeerId, Received};
 use underpass_stack::Stack;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+
+use crate::transport::{Inbound, Transport};
 
 /// The address the node believes its peer is at. The relay, not the page,
 /// decides where datagrams go; this is only a label (TEST-NET-1).
@@ -64,13 +65,15 @@ pub struct Counters {
     pub rx_datagrams: u64,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
+    /// Milliseconds spent in turns: the engine's share of the page's time.
+    pub turn_ms: f64,
 }
 
 pub struct Engine {
     pub node: Node,
     pub stack: Stack,
     pub peer: PeerId,
-    ws: WebSocket,
+    pub transport: Box<dyn Transport>,
     /// `performance.now()` when the engine was made: the stack's epoch.
     epoch_ms: f64,
     inbound: VecDeque<Vec<u8>>,
@@ -82,8 +85,6 @@ pub struct Engine {
     pub counters: Counters,
     pub handshake_started: Option<Instant>,
     pub handshake_rtt: Option<Duration>,
-    /// The JS callbacks, kept alive as long as the engine.
-    hooks: Vec<Closure<dyn FnMut(JsValue)>>,
     timer_hook: Option<Closure<dyn FnMut()>>,
     /// Turns run as a task of their own, posted to this channel, so the
     /// WebSocket messages already queued are all read first and handled in
@@ -96,22 +97,21 @@ pub struct Engine {
 pub type Shared = Rc<RefCell<Engine>>;
 
 impl Engine {
-    /// Wires `ws` (already open) to a new engine.
+    /// Wires `transport` (already open) to a new engine.
     pub fn start(
         node: Node,
         stack: Stack,
         peer: PeerId,
-        ws: WebSocket,
+        transport: Box<dyn Transport>,
         epoch_ms: f64,
     ) -> Result<Shared, String> {
-        ws.set_binary_type(BinaryType::Arraybuffer);
         let turns = web_sys::MessageChannel::new()
             .map_err(|_| "this page has no MessageChannel, which the tunnel needs".to_string())?;
         let shared = Rc::new(RefCell::new(Engine {
             node,
             stack,
             peer,
-            ws: ws.clone(),
+            transport,
             epoch_ms,
             inbound: VecDeque::new(),
             scheduled: false,
@@ -121,55 +121,37 @@ impl Engine {
             counters: Counters::default(),
             handshake_started: None,
             handshake_rtt: None,
-            hooks: Vec::new(),
             timer_hook: None,
             turns,
             turn_hook: None,
         }));
         let weak = Rc::downgrade(&shared);
-        let on_message = Closure::<dyn FnMut(JsValue)>::new({
+        let sink = Box::new({
             let weak = weak.clone();
-            move |event: JsValue| {
+            move |inbound: Inbound| {
                 let Some(shared) = weak.upgrade() else { return };
-                let Ok(event) = event.dyn_into::<MessageEvent>() else {
+                let Ok(mut e) = shared.try_borrow_mut() else {
                     return;
                 };
-                let Ok(buffer) = event.data().dyn_into::<js_sys::ArrayBuffer>() else {
-                    return;
-                };
-                let mut e = shared.borrow_mut();
-                if e.inbound.len() < MAX_INBOUND {
-                    e.inbound
-                        .push_back(js_sys::Uint8Array::new(&buffer).to_vec());
-                }
-                e.schedule();
-            }
-        });
-        let on_close = Closure::<dyn FnMut(JsValue)>::new({
-            let weak = weak.clone();
-            move |event: JsValue| {
-                let Some(shared) = weak.upgrade() else { return };
-                let why = match event.dyn_into::<CloseEvent>() {
-                    Ok(c) if !c.reason().is_empty() => {
-                        format!(
-                            "the relay closed the connection: {} ({})",
-                            c.reason(),
-                            c.code()
-                        )
+                match inbound {
+                    Inbound::Datagrams(datagrams) => {
+                        let room = MAX_INBOUND.saturating_sub(e.inbound.len());
+                        e.inbound.extend(datagrams.into_iter().take(room));
+                        e.schedule();
                     }
-                    Ok(c) => format!("the relay connection closed (code {})", c.code()),
-                    Err(_) => "the relay connection closed".to_string(),
-                };
-                shared.borrow_mut().shut(why);
+                    Inbound::Closed(why) => e.shut(why),
+                }
             }
         });
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        shared.borrow_mut().transport.listen(sink);
         let turn_hook = Closure::<dyn FnMut(JsValue)>::new({
             let weak = weak.clone();
             move |_| {
                 if let Some(shared) = weak.upgrade() {
-                    shared.borrow_mut().turn();
+                    let started = monotonic_ms();
+                    let mut e = shared.borrow_mut();
+                    e.turn();
+                    e.counters.turn_ms += monotonic_ms() - started;
                 }
             }
         });
@@ -182,7 +164,6 @@ impl Engine {
         });
         {
             let mut e = shared.borrow_mut();
-            e.hooks = vec![on_message, on_close];
             e.timer_hook = Some(timer_hook);
             e.turns
                 .port1()
@@ -243,9 +224,7 @@ impl Engine {
             return;
         }
         self.closed = Some(why);
-        let _ = self.ws.close();
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
+        self.transport.close();
         if let Some((_, id)) = self.timer.take() {
             clear_timeout(&id);
         }
@@ -306,19 +285,20 @@ impl Engine {
         }
     }
 
-    /// Hands the node's datagrams to the WebSocket; false when it is full.
+    /// Hands the node's datagrams to the transport (one message when it
+    /// batches); false when it is full.
     fn flush(&mut self) -> bool {
-        loop {
-            if self.ws.buffered_amount() > MAX_WS_BUFFERED {
-                return false;
+        let ready = loop {
+            if self.transport.buffered() > MAX_WS_BUFFERED {
+                break false;
             }
             let Some(t) = self.node.poll_transmit(64) else {
-                return true;
+                break true;
             };
             let segments = t.segments();
             let mut failed = false;
             for datagram in t.contents.chunks(t.segment_size) {
-                if self.ws.send_with_u8_array(datagram).is_err() {
+                if self.transport.push(datagram).is_err() {
                     failed = true;
                     break;
                 }
@@ -327,9 +307,11 @@ impl Engine {
             }
             self.node.advance_transmit(segments);
             if failed {
-                return true;
+                break true;
             }
-        }
+        };
+        let _ = self.transport.flush();
+        ready
     }
 
     fn events(&mut self, now: Instant) {

@@ -1,7 +1,8 @@
 //! underpass in the browser: the same WireGuard node and userspace TCP/IP
 //! stack as the native client, compiled to WebAssembly. A page cannot send
-//! UDP, so datagrams travel as WebSocket frames to `underpass relay`, which
-//! forwards them to the WireGuard endpoint it was configured with.
+//! UDP, so datagrams travel as WebSocket messages (many per message when the
+//! relay offers batching) to `underpass relay`, which forwards them to the
+//! WireGuard endpoint it was configured with.
 //!
 //! ```js
 //! import init, { Tunnel } from "./pkg/underpass_wasm.js";
@@ -23,6 +24,7 @@ mod engine;
 pub mod http;
 mod setup;
 mod stream;
+mod transport;
 
 use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
@@ -86,12 +88,12 @@ impl Tunnel {
             .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS);
         let plan = setup::Plan::from_config(&config).map_err(error)?;
         let url = setup::relay_url(&relay_url, &plan.endpoint, token.as_deref()).map_err(error)?;
-        let ws = setup::open_websocket(&url, &relay_url)
+        let transport = transport::WebSocketTransport::open(&url, &relay_url)
             .await
             .map_err(error)?;
         let peer_name = plan.peer_name.clone();
         let endpoint = plan.endpoint.clone();
-        let shared = plan.start(ws).map_err(error)?;
+        let shared = plan.start(Box::new(transport)).map_err(error)?;
         shared.borrow_mut().connect();
         let deadline = engine::monotonic_ms() + timeout_ms;
         let timer = {
@@ -225,7 +227,10 @@ impl Tunnel {
     }
 
     /// `{ state, handshakeAgeMs, handshakes, rttMs, txBytes, rxBytes,
-    /// txPackets, rxPackets, relayUrl, tunnelAddresses, tcpConnections }`.
+    /// txPackets, rxPackets, engineMs, relayUrl, transport, batched,
+    /// tunnelAddresses, tcpConnections }`; `transport` is `"websocket"`,
+    /// `batched` whether many datagrams go per message, `engineMs` the
+    /// time the engine's turns took in all.
     pub fn stats(&self) -> JsValue {
         let e = self.shared.borrow();
         let now = e.now();
@@ -259,7 +264,10 @@ impl Tunnel {
         set(&out, "rxBytes", c.rx_bytes as f64);
         set(&out, "txPackets", c.tx_datagrams as f64);
         set(&out, "rxPackets", c.rx_datagrams as f64);
+        set(&out, "engineMs", c.turn_ms);
         set(&out, "relayUrl", self.relay_url.as_str());
+        set(&out, "transport", e.transport.kind());
+        set(&out, "batched", e.transport.batched());
         let addrs: js_sys::Array = e
             .stack
             .addresses()

@@ -1,16 +1,13 @@
 //! From the wg-quick text a page hands over to a running engine: the
-//! config checked, the relay URL built, the WebSocket opened.
+//! config checked, the relay URL built.
 
 use std::time::Duration;
 
+use crate::engine::{self, Engine, Shared, RELAY_LABEL};
+use crate::transport::Transport;
 use underpass_core::config::Config;
 use underpass_core::{Instant, Node, NodeOptions};
 use underpass_stack::{Stack, StackOptions};
-use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
-use web_sys::WebSocket;
-
-use crate::engine::{self, Engine, Shared, RELAY_LABEL};
 
 /// Everything `connect` needs, checked before any network activity.
 pub struct Plan {
@@ -62,8 +59,8 @@ impl Plan {
         })
     }
 
-    /// The node and stack of the config, wired to `ws`.
-    pub fn start(self, ws: WebSocket) -> Result<Shared, String> {
+    /// The node and stack of the config, wired to `transport`.
+    pub fn start(self, transport: Box<dyn Transport>) -> Result<Shared, String> {
         let iface = &self.config.interface;
         let mtu = usize::from(iface.mtu.unwrap_or(1420));
         let wall = Duration::from_secs_f64(js_sys::Date::now().max(0.0) / 1000.0);
@@ -97,7 +94,7 @@ impl Plan {
         options.buffer_budget = 128 << 20;
         let stack =
             Stack::new(options, Instant::ZERO).map_err(|e| format!("config: [Interface]: {e}"))?;
-        Engine::start(node, stack, peer, ws, engine::monotonic_ms())
+        Engine::start(node, stack, peer, transport, engine::monotonic_ms())
     }
 }
 
@@ -119,50 +116,6 @@ pub fn relay_url(relay: &str, endpoint: &str, token: Option<&str>) -> Result<Str
         url.push_str(&String::from(js_sys::encode_uri_component(token)));
     }
     Ok(url)
-}
-
-/// Opens `url`; resolves once open, with a message that names the relay
-/// (not the token) when it cannot.
-pub async fn open_websocket(url: &str, shown: &str) -> Result<WebSocket, String> {
-    let ws = WebSocket::new(url).map_err(|_| format!("{shown:?} is not a valid WebSocket URL"))?;
-    ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
-    let opened = js_sys::Promise::new(&mut |resolve, reject| {
-        ws.set_onopen(Some(&resolve));
-        let reject_close = reject.clone();
-        let on_close = Closure::once_into_js(move |event: JsValue| {
-            let why = match event.dyn_into::<web_sys::CloseEvent>() {
-                Ok(c) if !c.reason().is_empty() => c.reason(),
-                Ok(c) => format!("code {}", c.code()),
-                Err(_) => String::new(),
-            };
-            let _ = reject_close.call1(&JsValue::NULL, &JsValue::from_str(&why));
-        });
-        ws.set_onclose(Some(on_close.unchecked_ref()));
-        let on_error = Closure::once_into_js(move |_: JsValue| {
-            let _ = reject.call1(&JsValue::NULL, &JsValue::from_str(""));
-        });
-        ws.set_onerror(Some(on_error.unchecked_ref()));
-    });
-    let result = wasm_bindgen_futures::JsFuture::from(opened).await;
-    ws.set_onopen(None);
-    ws.set_onerror(None);
-    ws.set_onclose(None);
-    match result {
-        Ok(_) => Ok(ws),
-        Err(why) => {
-            let why = why.as_string().unwrap_or_default();
-            // The relay refuses a wrong token, a page of another origin
-            // or a full house with an HTTP status, which a page never
-            // sees: only that the WebSocket did not open.
-            Err(if why.is_empty() || why.starts_with("code ") {
-                format!(
-                    "cannot connect to the relay at {shown} (is it running, and are the URL and the token right?)"
-                )
-            } else {
-                format!("the relay at {shown} refused the connection: {why}")
-            })
-        }
-    }
 }
 
 #[cfg(test)]

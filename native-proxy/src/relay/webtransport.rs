@@ -33,8 +33,10 @@ use wtransport::proto::datagram::Datagram as H3Datagram;
 use wtransport::proto::ids::QStreamId;
 use wtransport::{Connection, Endpoint, Identity, ServerConfig, VarInt};
 
+use super::pump::Loss;
 use super::{access, demo::json_string, Relay, MAX_FRAME};
 use crate::http_serve::{Counter, Throttle};
+use crate::udp::SOCKET_BUFFER;
 use crate::Failure;
 
 /// How long a made certificate is valid: Chromium takes at most 14 days
@@ -134,7 +136,7 @@ impl Server {
                 (identity, None)
             }
         };
-        let socket = super::udp_socket(bind)
+        let socket = udp_socket(bind)
             .and_then(|s| s.into_std())
             .map_err(|e| {
                 Failure::runtime(format!(
@@ -297,23 +299,23 @@ async fn pump(relay: &Relay, conn: &Connection, upstream: SocketAddr) -> std::io
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
-    let udp = super::udp_socket(SocketAddr::new(unspecified, 0))?;
+    let udp = udp_socket(SocketAddr::new(unspecified, 0))?;
     udp.connect(upstream).await?;
     let start = Instant::now();
     // Milliseconds since `start` of the last datagram either way.
     let last = AtomicU64::new(0);
     let touch = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    let loss = relay.bench_loss;
+    let bench_loss = relay.bench_loss;
 
     let to_upstream = async {
-        let mut rng = Lossy::new(loss);
+        let mut loss = Loss::new(bench_loss);
         loop {
             let datagram = conn
                 .receive_datagram()
                 .await
                 .map_err(std::io::Error::other)?;
             touch();
-            if rng.drop() {
+            if loss.drops() {
                 continue;
             }
             // UDP: a datagram the kernel will not take is lost, as on any path.
@@ -330,13 +332,13 @@ async fn pump(relay: &Relay, conn: &Connection, upstream: SocketAddr) -> std::io
             .write(&mut buf[..header_len])
             .map_err(|_| std::io::Error::other("datagram header"))?;
         let too_large = Throttle::new(Duration::from_secs(10));
-        let mut rng = Lossy::new(loss);
+        let mut loss = Loss::new(bench_loss);
         loop {
             udp.readable().await?;
             // Until WouldBlock, or an ICMP error the peer may recover from.
             while let Ok(n) = udp.try_recv(&mut buf[header_len..]) {
                 touch();
-                if rng.drop() {
+                if loss.drops() {
                     continue;
                 }
                 let datagram = Bytes::copy_from_slice(&buf[..header_len + n]);
@@ -383,31 +385,17 @@ async fn pump(relay: &Relay, conn: &Connection, upstream: SocketAddr) -> std::io
     }
 }
 
-/// Drops a share of datagrams for `--bench-loss` (benchmarks only).
-struct Lossy {
-    per_million: u32,
-    state: u64,
-}
-
-impl Lossy {
-    /// `fraction` from 0 to 1.
-    fn new(fraction: f64) -> Lossy {
-        Lossy {
-            per_million: (fraction.clamp(0.0, 1.0) * 1_000_000.0) as u32,
-            state: rand::random::<u64>() | 1,
-        }
-    }
-
-    fn drop(&mut self) -> bool {
-        if self.per_million == 0 {
-            return false;
-        }
-        // xorshift: cheap, and good enough to spread losses.
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        (self.state % 1_000_000) < u64::from(self.per_million)
-    }
+/// A UDP socket with the tunnel's buffer sizes: a peer sends bursts
+/// (GSO batches) that a default buffer drops. Best effort: the kernel caps
+/// them at rmem_max / wmem_max.
+fn udp_socket(bind: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let domain = socket2::Domain::for_address(bind);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&bind.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }
 
 /// `GET /webtransport`: where a page opens its WebTransport session and
@@ -473,14 +461,5 @@ mod tests {
             hash,
             hex_hash(&make_identity(&["localhost".into()]).unwrap()).unwrap()
         );
-    }
-
-    #[test]
-    fn bench_loss_drops_about_its_share() {
-        let mut none = Lossy::new(0.0);
-        assert!((0..10_000).all(|_| !none.drop()));
-        let mut one = Lossy::new(0.01);
-        let dropped = (0..100_000).filter(|_| one.drop()).count();
-        assert!((700..1300).contains(&dropped), "{dropped}");
     }
 }

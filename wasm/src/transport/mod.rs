@@ -1,0 +1,35 @@
+//! How the engine's datagrams reach the relay and come back: a transport
+//! takes the datagrams one turn produces and hands inbound ones to the
+//! engine, and knows nothing of WireGuard or the turn itself.
+
+mod websocket;
+
+pub use websocket::WebSocketTransport;
+
+/// What a transport hands the engine.
+pub enum Inbound {
+    /// Datagrams in the order they arrived.
+    Datagrams(Vec<Vec<u8>>),
+    /// The transport is gone, and why (for the page).
+    Closed(String),
+}
+
+/// A path to the relay that carries whole datagrams.
+pub trait Transport {
+    /// What `stats().transport` says: `"websocket"`, ...
+    fn kind(&self) -> &'static str;
+    /// Whether many datagrams travel per message.
+    fn batched(&self) -> bool;
+    /// Starts delivering inbound datagrams and the close to `sink`.
+    fn listen(&mut self, sink: Box<dyn FnMut(Inbound)>);
+    /// Queues a datagram of this turn; it may leave at once or at
+    /// [`Transport::flush`].
+    fn push(&mut self, datagram: &[u8]) -> Result<(), String>;
+    /// Sends what this turn queued.
+    fn flush(&mut self) -> Result<(), String>;
+    /// Bytes handed to the browser and not yet sent: the engine stops
+    /// producing above a bound.
+    fn buffered(&self) -> u32;
+    /// Closes the path; nothing more is delivered.
+    fn close(&mut self);
+}
