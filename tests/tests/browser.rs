@@ -66,19 +66,77 @@ fn echo_server() -> SocketAddr {
 const BIG: u64 = 64 << 20;
 const BIG_SEED: u64 = 19;
 
+/// What the relay offers, and so which transport the page must end up on.
+#[derive(Clone, Copy, PartialEq)]
+enum Offer {
+    /// Everything: the page takes WebTransport.
+    All,
+    /// WebTransport under a certificate the browser does not trust (from
+    /// --cert, no hash published): the session is refused and the page
+    /// uses the batched WebSocket.
+    UntrustedCertificate,
+    /// No WebTransport (`--no-webtransport`).
+    WebSocketOnly,
+    /// No WebTransport and no batching (a relay from before either).
+    PlainWebSocket,
+}
+
 #[test]
-fn the_page_connects_fetches_echoes_and_benchmarks_in_chromium() {
-    the_page_works_in_chromium("browser", true);
+fn the_page_connects_fetches_echoes_and_benchmarks_over_webtransport_in_chromium() {
+    the_page_works_in_chromium("browser-wt", Offer::All);
+}
+
+#[test]
+fn the_page_falls_back_to_the_websocket_when_webtransport_is_refused() {
+    the_page_works_in_chromium("browser-wt-refused", Offer::UntrustedCertificate);
+}
+
+#[test]
+fn the_page_uses_a_batched_websocket_on_a_relay_without_webtransport() {
+    the_page_works_in_chromium("browser", Offer::WebSocketOnly);
 }
 
 /// A relay that declines batching (as one from before it did): the page
 /// falls back to one datagram per message and everything still works.
 #[test]
 fn the_page_falls_back_to_one_datagram_per_message() {
-    the_page_works_in_chromium("browser-plain", false);
+    the_page_works_in_chromium("browser-plain", Offer::PlainWebSocket);
 }
 
-fn the_page_works_in_chromium(name: &str, batched: bool) {
+/// A self-signed certificate valid for a year: fine for TLS, but no
+/// browser takes it without a CA, nor by hash (over 14 days).
+fn untrusted_certificate(scratch: &Scratch) -> (String, String) {
+    let cert = scratch.path("relay-cert.pem");
+    let key = scratch.path("relay-key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "365", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (the test command installs it)");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        cert.to_str().unwrap().to_string(),
+        key.to_str().unwrap().to_string(),
+    )
+}
+
+fn the_page_works_in_chromium(name: &str, offer: Offer) {
     check_prerequisites();
     let scratch = Scratch::new(name);
     let c = keys();
@@ -103,8 +161,12 @@ fn the_page_works_in_chromium(name: &str, batched: bool) {
         "--token",
         "page-token",
     ];
-    if !batched {
-        args.push("--no-batch");
+    let (cert, key) = untrusted_certificate(&scratch);
+    match offer {
+        Offer::All => {}
+        Offer::UntrustedCertificate => args.extend(["--cert", &cert, "--key", &key]),
+        Offer::WebSocketOnly => args.push("--no-webtransport"),
+        Offer::PlainWebSocket => args.extend(["--no-webtransport", "--no-batch"]),
     }
     let mut relay = Process::start("relay", &scratch, &args);
     relay.wait_for_log("relay on", Duration::from_secs(20));
@@ -134,7 +196,14 @@ fn the_page_works_in_chromium(name: &str, batched: bool) {
             "SINK_WANT",
             format!("{BIG} {}", content_checksum(BIG_SEED, BIG)),
         )
-        .env("BATCHED", if batched { "1" } else { "0" })
+        .env(
+            "TRANSPORT",
+            match offer {
+                Offer::All => "webtransport",
+                Offer::UntrustedCertificate | Offer::WebSocketOnly => "websocket-batched",
+                Offer::PlainWebSocket => "websocket-plain",
+            },
+        )
         .output()
         .expect("node");
     let stdout = String::from_utf8_lossy(&out.stdout);

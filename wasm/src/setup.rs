@@ -62,7 +62,12 @@ impl Plan {
     /// The node and stack of the config, wired to `transport`.
     pub fn start(self, transport: Box<dyn Transport>) -> Result<Shared, String> {
         let iface = &self.config.interface;
-        let mtu = usize::from(iface.mtu.unwrap_or(1420));
+        let mut mtu = usize::from(iface.mtu.unwrap_or(1420));
+        if let Some(max) = transport.max_datagram() {
+            // WireGuard adds 32 bytes (header and tag) and pads no
+            // further than the MTU.
+            mtu = mtu.min(max.saturating_sub(32));
+        }
         let wall = Duration::from_secs_f64(js_sys::Date::now().max(0.0) / 1000.0);
         let mut node = Node::new(
             iface.private_key.clone(),

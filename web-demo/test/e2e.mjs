@@ -11,7 +11,10 @@
 //   CLOSED_URL a URL nothing listens on  OUT_DIR   where the screenshot goes
 //   BIG_URL    64 MiB of known content   SINK_URL  where to POST them back
 //   SINK_WANT  what SINK_URL answers for them ("LEN CHECKSUM")
-//   BATCHED    "1" if the relay offers batching, "0" if not
+//   TRANSPORT  what the page must end up on: "webtransport",
+//              "websocket-batched" or "websocket-plain"
+//
+// QUIC stays enabled: WebTransport runs on it.
 import { chromium } from "playwright-core";
 import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -23,7 +26,7 @@ const env = (name) => {
   if (!v) throw new Error(`${name} is not set`);
   return v;
 };
-const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 const profile = mkdtempSync(join(tmpdir(), "underpass-chromium-"));
@@ -63,11 +66,15 @@ try {
   await page.waitForFunction(() => document.querySelector("#stats").textContent.includes("handshakes"), null, { timeout: 5000, polling: 200 });
   result.stats = await page.evaluate(() => window.underpass.tunnel.stats());
   if (!(result.stats.handshakes >= 1) || result.stats.state !== "up") throw new Error(`stats say ${JSON.stringify(result.stats)}`);
-  const batched = env("BATCHED") === "1";
-  if (result.stats.transport !== "websocket" || result.stats.batched !== batched) {
-    throw new Error(`expected a ${batched ? "batched" : "plain"} WebSocket, stats say ${JSON.stringify(result.stats)}`);
+  const expected = {
+    "webtransport": { transport: "webtransport", batched: false, shown: "webtransport" },
+    "websocket-batched": { transport: "websocket", batched: true, shown: "websocket · batched" },
+    "websocket-plain": { transport: "websocket", batched: false, shown: "websocket · one datagram" },
+  }[env("TRANSPORT")];
+  if (result.stats.transport !== expected.transport || result.stats.batched !== expected.batched) {
+    throw new Error(`expected ${env("TRANSPORT")}, stats say ${JSON.stringify(result.stats)}; page console:\n${consoleLines.join("\n")}`);
   }
-  if (!(await page.textContent("#stats")).includes(batched ? "websocket · batched" : "websocket · one datagram")) {
+  if (!(await page.textContent("#stats")).includes(expected.shown)) {
     throw new Error(`the page does not show the transport: ${await page.textContent("#stats")}`);
   }
 

@@ -3,8 +3,10 @@
 //! engine, and knows nothing of WireGuard or the turn itself.
 
 mod websocket;
+mod webtransport;
 
 pub use websocket::WebSocketTransport;
+pub use webtransport::WebTransportTransport;
 
 /// What a transport hands the engine.
 pub enum Inbound {
@@ -20,6 +22,11 @@ pub trait Transport {
     fn kind(&self) -> &'static str;
     /// Whether many datagrams travel per message.
     fn batched(&self) -> bool;
+    /// The largest datagram the path carries, when it has a limit below
+    /// any tunnel MTU (the tunnel's MTU is lowered to fit).
+    fn max_datagram(&self) -> Option<usize> {
+        None
+    }
     /// Starts delivering inbound datagrams and the close to `sink`.
     fn listen(&mut self, sink: Box<dyn FnMut(Inbound)>);
     /// Queues a datagram of this turn; it may leave at once or at
