@@ -32,19 +32,23 @@ struct Transport {
     connect: &'static str,
 }
 
-/// The rows, "before" first. WebTransport goes here: a row with the relay
-/// arguments that serve it and, if the page must be told, its option, e.g.
-/// `Transport { name: "webtransport", relay_args: &[..], connect: "{..}" }`.
+/// The rows, "before" first. The relay offers WebTransport to them all;
+/// the WebSocket rows tell the page to keep to its WebSocket.
 const TRANSPORTS: &[Transport] = &[
     Transport {
         name: "websocket, one datagram per message",
         relay_args: &["--no-batch"],
-        connect: "{}",
+        connect: r#"{"transport": "websocket"}"#,
     },
     Transport {
         name: "websocket, batched",
         relay_args: &[],
-        connect: "{}",
+        connect: r#"{"transport": "websocket"}"#,
+    },
+    Transport {
+        name: "webtransport",
+        relay_args: &[],
+        connect: r#"{"transport": "webtransport"}"#,
     },
 ];
 
