@@ -11,10 +11,9 @@
 //! the tunnel's MTU is kept under it (see `max_datagram`).
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -22,6 +21,108 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use super::{Inbound, Transport};
+
+/// The per-datagram work stays in JS, where an `await` costs little:
+/// reads are handed to the engine in batches, one per task, and writes
+/// wait for `writer.ready` (Chromium keeps one datagram queued and drops
+/// what is written past it).
+#[wasm_bindgen(inline_js = r#"
+export function datagramPump(session, deliver, drained) {
+  const reader = session.datagrams.readable.getReader();
+  const writer = session.datagrams.writable.getWriter();
+  let inbox = [];
+  let scheduled = false;
+  const channel = new MessageChannel();
+  let cancelled = false;
+  channel.port1.onmessage = () => {
+    scheduled = false;
+    if (cancelled) return;
+    const batch = inbox;
+    inbox = [];
+    deliver(batch, undefined);
+  };
+  let closed = false;
+  const out = [];
+  let outBytes = 0;
+  let writing = false;
+  (async () => {
+    let why = "the relay closed the WebTransport session";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        inbox.push(value);
+        if (!scheduled) {
+          scheduled = true;
+          channel.port2.postMessage(0);
+        }
+      }
+    } catch (e) {
+      why = "the relay's WebTransport session failed";
+    }
+    try {
+      const info = await session.closed;
+      if (info && info.reason) why = `the relay closed the WebTransport session: ${info.reason}`;
+    } catch (e) {
+      if (e && e.message) why = `the relay's WebTransport session failed: ${e.message}`;
+    }
+    closed = true;
+    out.length = 0;
+    outBytes = 0;
+    channel.port1.close();
+    if (!cancelled) deliver(inbox, why);
+  })();
+  async function drain() {
+    writing = true;
+    try {
+      while (out.length > 0) {
+        await writer.ready;
+        const d = out.shift();
+        outBytes -= d.byteLength;
+        writer.write(d).catch(() => {});
+      }
+    } catch (e) {
+      closed = true;
+      out.length = 0;
+      outBytes = 0;
+    }
+    writing = false;
+    if (!closed && !cancelled) drained();
+  }
+  return {
+    send(d) {
+      if (closed) return false;
+      out.push(d);
+      outBytes += d.byteLength;
+      if (!writing) drain();
+      return true;
+    },
+    buffered() { return outBytes; },
+    cancel() {
+      cancelled = true;
+      closed = true;
+      out.length = 0;
+      outBytes = 0;
+      reader.cancel().catch(() => {});
+    },
+  };
+}
+"#)]
+extern "C" {
+    type JsPump;
+    #[wasm_bindgen(js_name = datagramPump)]
+    fn datagram_pump(
+        session: &JsWebTransport,
+        deliver: &Closure<dyn FnMut(Array, JsValue)>,
+        drained: &Closure<dyn FnMut()>,
+    ) -> JsPump;
+    #[wasm_bindgen(method)]
+    fn send(this: &JsPump, datagram: &Uint8Array) -> bool;
+    #[wasm_bindgen(method)]
+    fn buffered(this: &JsPump) -> f64;
+    #[wasm_bindgen(method)]
+    fn cancel(this: &JsPump);
+}
 
 #[wasm_bindgen]
 extern "C" {
@@ -43,28 +144,6 @@ extern "C" {
     type JsDatagrams;
     #[wasm_bindgen(method, getter, js_name = maxDatagramSize)]
     fn max_datagram_size(this: &JsDatagrams) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn readable(this: &JsDatagrams) -> JsStream;
-    #[wasm_bindgen(method, getter)]
-    fn writable(this: &JsDatagrams) -> JsStream;
-
-    type JsStream;
-    #[wasm_bindgen(method, js_name = getReader)]
-    fn get_reader(this: &JsStream) -> JsReader;
-    #[wasm_bindgen(method, js_name = getWriter)]
-    fn get_writer(this: &JsStream) -> JsWriter;
-
-    type JsReader;
-    #[wasm_bindgen(method)]
-    fn read(this: &JsReader) -> Promise;
-    #[wasm_bindgen(method)]
-    fn cancel(this: &JsReader) -> Promise;
-
-    type JsWriter;
-    #[wasm_bindgen(method, getter)]
-    fn ready(this: &JsWriter) -> Promise;
-    #[wasm_bindgen(method)]
-    fn write(this: &JsWriter, chunk: &Uint8Array) -> Promise;
 
     #[wasm_bindgen(js_name = fetch)]
     fn fetch_url(url: &str) -> Promise;
@@ -77,23 +156,16 @@ const OPEN_TIMEOUT_MS: f64 = 5_000.0;
 /// does not say.
 const DEFAULT_MAX_DATAGRAM: usize = 1_200;
 
-/// The outgoing queue the writer drains, and the engine's view of it.
-#[derive(Default)]
-struct Outgoing {
-    queue: VecDeque<Vec<u8>>,
-    bytes: usize,
-    writer_waiting: Option<Waker>,
-    /// Set by `listen`: wakes the engine when the queue has drained, so a
-    /// turn that stopped for a full queue goes on at once.
-    wake_engine: Option<Rc<dyn Fn()>>,
-    closed: bool,
-}
+/// Called with a batch of datagrams, and at the end with why.
+type Deliver = Closure<dyn FnMut(Array, JsValue)>;
 
 pub struct WebTransportTransport {
     session: JsWebTransport,
     max_datagram: usize,
-    outgoing: Rc<RefCell<Outgoing>>,
-    reader: Option<JsReader>,
+    /// Made by `listen`: the reader and writer loops.
+    pump: Option<JsPump>,
+    /// The JS callbacks, kept alive as long as the transport.
+    hooks: Option<(Deliver, Closure<dyn FnMut()>)>,
 }
 
 /// Why WebTransport is not used: said once on the console, then the page
@@ -176,55 +248,12 @@ impl WebTransportTransport {
             .map(|m| m as usize)
             .filter(|&m| m > 0)
             .unwrap_or(DEFAULT_MAX_DATAGRAM);
-        let transport = WebTransportTransport {
+        Ok(WebTransportTransport {
             session,
             max_datagram,
-            outgoing: Rc::new(RefCell::new(Outgoing::default())),
-            reader: None,
-        };
-        transport.spawn_writer();
-        Ok(transport)
-    }
-
-    /// Drains the outgoing queue one datagram per `writer.ready`.
-    fn spawn_writer(&self) {
-        let writer = self.session.datagrams().writable().get_writer();
-        let outgoing = self.outgoing.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            loop {
-                if JsFuture::from(writer.ready()).await.is_err() {
-                    outgoing.borrow_mut().closed = true;
-                    return;
-                }
-                let next = poll_fn(|cx| {
-                    let mut o = outgoing.borrow_mut();
-                    if o.closed {
-                        return Poll::Ready(None);
-                    }
-                    match o.queue.pop_front() {
-                        Some(d) => {
-                            o.bytes -= d.len();
-                            Poll::Ready(Some((d, o.queue.is_empty(), o.wake_engine.clone())))
-                        }
-                        None => {
-                            o.writer_waiting = Some(cx.waker().clone());
-                            Poll::Pending
-                        }
-                    }
-                })
-                .await;
-                let Some((datagram, drained, wake)) = next else {
-                    return;
-                };
-                // Not awaited: `ready` above is the pace.
-                let _ = writer.write(&Uint8Array::from(&datagram[..]));
-                if drained {
-                    if let Some(wake) = wake {
-                        wake();
-                    }
-                }
-            }
-        });
+            pump: None,
+            hooks: None,
+        })
     }
 }
 
@@ -243,59 +272,30 @@ impl Transport for WebTransportTransport {
 
     fn listen(&mut self, sink: Box<dyn FnMut(Inbound)>) {
         let sink = Rc::new(RefCell::new(sink));
-        self.outgoing.borrow_mut().wake_engine = Some({
+        let deliver = Closure::<dyn FnMut(Array, JsValue)>::new({
             let sink = sink.clone();
-            Rc::new(move || {
-                if let Ok(mut sink) = sink.try_borrow_mut() {
-                    sink(Inbound::Datagrams(Vec::new()));
+            move |batch: Array, why: JsValue| {
+                let Ok(mut sink) = sink.try_borrow_mut() else {
+                    return;
+                };
+                let datagrams: Vec<Vec<u8>> =
+                    batch.iter().map(|d| Uint8Array::new(&d).to_vec()).collect();
+                if !datagrams.is_empty() {
+                    sink(Inbound::Datagrams(datagrams));
                 }
-            })
-        });
-        let reader = self.session.datagrams().readable().get_reader();
-        self.reader = Some(JsValue::clone(&reader).unchecked_into());
-        let closed = self.session.closed();
-        let outgoing = self.outgoing.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            let done = loop {
-                let Ok(result) = JsFuture::from(reader.read()).await else {
-                    break "the relay's WebTransport session failed".to_string();
-                };
-                if Reflect::get(&result, &"done".into())
-                    .ok()
-                    .and_then(|d| d.as_bool())
-                    .unwrap_or(true)
-                {
-                    break "the relay closed the WebTransport session".to_string();
-                };
-                let Ok(value) = Reflect::get(&result, &"value".into()) else {
-                    continue;
-                };
-                let datagram = Uint8Array::new(&value).to_vec();
-                if let Ok(mut sink) = sink.try_borrow_mut() {
-                    sink(Inbound::Datagrams(vec![datagram]));
+                if let Some(why) = why.as_string() {
+                    sink(Inbound::Closed(why));
                 }
-            };
-            let why = match JsFuture::from(closed).await {
-                Ok(info) => Reflect::get(&info, &"reason".into())
-                    .ok()
-                    .and_then(|r| r.as_string())
-                    .filter(|r| !r.is_empty())
-                    .map(|r| format!("the relay closed the WebTransport session: {r}"))
-                    .unwrap_or(done),
-                Err(_) => done,
-            };
-            let waiting = {
-                let mut o = outgoing.borrow_mut();
-                o.closed = true;
-                o.writer_waiting.take()
-            };
-            if let Some(w) = waiting {
-                w.wake();
             }
+        });
+        // The queue drained: a turn that stopped for a full queue goes on.
+        let drained = Closure::<dyn FnMut()>::new(move || {
             if let Ok(mut sink) = sink.try_borrow_mut() {
-                sink(Inbound::Closed(why));
+                sink(Inbound::Datagrams(Vec::new()));
             }
         });
+        self.pump = Some(datagram_pump(&self.session, &deliver, &drained));
+        self.hooks = Some((deliver, drained));
     }
 
     fn push(&mut self, datagram: &[u8]) -> Result<(), String> {
@@ -307,19 +307,10 @@ impl Transport for WebTransportTransport {
                 self.max_datagram
             ));
         }
-        let waiting = {
-            let mut o = self.outgoing.borrow_mut();
-            if o.closed {
-                return Err("the relay's WebTransport session is closed".into());
-            }
-            o.bytes += datagram.len();
-            o.queue.push_back(datagram.to_vec());
-            o.writer_waiting.take()
-        };
-        if let Some(w) = waiting {
-            w.wake();
+        match &self.pump {
+            Some(pump) if pump.send(&Uint8Array::from(datagram)) => Ok(()),
+            _ => Err("the relay's WebTransport session is closed".into()),
         }
-        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), String> {
@@ -327,25 +318,15 @@ impl Transport for WebTransportTransport {
     }
 
     fn buffered(&self) -> u32 {
-        u32::try_from(self.outgoing.borrow().bytes).unwrap_or(u32::MAX)
+        self.pump.as_ref().map_or(0, |p| p.buffered() as u32)
     }
 
     fn close(&mut self) {
-        let waiting = {
-            let mut o = self.outgoing.borrow_mut();
-            o.closed = true;
-            o.queue.clear();
-            o.bytes = 0;
-            o.wake_engine = None;
-            o.writer_waiting.take()
-        };
-        if let Some(w) = waiting {
-            w.wake();
-        }
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.cancel();
+        if let Some(pump) = self.pump.take() {
+            pump.cancel();
         }
         self.session.close();
+        self.hooks = None;
     }
 }
 
