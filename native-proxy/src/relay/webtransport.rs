@@ -287,9 +287,21 @@ async fn session(relay: Arc<Relay>, client: SocketAddr, request: SessionRequest)
         }
     };
     tracing::debug!(%client, %upstream, "relay: WebTransport session");
-    if let Err(e) = pump(&relay, &conn, upstream).await {
-        tracing::debug!(%client, error = %e, "relay: WebTransport session ended");
-    }
+    let ended = pump(&relay, &conn, upstream).await;
+    let stats = conn.quic_connection().stats();
+    // What QUIC saw, for looking into a slow page.
+    tracing::debug!(
+        %client,
+        error = ?ended.err(),
+        rtt_ms = stats.path.rtt.as_secs_f64() * 1000.0,
+        cwnd = stats.path.cwnd,
+        lost_packets = stats.path.lost_packets,
+        sent_packets = stats.path.sent_packets,
+        congestion_events = stats.path.congestion_events,
+        datagrams_out = stats.frame_tx.datagram,
+        datagrams_in = stats.frame_rx.datagram,
+        "relay: WebTransport session ended"
+    );
 }
 
 /// Moves datagrams both ways until the page leaves, the session errs or

@@ -242,6 +242,11 @@ impl WebTransportTransport {
         // still paces the writes.
         let _ = Reflect::set(&datagrams, &"incomingHighWaterMark".into(), &4096.into());
         let _ = Reflect::set(&datagrams, &"outgoingHighWaterMark".into(), &64.into());
+        // A datagram queued behind QUIC's congestion window expires after
+        // about an RTT by default, and on a short path that is almost at
+        // once: a tunnel's TCP would rather have it late than lost.
+        let _ = Reflect::set(&datagrams, &"outgoingMaxAge".into(), &500.into());
+        let _ = Reflect::set(&datagrams, &"incomingMaxAge".into(), &500.into());
         let max_datagram = datagrams
             .max_datagram_size()
             .as_f64()
