@@ -152,13 +152,15 @@ fn browser_run(s: &Setup, t: &Transport, relay: &Process, relay_addr: SocketAddr
         cpu_down: cpu_of(&json["down"]["cpu"]),
         cpu_up: cpu_of(&json["up"]["cpu"]),
         note: format!(
-            "{}{}",
+            "{}{}, datagrams/message down {} up {}",
             stats["transport"].as_str().unwrap_or("?"),
             if stats["batched"].as_bool() == Some(true) {
                 " batched"
             } else {
                 ""
-            }
+            },
+            json["down"]["datagramsPerMessage"]["in"],
+            json["up"]["datagramsPerMessage"]["out"],
         ),
     }
 }

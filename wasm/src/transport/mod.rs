@@ -30,6 +30,9 @@ pub trait Transport {
     /// Bytes handed to the browser and not yet sent: the engine stops
     /// producing above a bound.
     fn buffered(&self) -> u32;
+    /// Messages (writes) sent and received so far: with the datagram
+    /// counts, how well batching works.
+    fn messages(&self) -> (u64, u64);
     /// Closes the path; nothing more is delivered.
     fn close(&mut self);
 }
