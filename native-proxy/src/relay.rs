@@ -141,6 +141,9 @@ struct Relay {
 const FDS_PER_CONNECTION: usize = 2;
 
 pub async fn run(args: RelayArgs) -> Result<(), Failure> {
+    if !(0.0..=1.0).contains(&args.bench_loss) {
+        return Err(Failure::usage("--bench-loss: a fraction from 0 to 1"));
+    }
     let token = token(&args)?;
     let origins = args
         .allow_origin
@@ -208,9 +211,6 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
         batch: !args.no_batch,
         bench_loss: args.bench_loss,
     });
-    if !(0.0..=1.0).contains(&args.bench_loss) {
-        return Err(Failure::usage("--bench-loss: a fraction from 0 to 1"));
-    }
     if args.bench_loss > 0.0 {
         tracing::warn!(
             "relay drops {:.2}% of the datagrams between pages and upstreams (--bench-loss)",

@@ -259,6 +259,22 @@ fn cpu_text(runs: &[Run], pick: impl Fn(&Run) -> &BTreeMap<String, f64>) -> Stri
         .join(", ")
 }
 
+/// What the runs say about themselves, once each.
+fn notes(runs: &[Run]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for r in runs {
+        let note = r.note.split(", datagrams").next().unwrap_or("");
+        if !seen.contains(&note) {
+            seen.push(note);
+        }
+    }
+    let per_message = runs
+        .iter()
+        .find_map(|r| r.note.split_once(", ").map(|(_, rest)| rest))
+        .unwrap_or("");
+    format!("{} ({per_message})", seen.join("; "))
+}
+
 fn main() {
     let args = Args::parse();
     pin_to_cpu0();
@@ -357,10 +373,7 @@ fn main() {
                 u,
                 down / native_down.max(1e-9),
                 up / native_up.max(1e-9),
-                runs.iter()
-                    .map(|r| r.note.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                notes(&runs)
             );
             profiles.push((
                 format!("{} at {}%", t.name, loss * 100.0),
