@@ -308,7 +308,7 @@ fn a_batch_of_tiny_datagrams_costs_the_relay_no_more_than_its_size() {
     }
     // The connection still carries a last, marked datagram.
     let marker = b"after the tiny ones".to_vec();
-    ws.send(Message::binary(batch_of(&[marker.clone()])))
+    ws.send(Message::binary(batch_of(std::slice::from_ref(&marker))))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
