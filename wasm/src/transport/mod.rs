@@ -31,8 +31,11 @@ pub trait Transport {
     /// producing above a bound.
     fn buffered(&self) -> u32;
     /// Messages (writes) sent and received so far: with the datagram
-    /// counts, how well batching works.
-    fn messages(&self) -> (u64, u64);
+    /// counts, how well batching works. None counted unless a transport
+    /// says.
+    fn messages(&self) -> (u64, u64) {
+        (0, 0)
+    }
     /// Closes the path; nothing more is delivered.
     fn close(&mut self);
 }
