@@ -157,6 +157,9 @@ struct Relay {
 const FDS_PER_CONNECTION: usize = 2;
 
 pub async fn run(args: RelayArgs) -> Result<(), Failure> {
+    if !(0.0..=1.0).contains(&args.bench_loss) {
+        return Err(Failure::usage("--bench-loss: a fraction from 0 to 1"));
+    }
     let token = token(&args)?;
     let origins = args
         .allow_origin
@@ -215,9 +218,6 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
         return Err(Failure::usage(
             "relay: give at least one --upstream HOST:PORT (the WireGuard endpoints pages may reach), or --demo",
         ));
-    }
-    if !(0.0..=1.0).contains(&args.bench_loss) {
-        return Err(Failure::usage("--bench-loss: a fraction from 0 to 1"));
     }
     if args.bench_loss > 0.0 {
         tracing::warn!(

@@ -283,6 +283,50 @@ fn batched_messages_carry_many_datagrams_both_ways_intact() {
     println!("{} datagrams came in {messages} messages", replies.len());
 }
 
+#[test]
+fn a_batch_of_tiny_datagrams_costs_the_relay_no_more_than_its_size() {
+    let (peer, peer_addr) = udp_peer();
+    let r = relay("relay-tiny", &["--upstream", &peer_addr]);
+    let (mut ws, _) = open_asking(&r, "", BATCH);
+    // Sizes 1, 2, 1, 2, ...: every datagram ends a GSO run, the worst case
+    // for a sender that gives each run a buffer of its own.
+    let tiny: Vec<Vec<u8>> = (0..18_000u32)
+        .map(|i| vec![(i % 251) as u8; 1 + (i % 2) as usize])
+        .collect();
+    let message = batch_of(&tiny);
+    assert!(message.len() <= 64 * 1024);
+    let (_, peak_before) = r.process.rss_kib();
+    for _ in 0..10 {
+        ws.send(Message::binary(message.clone())).unwrap();
+    }
+    // The first ones arrive in order (later ones may overflow this
+    // socket's buffer: that is the test's socket, not the relay).
+    let mut buf = [0u8; 64];
+    for (i, want) in tiny.iter().take(100).enumerate() {
+        let (n, _) = peer.recv_from(&mut buf).expect("the upstream got nothing");
+        assert_eq!(&buf[..n], &want[..], "tiny datagram {i}");
+    }
+    // Drain the rest (until the relay has sent everything), then the
+    // connection still carries a last, marked datagram.
+    peer.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while peer.recv_from(&mut buf).is_ok() {
+        assert!(Instant::now() < deadline, "the relay kept sending for 60 s");
+    }
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let marker = b"after the tiny ones".to_vec();
+    ws.send(Message::binary(batch_of(std::slice::from_ref(&marker))))
+        .unwrap();
+    let (n, _) = peer.recv_from(&mut buf).expect("the marker never arrived");
+    assert_eq!(&buf[..n], &marker[..]);
+    let (_, peak) = r.process.rss_kib();
+    assert!(
+        peak < peak_before + 32 * 1024,
+        "the relay's peak memory grew from {peak_before} KiB to {peak} KiB for 640 KiB of batches"
+    );
+}
+
 /// The subprotocol the relay picks when a page asks for `protocols`, from
 /// the raw upgrade response (a client library would refuse the answer
 /// "none", which a browser accepts and then sends one datagram per

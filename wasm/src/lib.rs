@@ -261,7 +261,7 @@ impl Tunnel {
     }
 
     /// `{ state, handshakeAgeMs, handshakes, rttMs, txBytes, rxBytes,
-    /// txPackets, rxPackets, engineMs, relayUrl, transport, batched,
+    /// txPackets, rxPackets, txMessages, rxMessages, engineMs, relayUrl, transport, batched,
     /// tunnelAddresses, tcpConnections }`; `transport` is `"websocket"`,
     /// `batched` whether many datagrams go per message, `engineMs` the
     /// time the engine's turns took in all.
@@ -299,6 +299,9 @@ impl Tunnel {
         set(&out, "txPackets", c.tx_datagrams as f64);
         set(&out, "rxPackets", c.rx_datagrams as f64);
         set(&out, "engineMs", c.turn_ms);
+        let (tx_messages, rx_messages) = e.transport.messages();
+        set(&out, "txMessages", tx_messages as f64);
+        set(&out, "rxMessages", rx_messages as f64);
         set(&out, "relayUrl", self.relay_url.as_str());
         set(&out, "transport", e.transport.kind());
         set(&out, "batched", e.transport.batched());

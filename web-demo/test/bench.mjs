@@ -146,9 +146,16 @@ try {
   const run = async (what, fn, arg) => {
     const before = sample();
     const engineBefore = await engineSeconds();
+    const statsBefore = await evaluate(() => window.underpass.tunnel.stats());
     const r = await evaluate(fn, arg);
     const cpu = diff(before, sample());
     cpu["wasm engine turns"] = +((await engineSeconds()) - engineBefore).toFixed(2);
+    const st = await evaluate(() => window.underpass.tunnel.stats());
+    const perMessage = (d, m) => m > 0 ? +(d / m).toFixed(1) : null;
+    r.datagramsPerMessage = {
+      in: perMessage(st.rxPackets - statsBefore.rxPackets, st.rxMessages - statsBefore.rxMessages),
+      out: perMessage(st.txPackets - statsBefore.txPackets, st.txMessages - statsBefore.txMessages),
+    };
     result[what] = { ...r, mbps: +(r.bytes * 8 / r.seconds / 1e6).toFixed(1), cpu };
   };
   await run("down", async (url) => {

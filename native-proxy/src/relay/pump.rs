@@ -14,8 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
 use rand::{Rng, SeedableRng};
+use underpass_core::gso::MAX_PAYLOAD_V4;
 use underpass_core::relay_batch::{self, Batcher};
-use underpass_core::GsoQueue;
 
 use super::{close, refuse, Relay};
 use crate::udp::{RecvBatch, UdpIo};
@@ -73,7 +73,9 @@ pub async fn pump(
     // Only the upstream's datagrams come back.
     udp.connect(upstream).await?;
     let mut recv = RecvBatch::with_buffers(RECV_BUFFERS);
-    let mut queue = GsoQueue::new();
+    // One send's worth, reused: a page's message costs at most its own
+    // size here, however its datagrams are sized.
+    let mut gso = Vec::with_capacity(relay_batch::MAX_MESSAGE);
     let mut batcher = Batcher::new();
     let mut outgoing: Vec<Vec<u8>> = Vec::new();
     let mut loss = Loss::new(relay.bench_loss);
@@ -87,24 +89,22 @@ pub async fn pump(
                     match framing {
                         Framing::Plain => {
                             if !message.is_empty() && !loss.drops() {
-                                queue.push(None, upstream, &message);
+                                send(&udp, upstream, message.len(), &message, 1).await;
                             }
                         }
-                        Framing::Batched => {
-                            let parsed = relay_batch::for_each(&message, |datagram| {
-                                if !loss.drops() {
-                                    queue.push(None, upstream, datagram);
-                                }
-                            });
-                            if let Err(e) = parsed {
+                        Framing::Batched => match relay_batch::split(&message) {
+                            Ok(mut datagrams) => {
+                                datagrams.retain(|_| !loss.drops());
+                                send_batched(&udp, upstream, &datagrams, &mut gso).await;
+                            }
+                            Err(e) => {
                                 tracing::info!(%client, error = %e, "relay: malformed batch, connection closed");
                                 let reason = format!("malformed batch: {e}");
                                 refuse(socket, close::MALFORMED_BATCH, &reason).await;
                                 return Ok(());
                             }
-                        }
+                        },
                     }
-                    send_queued(&udp, &mut queue).await;
                 }
                 Some(Ok(Message::Text(_))) => {
                     refuse(socket, close::TEXT_FRAME, "text frames are not WireGuard datagrams").await;
@@ -171,27 +171,58 @@ pub async fn pump(
     }
 }
 
-/// Sends everything queued, GSO-batched, waiting while the socket is full:
-/// the page's TCP slows down rather than losing datagrams here.
-async fn send_queued(udp: &UdpIo, queue: &mut GsoQueue) {
-    loop {
+/// Sends `datagrams` in order, as GSO batches: runs of equal length (a
+/// shorter one may end a run) within the kernel's segment and size limits,
+/// copied through `buf`.
+async fn send_batched(udp: &UdpIo, upstream: SocketAddr, datagrams: &[&[u8]], buf: &mut Vec<u8>) {
+    let mut rest = datagrams;
+    while let [first, ..] = rest {
+        let size = first.len();
         let max = udp.max_segments();
-        let Some(t) = queue.peek(max) else { return };
-        let segments = t.segments();
-        match udp.try_send(t.dst, t.segment_size, t.contents) {
-            Ok(()) => queue.pop(segments),
+        buf.clear();
+        let mut taken = 0;
+        for d in rest {
+            if taken == max || d.len() > size || buf.len() + d.len() > MAX_PAYLOAD_V4 {
+                break;
+            }
+            buf.extend_from_slice(d);
+            taken += 1;
+            if d.len() < size {
+                break;
+            }
+        }
+        // A single datagram over the UDP limit: the kernel refuses it.
+        let taken = taken.max(1);
+        if buf.is_empty() {
+            buf.extend_from_slice(first);
+        }
+        send(udp, upstream, size, buf, taken).await;
+        rest = &rest[taken..];
+    }
+}
+
+/// One send of `segments` datagrams of `size` bytes (the last may be
+/// shorter), waiting while the socket is full: the page's TCP slows down
+/// rather than losing datagrams here. If the kernel refuses GSO, quinn-udp
+/// switches it off and the datagrams go again one by one.
+async fn send(udp: &UdpIo, dst: SocketAddr, size: usize, contents: &[u8], segments: usize) {
+    loop {
+        match udp.try_send(dst, size, contents) {
+            Ok(()) => return,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if poll_fn(|cx| udp.poll_send_ready(cx)).await.is_err() {
-                    queue.clear();
                     return;
                 }
             }
-            // The kernel refused GSO and quinn-udp switched it off: the
-            // same batch again, a datagram at a time.
-            Err(_) if udp.max_segments() < max => {}
+            Err(_) if segments > 1 && udp.max_segments() < segments => {
+                for datagram in contents.chunks(size.max(1)) {
+                    Box::pin(send(udp, dst, size, datagram, 1)).await;
+                }
+                return;
+            }
             Err(e) => {
-                tracing::debug!(dst = %t.dst, error = %e, "relay: UDP send failed; datagrams dropped");
-                queue.pop(segments);
+                tracing::debug!(%dst, error = %e, "relay: UDP send failed; datagrams dropped");
+                return;
             }
         }
     }

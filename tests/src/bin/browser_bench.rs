@@ -156,13 +156,15 @@ fn browser_run(s: &Setup, t: &Transport, relay: &Process, relay_addr: SocketAddr
         cpu_down: cpu_of(&json["down"]["cpu"]),
         cpu_up: cpu_of(&json["up"]["cpu"]),
         note: format!(
-            "{}{}",
+            "{}{}, datagrams/message down {} up {}",
             stats["transport"].as_str().unwrap_or("?"),
             if stats["batched"].as_bool() == Some(true) {
                 " batched"
             } else {
                 ""
-            }
+            },
+            json["down"]["datagramsPerMessage"]["in"],
+            json["up"]["datagramsPerMessage"]["out"],
         ),
     }
 }
@@ -259,6 +261,22 @@ fn cpu_text(runs: &[Run], pick: impl Fn(&Run) -> &BTreeMap<String, f64>) -> Stri
         .map(|(k, v)| format!("{k} {v:.1}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What the runs say about themselves, once each.
+fn notes(runs: &[Run]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for r in runs {
+        let note = r.note.split(", datagrams").next().unwrap_or("");
+        if !seen.contains(&note) {
+            seen.push(note);
+        }
+    }
+    let per_message = runs
+        .iter()
+        .find_map(|r| r.note.split_once(", ").map(|(_, rest)| rest))
+        .unwrap_or("");
+    format!("{} ({per_message})", seen.join("; "))
 }
 
 fn main() {
@@ -359,10 +377,7 @@ fn main() {
                 u,
                 down / native_down.max(1e-9),
                 up / native_up.max(1e-9),
-                runs.iter()
-                    .map(|r| r.note.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                notes(&runs)
             );
             profiles.push((
                 format!("{} at {}%", t.name, loss * 100.0),

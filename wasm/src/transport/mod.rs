@@ -37,6 +37,12 @@ pub trait Transport {
     /// Bytes handed to the browser and not yet sent: the engine stops
     /// producing above a bound.
     fn buffered(&self) -> u32;
+    /// Messages (writes) sent and received so far: with the datagram
+    /// counts, how well batching works. None counted unless a transport
+    /// says.
+    fn messages(&self) -> (u64, u64) {
+        (0, 0)
+    }
     /// Closes the path; nothing more is delivered.
     fn close(&mut self);
 }

@@ -15,6 +15,8 @@ pub struct WebSocketTransport {
     ws: WebSocket,
     batched: bool,
     batcher: Batcher,
+    sent: u64,
+    received: std::rc::Rc<std::cell::Cell<u64>>,
     /// The JS callbacks, kept alive as long as the transport.
     hooks: Vec<Closure<dyn FnMut(JsValue)>>,
 }
@@ -44,14 +46,15 @@ impl WebSocketTransport {
             ws,
             batched,
             batcher: Batcher::new(),
+            sent: 0,
+            received: Default::default(),
             hooks: Vec::new(),
         })
     }
 
-    fn send(&self, message: &[u8]) -> Result<(), String> {
-        self.ws
-            .send_with_u8_array(message)
-            .map_err(|_| "the relay connection is closed".to_string())
+    fn send(&mut self, message: &[u8]) -> Result<(), String> {
+        self.sent += 1;
+        send(&self.ws, message)
     }
 }
 
@@ -67,6 +70,7 @@ impl Transport for WebSocketTransport {
     fn listen(&mut self, sink: Box<dyn FnMut(Inbound)>) {
         let sink = std::rc::Rc::new(std::cell::RefCell::new(sink));
         let batched = self.batched;
+        let received = self.received.clone();
         let on_message = Closure::<dyn FnMut(JsValue)>::new({
             let sink = sink.clone();
             move |event: JsValue| {
@@ -77,6 +81,7 @@ impl Transport for WebSocketTransport {
                     return;
                 };
                 let message = js_sys::Uint8Array::new(&buffer).to_vec();
+                received.set(received.get() + 1);
                 let inbound = if !batched {
                     Inbound::Datagrams(vec![message])
                 } else {
@@ -134,9 +139,14 @@ impl Transport for WebSocketTransport {
         if self.batcher.is_empty() {
             return Ok(());
         }
-        let sent = self.send(self.batcher.message());
+        self.sent += 1;
+        let sent = send(&self.ws, self.batcher.message());
         self.batcher.clear();
         sent
+    }
+
+    fn messages(&self) -> (u64, u64) {
+        (self.sent, self.received.get())
     }
 
     fn buffered(&self) -> u32 {
@@ -154,6 +164,11 @@ impl Drop for WebSocketTransport {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+fn send(ws: &WebSocket, message: &[u8]) -> Result<(), String> {
+    ws.send_with_u8_array(message)
+        .map_err(|_| "the relay connection is closed".to_string())
 }
 
 /// Resolves once `ws` is open; the refusal in words otherwise.
