@@ -41,6 +41,7 @@ function showStats() {
     ["sent", `${formatBytes(s.txBytes)} · ${s.txPackets} pkts`],
     ["received", `${formatBytes(s.rxBytes)} · ${s.rxPackets} pkts`],
     ["TCP streams", s.tcpConnections],
+    ["transport", `${s.transport}${s.transport === "websocket" ? (s.batched ? " · batched" : " · one datagram per message") : " · QUIC datagrams"}`],
     ["tunnel address", s.tunnelAddresses.join(", ")],
   ];
   $("stats").replaceChildren(...rows.map(([k, v]) => {

@@ -26,6 +26,7 @@ mod node;
 mod peer;
 pub mod random;
 mod rate_limit;
+pub mod relay_batch;
 mod replay;
 mod report;
 mod session;

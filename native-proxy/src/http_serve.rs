@@ -62,12 +62,14 @@ pub const FD_RESERVE: usize = 64 + MAX_LINGERING;
 /// `what` names the server in log lines. Handlers can read the client's
 /// address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, what: &'static str) {
-    let counter = Arc::new(Counter {
-        limits,
-        open: Mutex::new(Open::default()),
-        refusals: LogLimit::default(),
-        what,
-    });
+    serve_counted(listener, app, Counter::new(limits, what)).await
+}
+
+/// `serve`, counting connections in `counter`, which another server (the
+/// relay's WebTransport) may share.
+pub async fn serve_counted(listener: TcpListener, app: Router, counter: Arc<Counter>) {
+    let limits = counter.limits;
+    let what = counter.what;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -138,7 +140,8 @@ struct Open {
     per_client: HashMap<IpAddr, usize>,
 }
 
-struct Counter {
+/// Connections open, in all and per client, against the limits.
+pub struct Counter {
     limits: Limits,
     open: Mutex<Open>,
     refusals: LogLimit,
@@ -147,13 +150,24 @@ struct Counter {
 
 /// Which limit refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Full {
+pub enum Full {
     Total,
     Client,
 }
 
 impl Counter {
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
+    pub fn new(limits: Limits, what: &'static str) -> Arc<Counter> {
+        Arc::new(Counter {
+            limits,
+            open: Mutex::new(Open::default()),
+            refusals: LogLimit::default(),
+            what,
+        })
+    }
+
+    /// A slot for a connection from `ip`, or the limit it would pass
+    /// (logged, at most every 10 s).
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
         let key = client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let mine = open.per_client.get(&key).copied().unwrap_or(0);
@@ -206,7 +220,7 @@ impl Counter {
 }
 
 /// A connection's place in the count, given back when the socket closes.
-struct Slot {
+pub struct Slot {
     counter: Arc<Counter>,
     key: IpAddr,
 }

@@ -1,6 +1,8 @@
 //! `underpass relay`: carries a browser's WireGuard datagrams between a
-//! WebSocket (one datagram per binary frame, on `/relay`) and UDP, and
-//! serves the web demo's files.
+//! WebSocket (on `/relay`: one datagram per binary message, or many with
+//! the batching subprotocol, see `pump`) or a WebTransport session (QUIC
+//! datagrams, see `webtransport`) and UDP, and serves the web demo's
+//! files.
 //!
 //! A page cannot send UDP, so it needs this; but a relay that sent UDP
 //! wherever a page asked would be an open proxy for anyone's traffic. Each
@@ -13,8 +15,10 @@
 mod access;
 mod demo;
 mod files;
+mod pump;
+mod webtransport;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,21 +30,16 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use clap::Args;
-use futures_util::SinkExt;
-use tokio::net::UdpSocket;
+use underpass_core::relay_batch;
 
 use crate::http_serve::{self, Limits};
-use crate::udp::SOCKET_BUFFER;
 use crate::Failure;
 
 use access::{Access, Origin, Query};
 
 /// The largest WebSocket frame or message: a WireGuard datagram is at most
-/// MTU + 32 bytes; anything near this is not one.
-pub const MAX_FRAME: usize = 64 * 1024;
-
-/// Datagrams read from UDP before the WebSocket is flushed.
-const DATAGRAMS_PER_FLUSH: usize = 64;
+/// MTU + 32 bytes, a batch of them at most this.
+pub const MAX_FRAME: usize = relay_batch::MAX_MESSAGE;
 
 /// Close codes the page sees, with a reason: the 4000 range is ours.
 /// (A wrong token, a foreign page or a full relay is refused before the
@@ -48,6 +47,8 @@ const DATAGRAMS_PER_FLUSH: usize = 64;
 pub mod close {
     pub const FORBIDDEN_ENDPOINT: u16 = 4403;
     pub const TEXT_FRAME: u16 = 1003;
+    /// A batch that breaks the subprotocol's framing (invalid payload).
+    pub const MALFORMED_BATCH: u16 = 1007;
     pub const IDLE: u16 = 4408;
 }
 
@@ -111,6 +112,26 @@ pub struct RelayArgs {
     /// A connection with no datagram either way for this long is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub idle_timeout: u64,
+    /// Serve WebSockets only: no WebTransport (HTTP/3) on the relay's UDP
+    /// port.
+    #[arg(long)]
+    pub no_webtransport: bool,
+    /// The WebTransport certificate chain (PEM), for pages that should
+    /// verify the relay as any HTTPS site. Without it the relay makes a
+    /// short-lived one and publishes its hash at /webtransport.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Benchmarks only: drop this fraction (0 to 1) of the datagrams
+    /// between page and relay, both ways, as a lossy path would.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, hide = true)]
+    pub bench_loss: f64,
+    /// Benchmarks and tests: decline the batching subprotocol, so every
+    /// page sends one datagram per message, as before it existed.
+    #[arg(long, hide = true)]
+    pub no_batch: bool,
 }
 
 struct Upstream {
@@ -124,6 +145,11 @@ struct Relay {
     access: Access,
     idle: Duration,
     demo: Option<demo::Demo>,
+    /// Where pages find the WebTransport side, when it runs.
+    webtransport: Option<Arc<webtransport::Published>>,
+    /// Whether pages may have the batching subprotocol.
+    batch: bool,
+    bench_loss: f64,
 }
 
 /// File descriptors a relay connection takes: its TCP socket, and the UDP
@@ -131,6 +157,9 @@ struct Relay {
 const FDS_PER_CONNECTION: usize = 2;
 
 pub async fn run(args: RelayArgs) -> Result<(), Failure> {
+    if !(0.0..=1.0).contains(&args.bench_loss) {
+        return Err(Failure::usage("--bench-loss: a fraction from 0 to 1"));
+    }
     let token = token(&args)?;
     let origins = args
         .allow_origin
@@ -190,13 +219,43 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
             "relay: give at least one --upstream HOST:PORT (the WireGuard endpoints pages may reach), or --demo",
         ));
     }
+    if args.bench_loss > 0.0 {
+        tracing::warn!(
+            "relay drops {:.2}% of the datagrams between pages and upstreams (--bench-loss)",
+            args.bench_loss * 100.0
+        );
+    }
+    let idle = Duration::from_secs(args.idle_timeout.max(1));
+    let quic = if args.no_webtransport {
+        None
+    } else {
+        let certificate = match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => webtransport::Certificate::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => {
+                let mut names = vec!["localhost".to_string(), local.ip().to_string()];
+                if local.ip().is_unspecified() {
+                    names.push("127.0.0.1".into());
+                }
+                webtransport::Certificate::SelfSigned(names)
+            }
+        };
+        Some(webtransport::Server::bind(local, certificate, idle).await?)
+    };
     let relay = Arc::new(Relay {
         upstreams,
         access: Access::new(token, origins),
-        idle: Duration::from_secs(args.idle_timeout.max(1)),
+        idle,
         demo,
+        webtransport: quic.as_ref().map(|q| q.published.clone()),
+        batch: !args.no_batch,
+        bench_loss: args.bench_loss,
     });
-    let mut app = Router::new().route("/relay", get(upgrade));
+    let mut app = Router::new()
+        .route("/relay", get(upgrade))
+        .route("/webtransport", get(webtransport::info));
     if relay.demo.is_some() {
         app = app.route("/demo", get(demo::info));
     }
@@ -206,8 +265,15 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
     }
     let targets: Vec<&str> = relay.upstreams.iter().map(|u| u.text.as_str()).collect();
     // One line on stdout that scripts can read.
+    let quic_line = match &relay.webtransport {
+        Some(p) => format!(
+            ", WebTransport https://{local}/relay, certificate sha-256 {}",
+            p.hash().unwrap_or_else(|| "from --cert".into())
+        ),
+        None => String::new(),
+    };
     println!(
-        "relay http://{local} (WebSocket ws://{local}/relay) -> {}",
+        "relay http://{local} (WebSocket ws://{local}/relay{quic_line}) -> {}",
         targets.join(", ")
     );
     tracing::info!("relay on {local}, upstreams: {}", targets.join(", "));
@@ -216,8 +282,13 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
         max_connections,
         max_per_client: args.max_per_client.max(1),
     };
+    // WebTransport sessions count against the same limits as WebSockets.
+    let counter = http_serve::Counter::new(limits, "relay");
+    if let Some(quic) = quic {
+        tokio::spawn(quic.serve(relay.clone(), counter.clone(), limits.header_timeout));
+    }
     tokio::select! {
-        () = http_serve::serve(listener, app, limits, "relay") => Ok(()),
+        () = http_serve::serve_counted(listener, app, counter) => Ok(()),
         () = crate::signals::shutdown_signal() => Ok(()),
     }
 }
@@ -307,6 +378,11 @@ async fn upgrade(
         Ok(query) => query,
         Err(refused) => return refused.response(),
     };
+    let ws = if relay.batch {
+        ws.protocols([relay_batch::PROTOCOL])
+    } else {
+        ws
+    };
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| session(relay, client, query, socket))
@@ -334,81 +410,12 @@ async fn session(relay: Arc<Relay>, client: SocketAddr, query: Query, socket: We
         let reason = format!("{shown} is not an endpoint this relay forwards to");
         return refuse(socket, close::FORBIDDEN_ENDPOINT, &reason).await;
     };
-    tracing::debug!(%client, %upstream, "relay: connected");
-    if let Err(e) = pump(&relay, socket, upstream).await {
+    let framing = match socket.protocol() {
+        Some(p) if p.as_bytes() == relay_batch::PROTOCOL.as_bytes() => pump::Framing::Batched,
+        _ => pump::Framing::Plain,
+    };
+    tracing::debug!(%client, %upstream, ?framing, "relay: connected");
+    if let Err(e) = pump::pump(&relay, socket, upstream, framing, client).await {
         tracing::debug!(%client, error = %e, "relay: ended");
     }
-}
-
-async fn pump(relay: &Relay, mut socket: WebSocket, upstream: SocketAddr) -> std::io::Result<()> {
-    let unspecified = match upstream {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    let udp = udp_socket(SocketAddr::new(unspecified, 0))?;
-    udp.connect(upstream).await?;
-    let mut buf = vec![0u8; MAX_FRAME];
-    let idle = tokio::time::sleep(relay.idle);
-    tokio::pin!(idle);
-    loop {
-        tokio::select! {
-            message = socket.recv() => match message {
-                Some(Ok(Message::Binary(datagram))) => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + relay.idle);
-                    // UDP: a datagram the kernel will not take is lost, as on any path.
-                    let _ = udp.send(&datagram).await;
-                }
-                Some(Ok(Message::Text(_))) => {
-                    refuse(socket, close::TEXT_FRAME, "text frames are not WireGuard datagrams").await;
-                    return Ok(());
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => return Ok(()),
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-            },
-            readable = udp.readable() => {
-                if readable.is_err() {
-                    continue;
-                }
-                // Everything waiting goes out in one write to the WebSocket.
-                let mut any = false;
-                for _ in 0..DATAGRAMS_PER_FLUSH {
-                    match udp.try_recv(&mut buf) {
-                        Ok(n) => {
-                            any = true;
-                            let frame = bytes::Bytes::copy_from_slice(&buf[..n]);
-                            if socket.feed(Message::Binary(frame)).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                        // WouldBlock, or an ICMP error the peer may recover from.
-                        Err(_) => break,
-                    }
-                }
-                if any {
-                    idle.as_mut().reset(tokio::time::Instant::now() + relay.idle);
-                    if socket.flush().await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            () = &mut idle => {
-                refuse(socket, close::IDLE, "idle").await;
-                return Ok(());
-            }
-        }
-    }
-}
-
-fn udp_socket(bind: SocketAddr) -> std::io::Result<UdpSocket> {
-    let domain = socket2::Domain::for_address(bind);
-    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    // The tunnel's size: a peer sends bursts (GSO batches) that a default
-    // buffer drops, and each drop costs the page's TCP a retransmission
-    // timeout. Best effort: the kernel caps it at rmem_max.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&bind.into())?;
-    UdpSocket::from_std(socket.into())
 }

@@ -36,14 +36,21 @@ pub struct RecvBatch {
 
 impl Default for RecvBatch {
     fn default() -> Self {
-        RecvBatch {
-            bufs: (0..RECV_BATCH).map(|_| vec![0u8; RECV_BUFFER]).collect(),
-            meta: vec![RecvMeta::default(); RECV_BATCH],
-        }
+        Self::with_buffers(RECV_BATCH)
     }
 }
 
 impl RecvBatch {
+    /// `buffers` GRO buffers of 64 KiB: one read takes up to that many
+    /// messages.
+    pub fn with_buffers(buffers: usize) -> Self {
+        let buffers = buffers.max(1);
+        RecvBatch {
+            bufs: (0..buffers).map(|_| vec![0u8; RECV_BUFFER]).collect(),
+            meta: vec![RecvMeta::default(); buffers],
+        }
+    }
+
     /// Every datagram of the last `n` messages, split at their GRO stride.
     pub fn for_each(&mut self, n: usize, mut f: impl FnMut(SocketAddr, &mut [u8])) {
         for (buf, meta) in self.bufs.iter_mut().zip(&self.meta).take(n) {
@@ -97,6 +104,12 @@ impl UdpIo {
         }
         let v6 = socket.local_addr()?.is_ipv6();
         Ok(UdpIo { socket, state, v6 })
+    }
+
+    /// Receives only from `peer` from now on (a relay connection's socket
+    /// serves one upstream).
+    pub async fn connect(&self, peer: SocketAddr) -> io::Result<()> {
+        self.socket.connect(self.wire_addr(peer)).await
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

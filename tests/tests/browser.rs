@@ -62,10 +62,83 @@ fn echo_server() -> SocketAddr {
     addr
 }
 
+/// Content for the 64 MiB each way.
+const BIG: u64 = 64 << 20;
+const BIG_SEED: u64 = 19;
+
+/// What the relay offers, and so which transport the page must end up on.
+#[derive(Clone, Copy, PartialEq)]
+enum Offer {
+    /// Everything: the page takes WebTransport.
+    All,
+    /// WebTransport under a certificate the browser does not trust (from
+    /// --cert, no hash published): the session is refused and the page
+    /// uses the batched WebSocket.
+    UntrustedCertificate,
+    /// No WebTransport (`--no-webtransport`).
+    WebSocketOnly,
+    /// No WebTransport and no batching (a relay from before either).
+    PlainWebSocket,
+}
+
 #[test]
-fn the_page_connects_fetches_echoes_and_benchmarks_in_chromium() {
+fn the_page_connects_fetches_echoes_and_benchmarks_over_webtransport_in_chromium() {
+    the_page_works_in_chromium("browser-wt", Offer::All);
+}
+
+#[test]
+fn the_page_falls_back_to_the_websocket_when_webtransport_is_refused() {
+    the_page_works_in_chromium("browser-wt-refused", Offer::UntrustedCertificate);
+}
+
+#[test]
+fn the_page_uses_a_batched_websocket_on_a_relay_without_webtransport() {
+    the_page_works_in_chromium("browser", Offer::WebSocketOnly);
+}
+
+/// A relay that declines batching (as one from before it did): the page
+/// falls back to one datagram per message and everything still works.
+#[test]
+fn the_page_falls_back_to_one_datagram_per_message() {
+    the_page_works_in_chromium("browser-plain", Offer::PlainWebSocket);
+}
+
+/// A self-signed certificate valid for a year: fine for TLS, but no
+/// browser takes it without a CA, nor by hash (over 14 days).
+fn untrusted_certificate(scratch: &Scratch) -> (String, String) {
+    let cert = scratch.path("relay-cert.pem");
+    let key = scratch.path("relay-key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "365", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (the test command installs it)");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        cert.to_str().unwrap().to_string(),
+        key.to_str().unwrap().to_string(),
+    )
+}
+
+fn the_page_works_in_chromium(name: &str, offer: Offer) {
     check_prerequisites();
-    let scratch = Scratch::new("browser");
+    let scratch = Scratch::new(name);
     let c = keys();
     let (gateway, gateway_port, g) = start_gateway(&scratch, &c.public, "", None);
     let client_config = format!(
@@ -77,21 +150,25 @@ fn the_page_connects_fetches_echoes_and_benchmarks_in_chromium() {
     let upstream = format!("127.0.0.1:{gateway_port}");
     let listen = relay_addr.to_string();
     let root = web_demo();
-    let mut relay = Process::start(
+    let mut args = vec![
         "relay",
-        &scratch,
-        &[
-            "relay",
-            "--listen",
-            &listen,
-            "--upstream",
-            &upstream,
-            "--web-root",
-            root.to_str().unwrap(),
-            "--token",
-            "page-token",
-        ],
-    );
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream,
+        "--web-root",
+        root.to_str().unwrap(),
+        "--token",
+        "page-token",
+    ];
+    let (cert, key) = untrusted_certificate(&scratch);
+    match offer {
+        Offer::All => {}
+        Offer::UntrustedCertificate => args.extend(["--cert", &cert, "--key", &key]),
+        Offer::WebSocketOnly => args.push("--no-webtransport"),
+        Offer::PlainWebSocket => args.extend(["--no-webtransport", "--no-batch"]),
+    }
+    let mut relay = Process::start("relay", &scratch, &args);
     relay.wait_for_log("relay on", Duration::from_secs(20));
     let server = HttpServer::start();
     let echo = echo_server();
@@ -110,11 +187,28 @@ fn the_page_connects_fetches_echoes_and_benchmarks_in_chromium() {
         .env("ECHO", echo.to_string())
         .env("BENCH_URL", server.url(&format!("/fast/{}", 64 << 20)))
         .env("OUT_DIR", &scratch.0)
+        .env(
+            "BIG_URL",
+            server.url(&format!("/bytes/{BIG}?seed={BIG_SEED}")),
+        )
+        .env("SINK_URL", server.url("/sink"))
+        .env(
+            "SINK_WANT",
+            format!("{BIG} {}", content_checksum(BIG_SEED, BIG)),
+        )
+        .env(
+            "TRANSPORT",
+            match offer {
+                Offer::All => "webtransport",
+                Offer::UntrustedCertificate | Offer::WebSocketOnly => "websocket-batched",
+                Offer::PlainWebSocket => "websocket-plain",
+            },
+        )
         .output()
         .expect("node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-demo.png");
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
     let _ = std::fs::copy(scratch.path("web-demo.png"), &shot);
     println!("{stdout}\nscreenshot: {}", shot.display());
     assert!(

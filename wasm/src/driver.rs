@@ -1,6 +1,6 @@
 //! The browser's driver of the tunnel's [`Engine`] (the same sans-IO
-//! engine the native client runs), fed by a WebSocket to the relay (one
-//! datagram per binary frame) and driven by JS timers. The page is single-threaded, so the engine is shared through
+//! engine the native client runs), fed by a transport to the relay (see
+//! `transport`) and driven by JS timers. The page is single-threaded, so the engine is shared through
 //! `Rc<RefCell<..>>`; nothing holds the borrow across an await, and work
 //! is batched: every input marks the engine dirty and one turn, on the next
 //! microtask, handles all of it.
@@ -16,7 +16,8 @@ use underpass_core::{Event, Instant, PeerId};
 use underpass_stack::{Engine, EngineEvent, Stack};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+
+use crate::transport::{Inbound, Transport};
 
 /// The address the node believes its peer is at. The relay, not the page,
 /// decides where datagrams go; this is only a label (TEST-NET-1).
@@ -56,12 +57,14 @@ pub async fn sleep(ms: f64) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
-/// The engine and what joins it to the page: the WebSocket, the timer,
+/// The engine and what joins it to the page: the transport, the timer,
 /// the tasks waiting for a handshake.
 pub struct Driver {
     engine: Engine,
     peer: PeerId,
-    ws: WebSocket,
+    transport: Box<dyn Transport>,
+    /// Milliseconds spent in turns: the engine's share of the page's time.
+    turn_ms: f64,
     /// `performance.now()` when the engine was made: the stack's epoch.
     epoch_ms: f64,
     inbound: VecDeque<Vec<u8>>,
@@ -70,8 +73,6 @@ pub struct Driver {
     waiters: Vec<Waker>,
     /// Why the tunnel is gone, once it is.
     pub closed: Option<String>,
-    /// The JS callbacks, kept alive as long as the engine.
-    hooks: Vec<Closure<dyn FnMut(JsValue)>>,
     timer_hook: Option<Closure<dyn FnMut()>>,
     /// Turns run as a task of their own, posted to this channel, so the
     /// WebSocket messages already queued are all read first and handled in
@@ -84,75 +85,57 @@ pub struct Driver {
 pub type Shared = Rc<RefCell<Driver>>;
 
 impl Driver {
-    /// Wires `ws` (already open) to `engine`, which talks to `peer`.
+    /// Wires `transport` (already open) to `engine`, which talks to `peer`.
     pub fn start(
         engine: Engine,
         peer: PeerId,
-        ws: WebSocket,
+        transport: Box<dyn Transport>,
         epoch_ms: f64,
     ) -> Result<Shared, String> {
-        ws.set_binary_type(BinaryType::Arraybuffer);
         let turns = web_sys::MessageChannel::new()
             .map_err(|_| "this page has no MessageChannel, which the tunnel needs".to_string())?;
         let shared = Rc::new(RefCell::new(Driver {
             engine,
             peer,
-            ws: ws.clone(),
+            transport,
+            turn_ms: 0.0,
             epoch_ms,
             inbound: VecDeque::new(),
             scheduled: false,
             timer: None,
             waiters: Vec::new(),
             closed: None,
-            hooks: Vec::new(),
             timer_hook: None,
             turns,
             turn_hook: None,
         }));
         let weak = Rc::downgrade(&shared);
-        let on_message = Closure::<dyn FnMut(JsValue)>::new({
+        let sink = Box::new({
             let weak = weak.clone();
-            move |event: JsValue| {
+            move |inbound: Inbound| {
                 let Some(shared) = weak.upgrade() else { return };
-                let Ok(event) = event.dyn_into::<MessageEvent>() else {
+                let Ok(mut e) = shared.try_borrow_mut() else {
                     return;
                 };
-                let Ok(buffer) = event.data().dyn_into::<js_sys::ArrayBuffer>() else {
-                    return;
-                };
-                let mut e = shared.borrow_mut();
-                if e.inbound.len() < MAX_INBOUND {
-                    e.inbound
-                        .push_back(js_sys::Uint8Array::new(&buffer).to_vec());
-                }
-                e.schedule();
-            }
-        });
-        let on_close = Closure::<dyn FnMut(JsValue)>::new({
-            let weak = weak.clone();
-            move |event: JsValue| {
-                let Some(shared) = weak.upgrade() else { return };
-                let why = match event.dyn_into::<CloseEvent>() {
-                    Ok(c) if !c.reason().is_empty() => {
-                        format!(
-                            "the relay closed the connection: {} ({})",
-                            c.reason(),
-                            c.code()
-                        )
+                match inbound {
+                    Inbound::Datagrams(datagrams) => {
+                        let room = MAX_INBOUND.saturating_sub(e.inbound.len());
+                        e.inbound.extend(datagrams.into_iter().take(room));
+                        e.schedule();
                     }
-                    Ok(c) => format!("the relay connection closed (code {})", c.code()),
-                    Err(_) => "the relay connection closed".to_string(),
-                };
-                shared.borrow_mut().shut(why);
+                    Inbound::Closed(why) => e.shut(why),
+                }
             }
         });
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        shared.borrow_mut().transport.listen(sink);
         let turn_hook = Closure::<dyn FnMut(JsValue)>::new({
             let weak = weak.clone();
             move |_| {
                 if let Some(shared) = weak.upgrade() {
-                    shared.borrow_mut().turn();
+                    let started = monotonic_ms();
+                    let mut e = shared.borrow_mut();
+                    e.turn();
+                    e.turn_ms += monotonic_ms() - started;
                 }
             }
         });
@@ -165,7 +148,6 @@ impl Driver {
         });
         {
             let mut e = shared.borrow_mut();
-            e.hooks = vec![on_message, on_close];
             e.timer_hook = Some(timer_hook);
             e.turns
                 .port1()
@@ -216,6 +198,16 @@ impl Driver {
         self.engine.stack_mut()
     }
 
+    /// The transport to the relay, for its figures.
+    pub fn transport(&self) -> &dyn Transport {
+        self.transport.as_ref()
+    }
+
+    /// Milliseconds the engine's turns took so far.
+    pub fn turn_ms(&self) -> f64 {
+        self.turn_ms
+    }
+
     /// The peer the relay forwards to.
     pub fn peer(&self) -> PeerId {
         self.peer
@@ -239,16 +231,14 @@ impl Driver {
             return;
         }
         self.closed = Some(why);
-        let _ = self.ws.close();
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
+        self.transport.close();
         if let Some((_, id)) = self.timer.take() {
             clear_timeout(&id);
         }
         self.wake_waiters();
     }
 
-    /// One turn: inbound frames, the engine's turn, sending, events.
+    /// One turn: inbound datagrams, the engine's turn, sending, events.
     fn turn(&mut self) {
         self.scheduled = false;
         if self.closed.is_some() {
@@ -277,32 +267,34 @@ impl Driver {
         }
     }
 
-    /// Hands the engine's datagrams to the WebSocket; false when it is full.
+    /// Hands the engine's datagrams to the transport (one message when it
+    /// batches); false when it is full.
     fn flush(&mut self) -> bool {
-        loop {
-            if self.ws.buffered_amount() > MAX_WS_BUFFERED {
-                return false;
+        let ready = loop {
+            if self.transport.buffered() > MAX_WS_BUFFERED {
+                break false;
             }
             let Some(t) = self.engine.poll_transmit(64) else {
-                return true;
+                break true;
             };
             let segments = t.segments();
             let mut sent = 0;
             for datagram in t.contents.chunks(t.segment_size) {
-                if self.ws.send_with_u8_array(datagram).is_err() {
+                if self.transport.push(datagram).is_err() {
                     break;
                 }
                 sent += 1;
             }
+            self.engine.advance_transmit(sent);
             if sent < segments {
-                // The WebSocket is closing: what it did not take is lost,
+                // The transport is closing: what it did not take is lost,
                 // as on a UDP socket that went away.
-                self.engine.advance_transmit(sent);
                 self.engine.discard_transmit(segments - sent);
-                return true;
+                break true;
             }
-            self.engine.advance_transmit(segments);
-        }
+        };
+        let _ = self.transport.flush();
+        ready
     }
 
     fn events(&mut self) {

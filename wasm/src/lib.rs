@@ -1,7 +1,8 @@
 //! underpass in the browser: the same WireGuard node and userspace TCP/IP
 //! stack as the native client, compiled to WebAssembly. A page cannot send
-//! UDP, so datagrams travel as WebSocket frames to `underpass relay`, which
-//! forwards them to the WireGuard endpoint it was configured with.
+//! UDP, so datagrams travel as WebSocket messages (many per message when the
+//! relay offers batching) to `underpass relay`, which forwards them to the
+//! WireGuard endpoint it was configured with.
 //!
 //! ```js
 //! import init, { Tunnel } from "./pkg/underpass_wasm.js";
@@ -26,6 +27,7 @@ mod driver;
 pub mod http;
 mod setup;
 mod stream;
+mod transport;
 
 use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
@@ -71,12 +73,47 @@ fn set(object: &Object, key: &str, value: impl Into<JsValue>) {
     let _ = Reflect::set(object, &JsValue::from_str(key), &value.into());
 }
 
+/// WebTransport when the browser and the relay have it (unless `wanted`
+/// says `"websocket"`), else the WebSocket; why WebTransport was not used
+/// goes to the console.
+async fn open_transport(
+    url: &str,
+    relay_url: &str,
+    wanted: Option<&str>,
+) -> Result<Box<dyn transport::Transport>, JsError> {
+    match wanted {
+        None | Some("webtransport" | "websocket") => {}
+        Some(other) => {
+            return Err(error(format!(
+                "option transport must be \"webtransport\" or \"websocket\", not {other:?}"
+            )))
+        }
+    }
+    if wanted != Some("websocket") {
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        match transport::WebTransportTransport::open(relay_url, query).await {
+            Ok(t) => return Ok(Box::new(t)),
+            Err(why) if wanted == Some("webtransport") => return Err(error(why)),
+            Err(why) => {
+                web_sys::console::info_1(&format!("underpass: {why}; using the WebSocket").into())
+            }
+        }
+    }
+    let ws = transport::WebSocketTransport::open(url, relay_url)
+        .await
+        .map_err(error)?;
+    Ok(Box::new(ws))
+}
+
 #[wasm_bindgen]
 impl Tunnel {
     /// Opens the WebSocket to `relayUrl` and completes a handshake with the
     /// config's peer. Options: `config` (wg-quick text, one `[Peer]`),
     /// `relayUrl` (`ws://` or `wss://`, path `/relay`), `token` (optional),
-    /// `handshakeTimeoutMs` (default 15000).
+    /// `handshakeTimeoutMs` (default 15000), `transport` (optional:
+    /// `"webtransport"` or `"websocket"` insists on one; by default
+    /// WebTransport where the browser and the relay have it, else the
+    /// WebSocket).
     pub async fn connect(options: JsValue) -> Result<Tunnel, JsError> {
         let config = get_string(&options, "config")?
             .ok_or_else(|| error("Tunnel.connect needs { config, relayUrl }: config is missing"))?;
@@ -89,12 +126,11 @@ impl Tunnel {
             .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS);
         let plan = setup::Plan::from_config(&config).map_err(error)?;
         let url = setup::relay_url(&relay_url, &plan.endpoint, token.as_deref()).map_err(error)?;
-        let ws = setup::open_websocket(&url, &relay_url)
-            .await
-            .map_err(error)?;
+        let wanted = get_string(&options, "transport")?;
+        let transport = open_transport(&url, &relay_url, wanted.as_deref()).await?;
         let peer_name = plan.peer_name.clone();
         let endpoint = plan.endpoint.clone();
-        let shared = plan.start(ws).map_err(error)?;
+        let shared = plan.start(transport).map_err(error)?;
         shared.borrow_mut().connect();
         let deadline = driver::monotonic_ms() + timeout_ms;
         let timer = {
@@ -230,7 +266,10 @@ impl Tunnel {
     }
 
     /// `{ state, handshakeAgeMs, handshakes, rttMs, txBytes, rxBytes,
-    /// txPackets, rxPackets, relayUrl, tunnelAddresses, tcpConnections }`.
+    /// txPackets, rxPackets, txMessages, rxMessages, engineMs, relayUrl, transport, batched,
+    /// tunnelAddresses, tcpConnections }`; `transport` is `"websocket"`,
+    /// `batched` whether many datagrams go per message, `engineMs` the
+    /// time the engine's turns took in all.
     pub fn stats(&self) -> JsValue {
         let e = self.shared.borrow();
         let now = e.now();
@@ -264,7 +303,13 @@ impl Tunnel {
         set(&out, "rxBytes", c.rx_bytes as f64);
         set(&out, "txPackets", c.tx_datagrams as f64);
         set(&out, "rxPackets", c.rx_datagrams as f64);
+        set(&out, "engineMs", e.turn_ms());
+        let (tx_messages, rx_messages) = e.transport().messages();
+        set(&out, "txMessages", tx_messages as f64);
+        set(&out, "rxMessages", rx_messages as f64);
         set(&out, "relayUrl", self.relay_url.as_str());
+        set(&out, "transport", e.transport().kind());
+        set(&out, "batched", e.transport().batched());
         let addrs: js_sys::Array = e
             .engine()
             .stack()

@@ -1,22 +1,19 @@
 //! From the wg-quick text a page hands over to a running engine: the
-//! config checked, the relay URL built, the WebSocket opened.
+//! config checked, the relay URL built.
 
 use std::time::Duration;
 
-use underpass_core::config::Config;
-use underpass_core::PeerId;
-use underpass_stack::{Endpoints, Engine, EngineOptions, StackOptions};
-use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
-use web_sys::WebSocket;
-
 use crate::driver::{self, Driver, Shared, RELAY_LABEL};
+use crate::transport::Transport;
+use underpass_core::config::Config;
+use underpass_core::{PeerId, DEFAULT_MTU};
+use underpass_stack::{Endpoints, Engine, EngineOptions, StackOptions};
 
-/// Everything `connect` needs, checked and built before any network
-/// activity.
+/// Everything `connect` needs, checked before any network activity: the
+/// engine is built once here, so a config it refuses fails before the
+/// relay is contacted.
 pub struct Plan {
-    engine: Engine,
-    peer: PeerId,
+    config: Config,
     /// The peer's `Endpoint` as written: the relay must serve it.
     pub endpoint: String,
     pub peer_name: String,
@@ -51,19 +48,29 @@ impl Plan {
                 peer.line
             ));
         };
-        let (endpoint, peer_name) = (endpoint.to_string(), peer.public_key.to_string());
-        let wall = Duration::from_secs_f64(js_sys::Date::now().max(0.0) / 1000.0);
-        // The same engine as natively (windows that grow to the path,
-        // BBR), in smaller rings: linear memory is never given back, and
-        // a page has 4 GiB of it at most. 4 MiB lets a window cover
-        // 300 Mbit/s at 100 ms.
+        let plan = Plan {
+            endpoint: endpoint.to_string(),
+            peer_name: peer.public_key.to_string(),
+            config,
+        };
+        // Built once to check it; the real one is built at `start`, with
+        // the transport's MTU and the wall clock.
+        plan.engine(Duration::ZERO)?;
+        Ok(plan)
+    }
+
+    /// The engine of the config: the same engine as natively (windows
+    /// that grow to the path, BBR), in smaller rings: linear memory is
+    /// never given back, and a page has 4 GiB of it at most. 4 MiB lets a
+    /// window cover 300 Mbit/s at 100 ms.
+    fn engine(&self, wall: Duration) -> Result<(Engine, PeerId), String> {
         let tune = |options: &mut StackOptions| {
             options.tcp.rx_buffer = 4 << 20;
             options.tcp.tx_buffer = 2 << 20;
             options.buffer_budget = 128 << 20;
         };
         let engine = Engine::from_config(
-            &config,
+            &self.config,
             Endpoints::All(RELAY_LABEL),
             tune,
             EngineOptions::default(),
@@ -76,17 +83,21 @@ impl Plan {
             .peer_ids()
             .next()
             .ok_or("config: a [Peer] is needed")?;
-        Ok(Plan {
-            engine,
-            peer,
-            endpoint,
-            peer_name,
-        })
+        Ok((engine, peer))
     }
 
-    /// The engine of the config, wired to `ws`.
-    pub fn start(self, ws: WebSocket) -> Result<Shared, String> {
-        Driver::start(self.engine, self.peer, ws, driver::monotonic_ms())
+    /// The engine of the config, wired to `transport`.
+    pub fn start(mut self, transport: Box<dyn Transport>) -> Result<Shared, String> {
+        if let Some(max) = transport.max_datagram() {
+            // WireGuard adds 32 bytes (header and tag) and pads no
+            // further than the MTU.
+            let mtu = self.config.interface.mtu.unwrap_or(DEFAULT_MTU);
+            let fits = u16::try_from(max.saturating_sub(32)).unwrap_or(u16::MAX);
+            self.config.interface.mtu = Some(mtu.min(fits));
+        }
+        let wall = Duration::from_secs_f64(js_sys::Date::now().max(0.0) / 1000.0);
+        let (engine, peer) = self.engine(wall)?;
+        Driver::start(engine, peer, transport, driver::monotonic_ms())
     }
 }
 
@@ -110,50 +121,6 @@ pub fn relay_url(relay: &str, endpoint: &str, token: Option<&str>) -> Result<Str
     Ok(url)
 }
 
-/// Opens `url`; resolves once open, with a message that names the relay
-/// (not the token) when it cannot.
-pub async fn open_websocket(url: &str, shown: &str) -> Result<WebSocket, String> {
-    let ws = WebSocket::new(url).map_err(|_| format!("{shown:?} is not a valid WebSocket URL"))?;
-    ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
-    let opened = js_sys::Promise::new(&mut |resolve, reject| {
-        ws.set_onopen(Some(&resolve));
-        let reject_close = reject.clone();
-        let on_close = Closure::once_into_js(move |event: JsValue| {
-            let why = match event.dyn_into::<web_sys::CloseEvent>() {
-                Ok(c) if !c.reason().is_empty() => c.reason(),
-                Ok(c) => format!("code {}", c.code()),
-                Err(_) => String::new(),
-            };
-            let _ = reject_close.call1(&JsValue::NULL, &JsValue::from_str(&why));
-        });
-        ws.set_onclose(Some(on_close.unchecked_ref()));
-        let on_error = Closure::once_into_js(move |_: JsValue| {
-            let _ = reject.call1(&JsValue::NULL, &JsValue::from_str(""));
-        });
-        ws.set_onerror(Some(on_error.unchecked_ref()));
-    });
-    let result = wasm_bindgen_futures::JsFuture::from(opened).await;
-    ws.set_onopen(None);
-    ws.set_onerror(None);
-    ws.set_onclose(None);
-    match result {
-        Ok(_) => Ok(ws),
-        Err(why) => {
-            let why = why.as_string().unwrap_or_default();
-            // The relay refuses a wrong token, a page of another origin
-            // or a full house with an HTTP status, which a page never
-            // sees: only that the WebSocket did not open.
-            Err(if why.is_empty() || why.starts_with("code ") {
-                format!(
-                    "cannot connect to the relay at {shown} (is it running, and are the URL and the token right?)"
-                )
-            } else {
-                format!("the relay at {shown} refused the connection: {why}")
-            })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::Plan;
@@ -163,9 +130,11 @@ mod tests {
         let text = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\nAddress = 10.0.0.2/32\n\n\
                     [Peer]\nPublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\nEndpoint = 127.0.0.1:51820\n";
         let plan = Plan::from_config(text).unwrap();
-        let node = plan.engine.node();
-        for ip in ["10.9.8.7", "2001:db8::1"] {
-            assert_eq!(node.route(ip.parse().unwrap()), Some(plan.peer), "{ip}");
-        }
+        let all: Vec<String> = plan.config.peers[0]
+            .allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(all, ["0.0.0.0/0", "::/0"]);
     }
 }

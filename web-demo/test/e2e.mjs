@@ -1,13 +1,20 @@
 // The web demo, end to end in Debian's chromium: connect through the relay,
 // fetch a known body through the tunnel and compare it with the same URL
 // fetched directly, echo over raw TCP, see a refused connection reported,
-// run the 64 MiB benchmark, save a screenshot.
+// move 64 MiB each way intact, run the 64 MiB benchmark, save a
+// screenshot.
 //
 // Started by tests/tests/browser.rs with, in the environment:
 //   PAGE_URL   the relay's page          CONFIG    the client config
 //   TOKEN      the relay token           FETCH_URL a URL behind the gateway
 //   ECHO       host:port of a TCP echo   BENCH_URL a URL of >= 64 MiB
 //   CLOSED_URL a URL nothing listens on  OUT_DIR   where the screenshot goes
+//   BIG_URL    64 MiB of known content   SINK_URL  where to POST them back
+//   SINK_WANT  what SINK_URL answers for them ("LEN CHECKSUM")
+//   TRANSPORT  what the page must end up on: "webtransport",
+//              "websocket-batched" or "websocket-plain"
+//
+// QUIC stays enabled: WebTransport runs on it.
 import { chromium } from "playwright-core";
 import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -19,7 +26,7 @@ const env = (name) => {
   if (!v) throw new Error(`${name} is not set`);
   return v;
 };
-const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 const profile = mkdtempSync(join(tmpdir(), "underpass-chromium-"));
@@ -59,6 +66,17 @@ try {
   await page.waitForFunction(() => document.querySelector("#stats").textContent.includes("handshakes"), null, { timeout: 5000, polling: 200 });
   result.stats = await page.evaluate(() => window.underpass.tunnel.stats());
   if (!(result.stats.handshakes >= 1) || result.stats.state !== "up") throw new Error(`stats say ${JSON.stringify(result.stats)}`);
+  const expected = {
+    "webtransport": { transport: "webtransport", batched: false, shown: "webtransport" },
+    "websocket-batched": { transport: "websocket", batched: true, shown: "websocket · batched" },
+    "websocket-plain": { transport: "websocket", batched: false, shown: "websocket · one datagram" },
+  }[env("TRANSPORT")];
+  if (result.stats.transport !== expected.transport || result.stats.batched !== expected.batched) {
+    throw new Error(`expected ${env("TRANSPORT")}, stats say ${JSON.stringify(result.stats)}; page console:\n${consoleLines.join("\n")}`);
+  }
+  if (!(await page.textContent("#stats")).includes(expected.shown)) {
+    throw new Error(`the page does not show the transport: ${await page.textContent("#stats")}`);
+  }
 
   // A known body, through the tunnel and directly.
   const direct = Buffer.from(await (await fetch(env("FETCH_URL"))).arrayBuffer());
@@ -71,6 +89,30 @@ try {
   result.fetch = { status, length, sha256: got };
   if (status !== "200" || got !== want || length !== direct.length) {
     throw new Error(`fetch through the tunnel: ${await page.textContent("#fetch-meta")}; expected 200, ${direct.length} bytes, SHA-256 ${want}`);
+  }
+
+  // 64 MiB down and the same 64 MiB back up, intact.
+  const big = Buffer.from(await (await fetch(env("BIG_URL"))).arrayBuffer());
+  const bigWant = createHash("sha256").update(big).digest("hex");
+  result.big = await page.evaluate(async ([url, sink]) => {
+    const t = window.underpass.tunnel;
+    const hex = async (b) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", b))].map((x) => x.toString(16).padStart(2, "0")).join("");
+    let started = performance.now();
+    const down = await t.fetch(url, { method: "GET" });
+    const downSeconds = (performance.now() - started) / 1000;
+    started = performance.now();
+    const up = await t.fetch(sink, { method: "POST", body: down.body });
+    const upSeconds = (performance.now() - started) / 1000;
+    return {
+      status: down.status, length: down.body.length, sha256: await hex(down.body), downSeconds,
+      sinkStatus: up.status, sink: new TextDecoder().decode(up.body).trim(), upSeconds,
+    };
+  }, [env("BIG_URL"), env("SINK_URL")]);
+  if (result.big.status !== 200 || result.big.length !== big.length || result.big.sha256 !== bigWant) {
+    throw new Error(`64 MiB down: ${JSON.stringify(result.big)}; expected 200, ${big.length} bytes, SHA-256 ${bigWant}`);
+  }
+  if (result.big.sinkStatus !== 200 || result.big.sink !== env("SINK_WANT")) {
+    throw new Error(`64 MiB up: the server got ${JSON.stringify(result.big.sink)}, expected ${env("SINK_WANT")}`);
   }
 
   // A refused connection is reported, not hung.

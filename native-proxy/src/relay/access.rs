@@ -92,6 +92,12 @@ fn split_host(text: &str) -> Option<(&str, Option<u16>)> {
     Some((host, port))
 }
 
+/// The host name of a `Host` header value (`name[:port]`, IPv6 without
+/// brackets), normalised; `None` when it is not one.
+pub fn host_name(text: &str) -> Option<String> {
+    split_host(text).map(|(name, _)| normal_host(name))
+}
+
 /// Lower case, without the trailing dot of a fully qualified name.
 fn normal_host(host: &str) -> String {
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()

@@ -1,0 +1,472 @@
+//! The relay's WebTransport side: HTTP/3 on the relay's port number over
+//! UDP, each session tied to one UDP socket to an upstream, WireGuard
+//! datagrams carried as QUIC datagrams both ways.
+//!
+//! A WebSocket is TCP: a datagram lost between page and relay stalls
+//! every later one until TCP repairs it, under the tunnel's own TCP. QUIC
+//! datagrams are neither retransmitted nor ordered, which is what
+//! WireGuard expects of its path. The rules are the WebSocket's: the same
+//! `Access` checks on the session request (authority as `Host`, its
+//! `Origin`, `?token=`), the same upstreams, the same connection limits
+//! (a QUIC connection takes a slot from the moment it arrives) and the
+//! same idle timeout.
+//!
+//! Browsers trust a certificate they cannot verify when the page names
+//! its SHA-256 hash (`serverCertificateHashes`), if it is ECDSA and valid
+//! for at most 14 days. Without `--cert`/`--key` the relay makes such a
+//! certificate, renews it well before it expires and publishes its hash
+//! at `GET /webtransport` (see `info`).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use wtransport::config::QuicTransportConfig;
+use wtransport::endpoint::{endpoint_side, IncomingSession, SessionRequest};
+use wtransport::proto::datagram::Datagram as H3Datagram;
+use wtransport::proto::ids::QStreamId;
+use wtransport::{Connection, Endpoint, Identity, ServerConfig, VarInt};
+
+use super::pump::Loss;
+use super::{access, Relay, MAX_FRAME};
+use crate::http_serve::Counter;
+use crate::log_limit::LogLimit;
+use crate::udp::SOCKET_BUFFER;
+use crate::Failure;
+
+/// How long a made certificate is valid: Chromium takes at most 14 days
+/// for a certificate it is given by hash.
+const VALIDITY_DAYS: u32 = 13;
+/// A made certificate is replaced after this long, days before it
+/// expires; sessions that started under the old one keep it.
+const RENEW_EVERY: Duration = Duration::from_secs(6 * 24 * 3600);
+/// Session close codes a page sees (WebTransport application codes).
+const CLOSE_IDLE: u32 = 4408;
+
+/// Where the WebTransport side listens, and the hash pages must trust.
+pub struct Published {
+    pub port: u16,
+    /// Hex SHA-256 of the made certificate; `None` with `--cert`, which
+    /// browsers verify as any other.
+    hash: RwLock<Option<String>>,
+}
+
+impl Published {
+    pub fn hash(&self) -> Option<String> {
+        self.hash.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Where the certificate comes from.
+pub enum Certificate {
+    /// Made here, for these names, and renewed.
+    SelfSigned(Vec<String>),
+    /// PEM files (`--cert`, `--key`), read once at start.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+/// The QUIC side of one relay.
+pub struct Server {
+    endpoint: Endpoint<endpoint_side::Server>,
+    pub published: Arc<Published>,
+    certificate: Certificate,
+}
+
+/// The lower-case hex SHA-256 of the leaf certificate, the form pages
+/// decode for `serverCertificateHashes`.
+fn hex_hash(identity: &Identity) -> Option<String> {
+    let leaf = identity.certificate_chain().as_slice().first()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, leaf.der());
+    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn make_identity(names: &[String]) -> Result<Identity, Failure> {
+    Identity::self_signed_builder()
+        .subject_alt_names(names)
+        .from_now_utc()
+        .validity_days(VALIDITY_DAYS)
+        .build()
+        .map_err(|e| Failure::runtime(format!("relay: cannot make a certificate: {e}")))
+}
+
+fn server_config(identity: Identity, idle: Duration) -> ServerConfig {
+    let mut transport = QuicTransportConfig::default();
+    // QUIC's own idle timeout follows the relay's; keep-alives keep a
+    // quiet but open page from hitting the browser's shorter one.
+    let _ = transport.max_idle_timeout(idle.try_into().ok());
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    // Room for a burst from the upstream (a GSO batch is ~45 datagrams).
+    transport.datagram_receive_buffer_size(Some(4 << 20));
+    transport.datagram_send_buffer_size(4 << 20);
+    ServerConfig::builder()
+        // A placeholder: `Server::bind` gives its own socket, and a
+        // renewal keeps the one bound.
+        .with_bind_default(0)
+        .with_custom_transport(identity, transport)
+        .build()
+}
+
+impl Server {
+    /// Binds UDP `bind` (the relay's port number, so a page's origin and
+    /// the session's authority name the same port) with the certificate.
+    pub async fn bind(
+        bind: SocketAddr,
+        certificate: Certificate,
+        idle: Duration,
+    ) -> Result<Server, Failure> {
+        let (identity, hash) = match &certificate {
+            Certificate::SelfSigned(names) => {
+                let identity = make_identity(names)?;
+                let hash = hex_hash(&identity);
+                (identity, hash)
+            }
+            Certificate::Files { cert, key } => {
+                let identity = Identity::load_pemfiles(cert, key).await.map_err(|e| {
+                    Failure::usage(format!(
+                        "--cert {} / --key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?;
+                (identity, None)
+            }
+        };
+        let socket = udp_socket(bind)
+            .and_then(|s| s.into_std())
+            .map_err(|e| {
+                Failure::runtime(format!(
+                    "relay: cannot listen for WebTransport on UDP {bind}: {e} (--no-webtransport to go without)"
+                ))
+            })?;
+        let port = socket.local_addr().map_err(Failure::runtime)?.port();
+        // The placeholder bind of `server_config` gives way to our socket
+        // (with its buffer sizes).
+        let quic = server_config(identity, idle).quic_config().clone();
+        let config = ServerConfig::builder()
+            .with_bind_socket(socket)
+            .build_with_quic_config(quic);
+        let endpoint = Endpoint::server(config)
+            .map_err(|e| Failure::runtime(format!("relay: WebTransport: {e}")))?;
+        Ok(Server {
+            endpoint,
+            published: Arc::new(Published {
+                port,
+                hash: RwLock::new(hash),
+            }),
+            certificate,
+        })
+    }
+
+    /// Accepts sessions until the process ends, each counted in `counter`
+    /// like a WebSocket's TCP connection.
+    pub async fn serve(self, relay: Arc<Relay>, counter: Arc<Counter>, handshake: Duration) {
+        let Server {
+            endpoint,
+            published,
+            certificate,
+        } = self;
+        let endpoint = Arc::new(endpoint);
+        if let Certificate::SelfSigned(names) = certificate {
+            tokio::spawn(renew(endpoint.clone(), published, names, relay.idle));
+        }
+        loop {
+            let incoming = endpoint.accept().await;
+            let client = incoming.remote_address();
+            let Ok(slot) = counter.admit(client.ip()) else {
+                incoming.refuse();
+                continue;
+            };
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                match tokio::time::timeout(handshake, incoming_request(incoming)).await {
+                    Ok(Some(request)) => session(relay, client, request).await,
+                    Ok(None) => {}
+                    Err(_) => tracing::debug!(%client, "relay: WebTransport handshake timed out"),
+                }
+            });
+        }
+    }
+}
+
+async fn incoming_request(incoming: IncomingSession) -> Option<SessionRequest> {
+    match incoming.await {
+        Ok(request) => Some(request),
+        Err(e) => {
+            tracing::debug!(error = %e, "relay: WebTransport connection failed");
+            None
+        }
+    }
+}
+
+/// Makes a new certificate every `RENEW_EVERY` and gives it to new
+/// sessions; the hash pages fetch changes with it.
+async fn renew(
+    endpoint: Arc<Endpoint<endpoint_side::Server>>,
+    published: Arc<Published>,
+    names: Vec<String>,
+    idle: Duration,
+) {
+    let mut wait = RENEW_EVERY;
+    loop {
+        tokio::time::sleep(wait).await;
+        // On failure, again in an hour: the current one has days left.
+        wait = Duration::from_secs(3600);
+        let identity = match make_identity(&names) {
+            Ok(identity) => identity,
+            Err(e) => {
+                tracing::error!("{}; trying again in an hour", e.message);
+                continue;
+            }
+        };
+        let hash = hex_hash(&identity);
+        match endpoint.reload_config(server_config(identity, idle), false) {
+            Ok(()) => {
+                wait = RENEW_EVERY;
+                tracing::info!(
+                    hash = hash.as_deref().unwrap_or("?"),
+                    "relay: WebTransport certificate renewed"
+                );
+                *published.hash.write().unwrap_or_else(|e| e.into_inner()) = hash;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "relay: cannot renew the WebTransport certificate")
+            }
+        }
+    }
+}
+
+/// A session request: the relay's checks, then the session.
+async fn session(relay: Arc<Relay>, client: SocketAddr, request: SessionRequest) {
+    let (path, query) = request
+        .path()
+        .split_once('?')
+        .unwrap_or((request.path(), ""));
+    if path != "/relay" {
+        return request.not_found().await;
+    }
+    let mut headers = HeaderMap::new();
+    let valid = HeaderValue::from_str(request.authority())
+        .map(|v| headers.insert(header::HOST, v))
+        .is_ok()
+        && request.origin().is_none_or(|o| {
+            HeaderValue::from_str(o)
+                .map(|v| headers.insert(header::ORIGIN, v))
+                .is_ok()
+        });
+    if !valid {
+        return request.forbidden().await;
+    }
+    let query = query.to_string();
+    let checked = relay
+        .access
+        .check("/relay (WebTransport)", client, &headers, Some(&query));
+    let Ok(query) = checked else {
+        return request.forbidden().await;
+    };
+    let Some(upstream) = relay.upstream(query.endpoint.as_deref()) else {
+        let shown: String = query
+            .endpoint
+            .unwrap_or_default()
+            .chars()
+            .take(80)
+            .collect();
+        tracing::info!(%client, endpoint = %shown, "relay: refused a WebTransport session, not an upstream");
+        return request.forbidden().await;
+    };
+    let conn = match request.accept().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::debug!(%client, error = %e, "relay: WebTransport session failed");
+            return;
+        }
+    };
+    tracing::debug!(%client, %upstream, "relay: WebTransport session");
+    let ended = pump(&relay, &conn, upstream).await;
+    let stats = conn.quic_connection().stats();
+    // What QUIC saw, for looking into a slow page.
+    tracing::debug!(
+        %client,
+        error = ?ended.err(),
+        rtt_ms = stats.path.rtt.as_secs_f64() * 1000.0,
+        cwnd = stats.path.cwnd,
+        lost_packets = stats.path.lost_packets,
+        sent_packets = stats.path.sent_packets,
+        congestion_events = stats.path.congestion_events,
+        datagrams_out = stats.frame_tx.datagram,
+        datagrams_in = stats.frame_rx.datagram,
+        "relay: WebTransport session ended"
+    );
+}
+
+/// Moves datagrams both ways until the page leaves, the session errs or
+/// nothing moved for the idle timeout.
+async fn pump(relay: &Relay, conn: &Connection, upstream: SocketAddr) -> std::io::Result<()> {
+    let unspecified = match upstream {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let udp = udp_socket(SocketAddr::new(unspecified, 0))?;
+    udp.connect(upstream).await?;
+    let start = Instant::now();
+    // Milliseconds since `start` of the last datagram either way.
+    let last = AtomicU64::new(0);
+    let touch = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let bench_loss = relay.bench_loss;
+
+    let to_upstream = async {
+        let mut loss = Loss::new(bench_loss);
+        loop {
+            let datagram = conn
+                .receive_datagram()
+                .await
+                .map_err(std::io::Error::other)?;
+            touch();
+            if loss.drops() {
+                continue;
+            }
+            // UDP: a datagram the kernel will not take is lost, as on any path.
+            let _ = udp.send(&datagram).await;
+        }
+    };
+
+    let to_page = async {
+        let quic = conn.quic_connection();
+        let qstream = QStreamId::from_session_id(conn.session_id());
+        let header_len = H3Datagram::header_size(qstream);
+        let mut buf = vec![0u8; header_len + MAX_FRAME];
+        H3Datagram::new(qstream, &[])
+            .write(&mut buf[..header_len])
+            .map_err(|_| std::io::Error::other("datagram header"))?;
+        let too_large = LogLimit::default();
+        let mut loss = Loss::new(bench_loss);
+        loop {
+            udp.readable().await?;
+            // Until WouldBlock, or an ICMP error the peer may recover from.
+            while let Ok(n) = udp.try_recv(&mut buf[header_len..]) {
+                touch();
+                if loss.drops() {
+                    continue;
+                }
+                let datagram = Bytes::copy_from_slice(&buf[..header_len + n]);
+                // Waits for room rather than let quinn drop the oldest
+                // datagrams queued: a full buffer is the page's
+                // congestion window speaking, and the upstream's socket
+                // buffer holds the rest meanwhile.
+                match quic.send_datagram_wait(datagram).await {
+                    Ok(()) => {}
+                    Err(wtransport::quinn::SendDatagramError::TooLarge) => {
+                        if let Some(more) = too_large.pass() {
+                            tracing::warn!(
+                                bytes = n,
+                                limit = conn.max_datagram_size().unwrap_or(0),
+                                more_since_last = more,
+                                "relay: dropped a datagram larger than the page's WebTransport datagrams; lower the tunnel's MTU"
+                            );
+                        }
+                    }
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
+            }
+        }
+    };
+
+    let idle = async {
+        loop {
+            let since = Duration::from_millis(last.load(Ordering::Relaxed));
+            let deadline = start + since + relay.idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    };
+
+    tokio::select! {
+        r = to_upstream => r,
+        r = to_page => r,
+        () = idle => {
+            conn.close(VarInt::from_u32(CLOSE_IDLE), b"idle");
+            Ok(())
+        }
+    }
+}
+
+/// A UDP socket with the tunnel's buffer sizes: a peer sends bursts
+/// (GSO batches) that a default buffer drops. Best effort: the kernel caps
+/// them at rmem_max / wmem_max.
+fn udp_socket(bind: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let domain = socket2::Domain::for_address(bind);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&bind.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+/// `GET /webtransport`: where a page opens its WebTransport session and
+/// the certificate hash it must trust, under the same checks as `/relay`
+/// (`{"url": "https://HOST:PORT/relay", "certificateHashes": ["hex"]}`).
+/// 404 when the relay runs without WebTransport.
+pub async fn info(
+    State(relay): State<Arc<Relay>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let Some(published) = &relay.webtransport else {
+        return (StatusCode::NOT_FOUND, "this relay has no WebTransport\n").into_response();
+    };
+    if let Err(refused) = relay
+        .access
+        .check("/webtransport", client, &headers, raw.as_deref())
+    {
+        return refused.response();
+    }
+    // The name the page used (checked above), with the QUIC port.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(access::host_name)
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url = format!("https://{host}:{}/relay", published.port);
+    let hashes: Vec<String> = published.hash().into_iter().collect();
+    let body = serde_json::json!({ "url": url, "certificateHashes": hashes }).to_string();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_certificates_are_short_lived_ecdsa_with_a_hex_hash() {
+        let identity = make_identity(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let hash = hex_hash(&identity).unwrap();
+        assert_eq!(hash.len(), 64, "{hash}");
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(
+            hash,
+            hex_hash(&make_identity(&["localhost".into()]).unwrap()).unwrap()
+        );
+    }
+}

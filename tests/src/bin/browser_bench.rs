@@ -1,0 +1,395 @@
+//! The browser's transports in Chromium next to the native client, through
+//! one gateway, in one run: Mbit/s down and up, and the CPU seconds each
+//! process spent (where the time goes). Run by hand (not in CI):
+//!
+//!     web-demo/build.sh --release
+//!     cargo run --release -p underpass-tests --bin browser_bench
+//!     cargo run --release -p underpass-tests --bin browser_bench -- --runs 5 --loss 0,0.01 --mib 64
+//!
+//! The gateway, the relay and the HTTP server run on CPU 0; Chromium (all
+//! its processes) and the native client with curl on CPU 1. The relay's
+//! hidden `--bench-loss` drops that fraction of the datagrams between page
+//! and relay, both ways; the native client has no relay, so it is measured
+//! without loss only. `UNDERPASS_BIN` picks another `underpass` build.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use clap::Parser;
+use underpass_tests::bench::underpass_binary;
+use underpass_tests::http_server::HttpServer;
+use underpass_tests::*;
+
+/// A way for the page to reach the relay: the relay's extra arguments and
+/// what the page passes to `Tunnel.connect` for it.
+struct Transport {
+    name: &'static str,
+    relay_args: &'static [&'static str],
+    /// JSON merged into `Tunnel.connect`'s options.
+    connect: &'static str,
+}
+
+/// The rows, "before" first. The relay offers WebTransport to them all;
+/// the WebSocket rows tell the page to keep to its WebSocket.
+const TRANSPORTS: &[Transport] = &[
+    Transport {
+        name: "websocket, one datagram per message",
+        relay_args: &["--no-batch"],
+        connect: r#"{"transport": "websocket"}"#,
+    },
+    Transport {
+        name: "websocket, batched",
+        relay_args: &[],
+        connect: r#"{"transport": "websocket"}"#,
+    },
+    Transport {
+        name: "webtransport",
+        relay_args: &[],
+        connect: r#"{"transport": "webtransport"}"#,
+    },
+];
+
+#[derive(Parser)]
+struct Args {
+    /// Runs per row; the table shows the range.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Loss rates between page and relay, comma-separated.
+    #[arg(long, default_value = "0,0.01", value_delimiter = ',')]
+    loss: Vec<f64>,
+    /// MiB each way.
+    #[arg(long, default_value_t = 64)]
+    mib: u64,
+    /// Only the rows whose name contains this (and the native client).
+    #[arg(long)]
+    only: Option<String>,
+}
+
+fn web_demo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web-demo")
+}
+
+/// Keeps this process (the HTTP server's threads, and what it starts
+/// without taskset) on CPU 0.
+#[allow(unsafe_code)]
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is valid; the calls only read it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// One run's figures.
+#[derive(Default, Clone)]
+struct Run {
+    down: f64,
+    up: f64,
+    cpu_down: BTreeMap<String, f64>,
+    cpu_up: BTreeMap<String, f64>,
+    note: String,
+}
+
+fn cpu_of(v: &serde_json::Value) -> BTreeMap<String, f64> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+struct Setup {
+    scratch: Scratch,
+    config: String,
+    server: HttpServer,
+    gateway_pid: u32,
+    bytes: u64,
+}
+
+fn browser_run(s: &Setup, t: &Transport, relay: &Process, relay_addr: SocketAddr) -> Run {
+    let pids = format!(
+        r#"{{"relay": {}, "gateway": {}}}"#,
+        relay.id(),
+        s.gateway_pid
+    );
+    let mut command = Command::new("timeout");
+    command
+        .args(["600", "taskset", "-c", "1", "node"])
+        .arg(web_demo().join("test/bench.mjs"))
+        .current_dir(web_demo())
+        .env("PAGE_URL", format!("http://{relay_addr}/"))
+        .env("CONFIG", &s.config)
+        .env("TOKEN", "bench-token")
+        .env("BYTES", s.bytes.to_string())
+        .env("DOWN_URL", s.server.url(&format!("/fast/{}", s.bytes)))
+        .env("UP_URL", s.server.url("/discard"))
+        .env("CONNECT", t.connect)
+        .env("PIDS", pids);
+    let out = command.output().expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(json) = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+    else {
+        return Run {
+            note: format!("no result: {}", String::from_utf8_lossy(&out.stderr)),
+            ..Run::default()
+        };
+    };
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Run {
+            note: err.lines().next().unwrap_or("failed").to_string(),
+            ..Run::default()
+        };
+    }
+    let stats = &json["stats"];
+    Run {
+        down: json["down"]["mbps"].as_f64().unwrap_or(0.0),
+        up: json["up"]["mbps"].as_f64().unwrap_or(0.0),
+        cpu_down: cpu_of(&json["down"]["cpu"]),
+        cpu_up: cpu_of(&json["up"]["cpu"]),
+        note: format!(
+            "{}{}, datagrams/message down {} up {}",
+            stats["transport"].as_str().unwrap_or("?"),
+            if stats["batched"].as_bool() == Some(true) {
+                " batched"
+            } else {
+                ""
+            },
+            json["down"]["datagramsPerMessage"]["in"],
+            json["up"]["datagramsPerMessage"]["out"],
+        ),
+    }
+}
+
+fn curl_mbps(args: &[&str], what: &str) -> f64 {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "curl", "--silent", "--show-error"])
+        .args(["--max-time", "300", "-w", what])
+        .args(args)
+        .output()
+        .expect("curl");
+    if !out.status.success() {
+        eprintln!("curl: {}", String::from_utf8_lossy(&out.stderr));
+        return 0.0;
+    }
+    let bytes_per_s: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    bytes_per_s * 8.0 / 1e6
+}
+
+fn native_runs(s: &Setup, runs: usize) -> Vec<Run> {
+    let socks = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = s.scratch.write("native.conf", &s.config);
+    let mut client = Process::start_on(
+        Some(1),
+        "native-client",
+        &s.scratch,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--socks5",
+            &socks.to_string(),
+        ],
+    );
+    wait_tcp(socks, Duration::from_secs(20));
+    let upload = s.scratch.path("upload.bin");
+    std::fs::write(&upload, vec![0x5au8; s.bytes as usize]).unwrap();
+    let proxy = socks.to_string();
+    let down_url = s.server.url(&format!("/fast/{}", s.bytes));
+    let up_url = s.server.url("/discard");
+    let runs = (0..runs)
+        .map(|_| Run {
+            down: curl_mbps(
+                &["--socks5", &proxy, "-o", "/dev/null", &down_url],
+                "%{speed_download}",
+            ),
+            up: curl_mbps(
+                &[
+                    "--socks5",
+                    &proxy,
+                    "-T",
+                    upload.to_str().unwrap(),
+                    "-o",
+                    "/dev/null",
+                    &up_url,
+                ],
+                "%{speed_upload}",
+            ),
+            note: "underpass SOCKS5 + curl".into(),
+            ..Run::default()
+        })
+        .collect();
+    client.terminate();
+    runs
+}
+
+fn range(values: impl Iterator<Item = f64>) -> (String, f64) {
+    let mut v: Vec<f64> = values.filter(|x| *x > 0.0).collect();
+    if v.is_empty() {
+        return ("failed".into(), 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let median = v[v.len() / 2];
+    let text = if v.len() == 1 || v[0] == v[v.len() - 1] {
+        format!("{:.0}", v[0])
+    } else {
+        format!("{:.0}-{:.0}", v[0], v[v.len() - 1])
+    };
+    (text, median)
+}
+
+/// CPU seconds of the median run, per process, in one direction.
+fn cpu_text(runs: &[Run], pick: impl Fn(&Run) -> &BTreeMap<String, f64>) -> String {
+    let mut good: Vec<&Run> = runs.iter().filter(|r| r.down > 0.0).collect();
+    good.sort_by(|a, b| a.down.total_cmp(&b.down));
+    let Some(run) = good.get(good.len() / 2) else {
+        return String::new();
+    };
+    pick(run)
+        .iter()
+        .filter(|(_, v)| **v >= 0.05)
+        .map(|(k, v)| format!("{k} {v:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the runs say about themselves, once each.
+fn notes(runs: &[Run]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for r in runs {
+        let note = r.note.split(", datagrams").next().unwrap_or("");
+        if !seen.contains(&note) {
+            seen.push(note);
+        }
+    }
+    let per_message = runs
+        .iter()
+        .find_map(|r| r.note.split_once(", ").map(|(_, rest)| rest))
+        .unwrap_or("");
+    format!("{} ({per_message})", seen.join("; "))
+}
+
+fn main() {
+    let args = Args::parse();
+    pin_to_cpu0();
+    let bin = underpass_binary();
+    let wasm = web_demo().join("pkg/underpass_wasm_bg.wasm");
+    let Ok(meta) = std::fs::metadata(&wasm) else {
+        eprintln!(
+            "no {}: run web-demo/build.sh --release first",
+            wasm.display()
+        );
+        std::process::exit(1);
+    };
+    assert!(
+        web_demo().join("node_modules/playwright-core").exists(),
+        "playwright-core is missing: npm ci in web-demo"
+    );
+    let bytes = args.mib << 20;
+    let scratch = Scratch::new("browser-bench");
+    let c = keys();
+    let (gateway, gateway_port, g) = start_gateway(&scratch, &c.public, "", Some(0));
+    let config = format!(
+        "[Interface]\nPrivateKey = {}\nAddress = {CLIENT_IP}/32\n\n\
+         [Peer]\nPublicKey = {}\nEndpoint = 127.0.0.1:{gateway_port}\nAllowedIPs = 0.0.0.0/0\n",
+        c.private, g.public
+    );
+    let setup = Setup {
+        scratch,
+        config,
+        server: HttpServer::start(),
+        gateway_pid: gateway.id(),
+        bytes,
+    };
+    println!(
+        "{} MiB each way through one gateway; {} run(s) per row, range of Mbit/s; underpass {}, wasm {} ({} KiB)",
+        args.mib,
+        args.runs,
+        bin.display(),
+        wasm.display(),
+        meta.len() / 1024
+    );
+    println!("CPU seconds are the median run's, per process, for that direction.\n");
+    println!(
+        "{:<38} {:>5} {:>11} {:>11} {:>6} {:>6}",
+        "", "loss", "down Mb/s", "up Mb/s", "down x", "up x"
+    );
+    let native = native_runs(&setup, args.runs);
+    let (nd, native_down) = range(native.iter().map(|r| r.down));
+    let (nu, native_up) = range(native.iter().map(|r| r.up));
+    println!(
+        "{:<38} {:>5} {:>11} {:>11} {:>6} {:>6}",
+        "native client (SOCKS5 + curl)", "0%", nd, nu, "1.00", "1.00"
+    );
+    let mut profiles = Vec::new();
+    for &loss in &args.loss {
+        for t in TRANSPORTS {
+            if args
+                .only
+                .as_ref()
+                .is_some_and(|o| !t.name.contains(o.as_str()))
+            {
+                continue;
+            }
+            let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let listen = relay_addr.to_string();
+            let upstream = format!("127.0.0.1:{gateway_port}");
+            let root = web_demo();
+            let loss_text = loss.to_string();
+            let mut relay_args = vec![
+                "relay",
+                "--listen",
+                &listen,
+                "--upstream",
+                &upstream,
+                "--web-root",
+                root.to_str().unwrap(),
+                "--token",
+                "bench-token",
+                "--bench-loss",
+                &loss_text,
+            ];
+            relay_args.extend_from_slice(t.relay_args);
+            let mut relay =
+                Process::start_logged(Some(0), "relay", &setup.scratch, &relay_args, Some("warn"));
+            wait_tcp(relay_addr, Duration::from_secs(20));
+            let runs: Vec<Run> = (0..args.runs)
+                .map(|_| browser_run(&setup, t, &relay, relay_addr))
+                .collect();
+            relay.terminate();
+            let (d, down) = range(runs.iter().map(|r| r.down));
+            let (u, up) = range(runs.iter().map(|r| r.up));
+            println!(
+                "{:<38} {:>5} {:>11} {:>11} {:>6.2} {:>6.2}   {}",
+                format!("chromium: {}", t.name),
+                format!("{}%", loss * 100.0),
+                d,
+                u,
+                down / native_down.max(1e-9),
+                up / native_up.max(1e-9),
+                notes(&runs)
+            );
+            profiles.push((
+                format!("{} at {}%", t.name, loss * 100.0),
+                cpu_text(&runs, |r| &r.cpu_down),
+                cpu_text(&runs, |r| &r.cpu_up),
+            ));
+        }
+    }
+    println!("\nwhere the time goes (CPU s):");
+    for (name, down, up) in profiles {
+        println!("  {name}\n    down: {down}\n    up:   {up}");
+    }
+    drop(gateway);
+}

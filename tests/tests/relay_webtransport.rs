@@ -1,0 +1,203 @@
+//! `underpass relay`'s WebTransport side: WireGuard datagrams as QUIC
+//! datagrams to its upstreams and back, intact and none dropped for a
+//! full buffer; the same token and upstream rules as its WebSockets; the
+//! certificate hash a page trusts published at `/webtransport`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use underpass_tests::*;
+use wtransport::tls::Sha256Digest;
+use wtransport::{ClientConfig, Connection, Endpoint};
+
+struct Relay {
+    _scratch: Scratch,
+    process: Process,
+    addr: SocketAddr,
+}
+
+fn relay(name: &str, args: &[&str]) -> Relay {
+    let scratch = Scratch::new(name);
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listen = addr.to_string();
+    let mut all = vec!["relay", "--listen", &listen];
+    all.extend_from_slice(args);
+    let mut process = Process::start("relay", &scratch, &all);
+    process.wait_for_log("relay on", Duration::from_secs(20));
+    Relay {
+        _scratch: scratch,
+        process,
+        addr,
+    }
+}
+
+/// A UDP socket standing in for a WireGuard endpoint.
+fn udp_peer() -> (UdpSocket, String) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let a = s.local_addr().unwrap().to_string();
+    (s, a)
+}
+
+/// `GET /webtransport?query`: the HTTP status and the body.
+fn info(relay: &Relay, query: &str) -> (u16, String) {
+    let out = curl(&[
+        "--write-out",
+        "\n%{http_code}",
+        &format!("http://{}/webtransport?{query}", relay.addr),
+    ]);
+    let text = curl_text(&out);
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.trim().parse().unwrap(), body.to_string())
+}
+
+/// The session URL and the certificate hash the relay publishes.
+fn published(relay: &Relay, query: &str) -> (String, Sha256Digest) {
+    let (status, body) = info(relay, query);
+    assert_eq!(status, 200, "/webtransport answered {status}: {body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let url = json["url"].as_str().unwrap().to_string();
+    let hex = json["certificateHashes"][0].as_str().unwrap();
+    assert_eq!(hex.len(), 64, "a SHA-256 in hex: {hex}");
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    (url, Sha256Digest::new(bytes))
+}
+
+/// The client's QUIC runs on worker threads, so the test may block on
+/// its UDP peer meanwhile.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A session to `url` trusting only `hash`, as a page passing
+/// `serverCertificateHashes` does: the connection, or why there is none.
+async fn connect(url: &str, hash: &Sha256Digest) -> Result<Connection, String> {
+    // wtransport checks as Chromium does: the hash, ECDSA, valid for at
+    // most 14 days.
+    let config = ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([hash.clone()])
+        .build();
+    let endpoint = Endpoint::client(config).map_err(|e| e.to_string())?;
+    let connecting = endpoint.connect(url);
+    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+async fn receive(conn: &Connection) -> Vec<u8> {
+    let d = tokio::time::timeout(Duration::from_secs(10), conn.receive_datagram())
+        .await
+        .expect("no datagram from the relay within 10 s")
+        .expect("the session ended");
+    d.payload().to_vec()
+}
+
+#[test]
+fn datagrams_cross_webtransport_to_the_upstream_and_back_intact() {
+    let (peer, peer_addr) = udp_peer();
+    let r = relay("wt-datagrams", &["--upstream", &peer_addr]);
+    let (url, hash) = published(&r, "");
+    assert_eq!(url, format!("https://{}/relay", r.addr));
+    runtime().block_on(async {
+        let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
+            .await
+            .expect("a session with the published hash");
+        // One at a time, both ways: every byte as sent.
+        let mut buf = [0u8; 2048];
+        for i in 0..50u32 {
+            let datagram = content(u64::from(i), 1100 + i as usize);
+            conn.send_datagram(&datagram).unwrap();
+            let (n, from) = peer
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("datagram {i} did not reach the upstream: {e}"));
+            assert_eq!(&buf[..n], &datagram[..], "datagram {i} changed on the way");
+            let reply = content(1000 + u64::from(i), 1000);
+            peer.send_to(&reply, from).unwrap();
+            assert_eq!(receive(&conn).await, reply, "reply {i} changed on the way");
+        }
+        // A burst from the upstream, faster than QUIC's congestion window
+        // lets out at first: the relay waits for room instead of dropping
+        // what it queued.
+        let from = {
+            conn.send_datagram(b"where are you").unwrap();
+            peer.recv_from(&mut buf).unwrap().1
+        };
+        const BURST: usize = 500;
+        let mut sent = Checksum::default();
+        for i in 0..BURST {
+            let d = content(5000 + i as u64, 1000);
+            sent.update(&d);
+            peer.send_to(&d, from).unwrap();
+        }
+        let mut got = Checksum::default();
+        for i in 0..BURST {
+            let d = tokio::time::timeout(Duration::from_secs(10), conn.receive_datagram())
+                .await
+                .unwrap_or_else(|_| panic!("only {i} of {BURST} datagrams of a burst arrived"))
+                .unwrap();
+            got.update(&d.payload());
+        }
+        assert_eq!(got.value(), sent.value(), "the burst arrived changed");
+    });
+}
+
+#[test]
+fn webtransport_needs_the_token_and_an_upstream() {
+    let (peer, peer_addr) = udp_peer();
+    let (victim, victim_addr) = udp_peer();
+    let r = relay(
+        "wt-token",
+        &["--upstream", &peer_addr, "--token", "s3cret+/="],
+    );
+    // The hash is behind the token too.
+    assert_eq!(info(&r, "").0, 401);
+    let (url, hash) = published(&r, "token=s3cret%2B%2F%3D");
+    runtime().block_on(async {
+        for query in ["", "token=wrong", "token=wrong&token=s3cret%2B%2F%3D"] {
+            let refused = connect(&format!("{url}?{query}"), &hash).await;
+            assert!(refused.is_err(), "a session with {query:?}");
+        }
+        let refused = connect(
+            &format!("{url}?token=s3cret%2B%2F%3D&endpoint={victim_addr}"),
+            &hash,
+        )
+        .await;
+        assert!(refused.is_err(), "a session to an address not an upstream");
+        // A wrong certificate hash is no session either.
+        let wrong = Sha256Digest::new([7; 32]);
+        assert!(connect(&format!("{url}?token=s3cret%2B%2F%3D"), &wrong)
+            .await
+            .is_err());
+        let conn = connect(&format!("{url}?token=s3cret%2B%2F%3D"), &hash)
+            .await
+            .expect("a session with the token");
+        conn.send_datagram(b"with the token").unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = peer.recv_from(&mut buf).expect("nothing arrived");
+        assert_eq!(&buf[..n], b"with the token");
+    });
+    victim.set_nonblocking(true).unwrap();
+    assert!(
+        victim.recv_from(&mut [0u8; 64]).is_err(),
+        "the relay sent to an address it was not configured with"
+    );
+    assert!(!r.process.log().contains("s3cret"), "the token was logged");
+}
+
+#[test]
+fn without_webtransport_the_relay_says_so_and_binds_no_udp() {
+    let (_peer, peer_addr) = udp_peer();
+    let r = relay("wt-off", &["--upstream", &peer_addr, "--no-webtransport"]);
+    assert_eq!(info(&r, "").0, 404);
+    // Its UDP port is free: nothing listens there.
+    UdpSocket::bind(r.addr).expect("the relay bound its UDP port without WebTransport");
+}

@@ -1,0 +1,424 @@
+//! WebTransport to `underpass relay`: each WireGuard datagram one QUIC
+//! datagram, unreliable and unordered as WireGuard's own path is, so a
+//! loss between page and relay costs the tunnel's TCP one segment instead
+//! of stalling everything behind it as a WebSocket's TCP does.
+//!
+//! The relay publishes its session URL and its certificate's hash at
+//! `/webtransport` next to `/relay`; a page that has WebTransport uses it
+//! with nothing more to pass. Chromium's datagram high-water marks are 1
+//! and it drops what is written past them, so writes wait for
+//! `writer.ready`; a datagram larger than `maxDatagramSize` vanishes, so
+//! the tunnel's MTU is kept under it (see `max_datagram`).
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+
+use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use super::{Inbound, Transport};
+
+/// The per-datagram work stays in JS, where an `await` costs little:
+/// reads are handed to the engine in batches, one per task, and writes
+/// wait for `writer.ready` (Chromium keeps one datagram queued and drops
+/// what is written past it).
+#[wasm_bindgen(inline_js = r#"
+export function datagramPump(session, deliver, drained) {
+  const reader = session.datagrams.readable.getReader();
+  const writer = session.datagrams.writable.getWriter();
+  let inbox = [];
+  let scheduled = false;
+  const channel = new MessageChannel();
+  let cancelled = false;
+  channel.port1.onmessage = () => {
+    scheduled = false;
+    if (cancelled) return;
+    const batch = inbox;
+    inbox = [];
+    deliver(batch, undefined);
+  };
+  let closed = false;
+  const out = [];
+  let outBytes = 0;
+  let writing = false;
+  (async () => {
+    let why = "the relay closed the WebTransport session";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        inbox.push(value);
+        if (!scheduled) {
+          scheduled = true;
+          channel.port2.postMessage(0);
+        }
+      }
+    } catch (e) {
+      why = "the relay's WebTransport session failed";
+    }
+    try {
+      const info = await session.closed;
+      if (info && info.reason) why = `the relay closed the WebTransport session: ${info.reason}`;
+    } catch (e) {
+      if (e && e.message) why = `the relay's WebTransport session failed: ${e.message}`;
+    }
+    closed = true;
+    out.length = 0;
+    outBytes = 0;
+    channel.port1.close();
+    if (!cancelled) deliver(inbox, why);
+  })();
+  async function drain() {
+    writing = true;
+    try {
+      while (out.length > 0) {
+        await writer.ready;
+        const d = out.shift();
+        outBytes -= d.byteLength;
+        writer.write(d).catch(() => {});
+      }
+    } catch (e) {
+      closed = true;
+      out.length = 0;
+      outBytes = 0;
+    }
+    writing = false;
+    if (!closed && !cancelled) drained();
+  }
+  return {
+    send(d) {
+      if (closed) return false;
+      out.push(d);
+      outBytes += d.byteLength;
+      if (!writing) drain();
+      return true;
+    },
+    buffered() { return outBytes; },
+    cancel() {
+      cancelled = true;
+      closed = true;
+      out.length = 0;
+      outBytes = 0;
+      reader.cancel().catch(() => {});
+    },
+  };
+}
+"#)]
+extern "C" {
+    type JsPump;
+    #[wasm_bindgen(js_name = datagramPump)]
+    fn datagram_pump(
+        session: &JsWebTransport,
+        deliver: &Closure<dyn FnMut(Array, JsValue)>,
+        drained: &Closure<dyn FnMut()>,
+    ) -> JsPump;
+    #[wasm_bindgen(method)]
+    fn send(this: &JsPump, datagram: &Uint8Array) -> bool;
+    #[wasm_bindgen(method)]
+    fn buffered(this: &JsPump) -> f64;
+    #[wasm_bindgen(method)]
+    fn cancel(this: &JsPump);
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// The browser's `WebTransport` (web-sys has it only behind
+    /// `web_sys_unstable_apis`).
+    #[wasm_bindgen(js_name = WebTransport)]
+    type JsWebTransport;
+    #[wasm_bindgen(constructor, catch, js_class = "WebTransport")]
+    fn new(url: &str, options: &JsValue) -> Result<JsWebTransport, JsValue>;
+    #[wasm_bindgen(method, getter)]
+    fn ready(this: &JsWebTransport) -> Promise;
+    #[wasm_bindgen(method, getter)]
+    fn closed(this: &JsWebTransport) -> Promise;
+    #[wasm_bindgen(method, getter)]
+    fn datagrams(this: &JsWebTransport) -> JsDatagrams;
+    #[wasm_bindgen(method)]
+    fn close(this: &JsWebTransport);
+
+    type JsDatagrams;
+    #[wasm_bindgen(method, getter, js_name = maxDatagramSize)]
+    fn max_datagram_size(this: &JsDatagrams) -> JsValue;
+
+    #[wasm_bindgen(js_name = fetch)]
+    fn fetch_url(url: &str) -> Promise;
+}
+
+/// How long a session may take to open before the page uses its
+/// WebSocket instead (a network that drops UDP never answers).
+const OPEN_TIMEOUT_MS: f64 = 5_000.0;
+/// What Chromium's `maxDatagramSize` was on loopback, for a browser that
+/// does not say.
+const DEFAULT_MAX_DATAGRAM: usize = 1_200;
+
+/// Called with a batch of datagrams, and at the end with why.
+type Deliver = Closure<dyn FnMut(Array, JsValue)>;
+
+pub struct WebTransportTransport {
+    session: JsWebTransport,
+    max_datagram: usize,
+    /// Made by `listen`: the reader and writer loops.
+    pump: Option<JsPump>,
+    /// The JS callbacks, kept alive as long as the transport.
+    hooks: Option<(Deliver, Closure<dyn FnMut()>)>,
+}
+
+/// Why WebTransport is not used: said once on the console, then the page
+/// uses its WebSocket.
+pub type NotUsed = String;
+
+impl WebTransportTransport {
+    /// Asks the relay behind `relay_url` (`ws(s)://HOST:PORT/relay`)
+    /// where its WebTransport is and opens a session there with `query`
+    /// (endpoint and token); `Err` when the browser or the relay has none,
+    /// or it did not open in time.
+    pub async fn open(relay_url: &str, query: &str) -> Result<WebTransportTransport, NotUsed> {
+        let global = js_sys::global();
+        if !Reflect::has(&global, &JsValue::from_str("WebTransport")).unwrap_or(false) {
+            return Err("this browser has no WebTransport".into());
+        }
+        let info_url = info_url(relay_url, query)?;
+        let response = JsFuture::from(fetch_url(&info_url))
+            .await
+            .map_err(|_| "the relay's /webtransport did not answer".to_string())?;
+        let ok = Reflect::get(&response, &"ok".into())
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        if !ok {
+            return Err("the relay offers no WebTransport".into());
+        }
+        let json = call0(&response, "json")
+            .map_err(|_| "the relay's /webtransport answer is not JSON".to_string())?;
+        let info = JsFuture::from(json)
+            .await
+            .map_err(|_| "the relay's /webtransport answer is not JSON".to_string())?;
+        let url = Reflect::get(&info, &"url".into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .ok_or("the relay's /webtransport answer has no url")?;
+        let options = Object::new();
+        let hashes = Array::new();
+        if let Ok(list) = Reflect::get(&info, &"certificateHashes".into()) {
+            for hex in Array::from(&list).iter().filter_map(|h| h.as_string()) {
+                let bytes = decode_hex(&hex).ok_or("a certificate hash is not hex")?;
+                let hash = Object::new();
+                let _ = Reflect::set(&hash, &"algorithm".into(), &"sha-256".into());
+                let _ = Reflect::set(&hash, &"value".into(), &Uint8Array::from(&bytes[..]).into());
+                hashes.push(&hash);
+            }
+        }
+        if hashes.length() > 0 {
+            let _ = Reflect::set(&options, &"serverCertificateHashes".into(), &hashes);
+        }
+        let session_url = format!("{url}?{query}");
+        let session = JsWebTransport::new(&session_url, &options)
+            .map_err(|e| format!("WebTransport to {url}: {}", describe(&e)))?;
+        let ready = JsFuture::from(session.ready());
+        let timeout = crate::driver::sleep(OPEN_TIMEOUT_MS);
+        let opened = futures_select(ready, timeout).await;
+        match opened {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                session.close();
+                return Err(format!("WebTransport to {url}: {}", describe(&e)));
+            }
+            None => {
+                session.close();
+                return Err(format!(
+                    "WebTransport to {url} did not open within {} s",
+                    OPEN_TIMEOUT_MS / 1000.0
+                ));
+            }
+        }
+        let datagrams = session.datagrams();
+        // Room for a burst each way (the browser keeps 1 otherwise, and
+        // drops the rest); where the browser ignores these, `writer.ready`
+        // still paces the writes.
+        let _ = Reflect::set(&datagrams, &"incomingHighWaterMark".into(), &4096.into());
+        let _ = Reflect::set(&datagrams, &"outgoingHighWaterMark".into(), &64.into());
+        // A datagram queued behind QUIC's congestion window expires after
+        // about an RTT by default, and on a short path that is almost at
+        // once: a tunnel's TCP would rather have it late than lost.
+        let _ = Reflect::set(&datagrams, &"outgoingMaxAge".into(), &500.into());
+        let _ = Reflect::set(&datagrams, &"incomingMaxAge".into(), &500.into());
+        let max_datagram = datagrams
+            .max_datagram_size()
+            .as_f64()
+            .map(|m| m as usize)
+            .filter(|&m| m > 0)
+            .unwrap_or(DEFAULT_MAX_DATAGRAM);
+        Ok(WebTransportTransport {
+            session,
+            max_datagram,
+            pump: None,
+            hooks: None,
+        })
+    }
+}
+
+impl Transport for WebTransportTransport {
+    fn kind(&self) -> &'static str {
+        "webtransport"
+    }
+
+    fn batched(&self) -> bool {
+        false
+    }
+
+    fn max_datagram(&self) -> Option<usize> {
+        Some(self.max_datagram)
+    }
+
+    fn listen(&mut self, sink: Box<dyn FnMut(Inbound)>) {
+        let sink = Rc::new(RefCell::new(sink));
+        let deliver = Closure::<dyn FnMut(Array, JsValue)>::new({
+            let sink = sink.clone();
+            move |batch: Array, why: JsValue| {
+                let Ok(mut sink) = sink.try_borrow_mut() else {
+                    return;
+                };
+                let datagrams: Vec<Vec<u8>> =
+                    batch.iter().map(|d| Uint8Array::new(&d).to_vec()).collect();
+                if !datagrams.is_empty() {
+                    sink(Inbound::Datagrams(datagrams));
+                }
+                if let Some(why) = why.as_string() {
+                    sink(Inbound::Closed(why));
+                }
+            }
+        });
+        // The queue drained: a turn that stopped for a full queue goes on.
+        let drained = Closure::<dyn FnMut()>::new(move || {
+            if let Ok(mut sink) = sink.try_borrow_mut() {
+                sink(Inbound::Datagrams(Vec::new()));
+            }
+        });
+        self.pump = Some(datagram_pump(&self.session, &deliver, &drained));
+        self.hooks = Some((deliver, drained));
+    }
+
+    fn push(&mut self, datagram: &[u8]) -> Result<(), String> {
+        if datagram.len() > self.max_datagram {
+            // The browser would drop it without a word.
+            return Err(format!(
+                "a datagram of {} bytes, over WebTransport's {}",
+                datagram.len(),
+                self.max_datagram
+            ));
+        }
+        match &self.pump {
+            Some(pump) if pump.send(&Uint8Array::from(datagram)) => Ok(()),
+            _ => Err("the relay's WebTransport session is closed".into()),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn buffered(&self) -> u32 {
+        self.pump.as_ref().map_or(0, |p| p.buffered() as u32)
+    }
+
+    fn close(&mut self) {
+        if let Some(pump) = self.pump.take() {
+            pump.cancel();
+        }
+        self.session.close();
+        self.hooks = None;
+    }
+}
+
+impl Drop for WebTransportTransport {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// `ws(s)://HOST:PORT/relay?...` into `http(s)://HOST:PORT/webtransport?query`.
+fn info_url(relay_url: &str, query: &str) -> Result<String, String> {
+    let (scheme, rest) = relay_url
+        .split_once("://")
+        .ok_or("the relay URL has no scheme")?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "ws" => "http",
+        "wss" => "https",
+        _ => return Err("the relay URL is not ws:// or wss://".into()),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    Ok(format!("{scheme}://{authority}/webtransport?{query}"))
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 || !hex.is_ascii() {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect()
+}
+
+fn call0(target: &JsValue, method: &str) -> Result<Promise, JsValue> {
+    let f: js_sys::Function = Reflect::get(target, &method.into())?.dyn_into()?;
+    f.call0(target)?.dyn_into()
+}
+
+fn describe(e: &JsValue) -> String {
+    Reflect::get(e, &"message".into())
+        .ok()
+        .and_then(|m| m.as_string())
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "refused".into())
+}
+
+/// The first of `a` (its result) and `b` (`None`) to finish.
+async fn futures_select<A, B>(a: A, b: B) -> Option<A::Output>
+where
+    A: std::future::Future,
+    B: std::future::Future<Output = ()>,
+{
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if b.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_info_url_sits_next_to_the_relay() {
+        assert_eq!(
+            info_url("ws://127.0.0.1:8080/relay", "endpoint=a&token=t").unwrap(),
+            "http://127.0.0.1:8080/webtransport?endpoint=a&token=t"
+        );
+        assert_eq!(
+            info_url("WSS://relay.example/relay?x=1", "").unwrap(),
+            "https://relay.example/webtransport?"
+        );
+        assert!(info_url("http://x/relay", "").is_err());
+    }
+
+    #[test]
+    fn hashes_decode_from_hex() {
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
+}
