@@ -19,7 +19,6 @@ mod pump;
 mod webtransport;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,9 +28,9 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use clap::Args;
 use underpass_core::relay_batch;
 
+pub use crate::cli::{RelayArgs, TOKEN_ENV};
 use crate::http_serve::{self, Limits};
 use crate::Failure;
 
@@ -50,88 +49,6 @@ pub mod close {
     /// A batch that breaks the subprotocol's framing (invalid payload).
     pub const MALFORMED_BATCH: u16 = 1007;
     pub const IDLE: u16 = 4408;
-}
-
-/// The environment variable that can carry the token (not shown by `ps`,
-/// unlike a command line).
-const TOKEN_ENV: &str = "UNDERPASS_RELAY_TOKEN";
-
-#[derive(Args, Debug, Clone)]
-pub struct RelayArgs {
-    /// Where the page connects (HTTP and WebSocket).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// A WireGuard endpoint (HOST:PORT) pages may reach; repeat for more.
-    /// A page names the one its config's Endpoint says; nothing else is
-    /// ever sent to.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub upstream: Vec<String>,
-    /// Require `?token=T` on /relay and /demo. A command line is visible
-    /// to every user of the host (`ps`): prefer --token-file or the
-    /// environment variable.
-    #[arg(
-        long,
-        value_name = "T",
-        env = TOKEN_ENV,
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-    /// Read the token from the first line of FILE.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Also let pages from ORIGIN (`https://app.example.com[:PORT]`) use
-    /// /relay and /demo; repeat for more. The relay's own pages need none
-    /// when they are addressed by IP or as localhost; under a DNS name,
-    /// give that name's origin here (`Host` must be a name the relay
-    /// knows, or a page could rebind its own name to the relay).
-    #[arg(long, value_name = "ORIGIN")]
-    pub allow_origin: Vec<String>,
-    /// Serve the web demo's files (index.html, pkg/...) from here
-    /// (never dotfiles, never through a symlink out of it).
-    #[arg(long, value_name = "DIR")]
-    pub web_root: Option<PathBuf>,
-    /// Also run a demo gateway on loopback, add it as an upstream and give
-    /// pages its client config at /demo (the token is required there when
-    /// set). Its tunnel reaches a TCP echo and a byte source on loopback,
-    /// nothing else.
-    #[arg(long)]
-    pub demo: bool,
-    /// Connections open at once, in all: WebSockets, and HTTP connections
-    /// from the moment they are accepted. Lowered to what the file
-    /// descriptor limit allows.
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    pub max_connections: usize,
-    /// Connections open at once from one client (an IPv4 address, or an
-    /// IPv6 /64), counted the same way.
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    pub max_per_client: usize,
-    /// Seconds a connection has to send its request head; an idle
-    /// keep-alive connection is closed after as long.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    pub header_timeout: u64,
-    /// A connection with no datagram either way for this long is closed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub idle_timeout: u64,
-    /// Serve WebSockets only: no WebTransport (HTTP/3) on the relay's UDP
-    /// port.
-    #[arg(long)]
-    pub no_webtransport: bool,
-    /// The WebTransport certificate chain (PEM), for pages that should
-    /// verify the relay as any HTTPS site. Without it the relay makes a
-    /// short-lived one and publishes its hash at /webtransport.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// The private key (PEM) for --cert.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
-    /// Benchmarks only: drop this fraction (0 to 1) of the datagrams
-    /// between page and relay, both ways, as a lossy path would.
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, hide = true)]
-    pub bench_loss: f64,
-    /// Benchmarks and tests: decline the batching subprotocol, so every
-    /// page sends one datagram per message, as before it existed.
-    #[arg(long, hide = true)]
-    pub no_batch: bool,
 }
 
 struct Upstream {
