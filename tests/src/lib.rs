@@ -12,6 +12,7 @@ pub mod http_server;
 pub mod impair;
 pub mod interop;
 mod process;
+pub mod relay;
 pub mod socks;
 pub mod unprivileged;
 

@@ -3,41 +3,13 @@
 //! full buffer; the same token and upstream rules as its WebSockets; the
 //! certificate hash a page trusts published at `/webtransport`.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::time::Duration;
 
+use underpass_tests::relay::*;
 use underpass_tests::*;
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Connection, Endpoint};
-
-struct Relay {
-    _scratch: Scratch,
-    process: Process,
-    addr: SocketAddr,
-}
-
-fn relay(name: &str, args: &[&str]) -> Relay {
-    let scratch = Scratch::new(name);
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let listen = addr.to_string();
-    let mut all = vec!["relay", "--listen", &listen];
-    all.extend_from_slice(args);
-    let mut process = Process::start("relay", &scratch, &all);
-    process.wait_for_log("relay on", Duration::from_secs(20));
-    Relay {
-        _scratch: scratch,
-        process,
-        addr,
-    }
-}
-
-/// A UDP socket standing in for a WireGuard endpoint.
-fn udp_peer() -> (UdpSocket, String) {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let a = s.local_addr().unwrap().to_string();
-    (s, a)
-}
 
 /// `GET /webtransport?query`: the HTTP status and the body.
 fn info(relay: &Relay, query: &str) -> (u16, String) {
