@@ -266,16 +266,23 @@ async fn resolve(text: &str) -> Result<SocketAddr, Failure> {
 
 impl Relay {
     /// The upstream a page's `endpoint` names (the first when it names
-    /// none), matched by its text or by its address.
-    fn upstream(&self, endpoint: Option<&str>) -> Option<SocketAddr> {
+    /// none), matched by its text or by its address; else the name as it
+    /// may be shown in a log line and a refusal (at most 80 characters of
+    /// what the page sent).
+    fn upstream(&self, endpoint: Option<&str>) -> Result<SocketAddr, String> {
         let Some(wanted) = endpoint.filter(|e| !e.is_empty()) else {
-            return self.upstreams.first().map(|u| u.addr);
+            return self
+                .upstreams
+                .first()
+                .map(|u| u.addr)
+                .ok_or_else(String::new);
         };
         let parsed: Option<SocketAddr> = wanted.parse().ok();
         self.upstreams
             .iter()
             .find(|u| u.text.eq_ignore_ascii_case(wanted) || parsed == Some(u.addr))
             .map(|u| u.addr)
+            .ok_or_else(|| wanted.chars().take(80).collect())
     }
 }
 
@@ -316,16 +323,13 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: &str) {
 
 /// One page's WebSocket, tied to one UDP socket.
 async fn session(relay: Arc<Relay>, client: SocketAddr, query: Query, socket: WebSocket) {
-    let Some(upstream) = relay.upstream(query.endpoint.as_deref()) else {
-        let shown: String = query
-            .endpoint
-            .unwrap_or_default()
-            .chars()
-            .take(80)
-            .collect();
-        tracing::info!(%client, endpoint = %shown, "relay: refused, not an upstream");
-        let reason = format!("{shown} is not an endpoint this relay forwards to");
-        return refuse(socket, close::FORBIDDEN_ENDPOINT, &reason).await;
+    let upstream = match relay.upstream(query.endpoint.as_deref()) {
+        Ok(upstream) => upstream,
+        Err(shown) => {
+            tracing::info!(%client, endpoint = %shown, "relay: refused, not an upstream");
+            let reason = format!("{shown} is not an endpoint this relay forwards to");
+            return refuse(socket, close::FORBIDDEN_ENDPOINT, &reason).await;
+        }
     };
     let framing = match socket.protocol() {
         Some(p) if p.as_bytes() == relay_batch::PROTOCOL.as_bytes() => pump::Framing::Batched,

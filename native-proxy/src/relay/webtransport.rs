@@ -270,15 +270,12 @@ async fn session(relay: Arc<Relay>, client: SocketAddr, request: SessionRequest)
     let Ok(query) = checked else {
         return request.forbidden().await;
     };
-    let Some(upstream) = relay.upstream(query.endpoint.as_deref()) else {
-        let shown: String = query
-            .endpoint
-            .unwrap_or_default()
-            .chars()
-            .take(80)
-            .collect();
-        tracing::info!(%client, endpoint = %shown, "relay: refused a WebTransport session, not an upstream");
-        return request.forbidden().await;
+    let upstream = match relay.upstream(query.endpoint.as_deref()) {
+        Ok(upstream) => upstream,
+        Err(shown) => {
+            tracing::info!(%client, endpoint = %shown, "relay: refused a WebTransport session, not an upstream");
+            return request.forbidden().await;
+        }
     };
     let conn = match request.accept().await {
         Ok(conn) => conn,
