@@ -69,6 +69,9 @@ pub struct Driver {
     epoch_ms: f64,
     inbound: VecDeque<Vec<u8>>,
     scheduled: bool,
+    /// The stack took in what arrived; the rest of the turn runs in the
+    /// next task, after the tasks that woke.
+    ingested: bool,
     timer: Option<(Instant, JsValue)>,
     waiters: Vec<Waker>,
     /// Why the tunnel is gone, once it is.
@@ -102,6 +105,7 @@ impl Driver {
             epoch_ms,
             inbound: VecDeque::new(),
             scheduled: false,
+            ingested: false,
             timer: None,
             waiters: Vec::new(),
             closed: None,
@@ -238,19 +242,30 @@ impl Driver {
         self.wake_waiters();
     }
 
-    /// One turn: inbound datagrams, the engine's turn, sending, events.
+    /// One turn, in two tasks when datagrams arrived: first the stack
+    /// takes them in, then (once the tasks they woke have read and
+    /// written, as in the native loop, so a reply leaves with the ACK of
+    /// what it answers) the engine's turn, sending and events.
     fn turn(&mut self) {
         self.scheduled = false;
         if self.closed.is_some() {
             return;
         }
         let now = self.now();
-        for _ in 0..FRAMES_PER_TURN {
-            let Some(mut frame) = self.inbound.pop_front() else {
-                break;
-            };
-            self.engine.handle_datagram(now, RELAY_LABEL, &mut frame);
+        if !self.ingested && !self.inbound.is_empty() {
+            for _ in 0..FRAMES_PER_TURN {
+                let Some(mut frame) = self.inbound.pop_front() else {
+                    break;
+                };
+                self.engine.handle_datagram(now, RELAY_LABEL, &mut frame);
+            }
+            self.engine.process_ingress(now);
+            self.ingested = true;
+            // A task of its own: the woken futures run first (microtasks).
+            self.schedule();
+            return;
         }
+        self.ingested = false;
         self.engine.handle_timeout(now);
         let blocked = !self.flush();
         self.events();
