@@ -267,26 +267,8 @@ fn udp_echo() -> SocketAddr {
 fn udp_associate_round_trips_a_datagram() {
     let echo = udp_echo();
     let pair = Pair::start("udp-associate", PairOptions::default());
-    let mut control = TcpStream::connect(pair.socks).unwrap();
-    control
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    control.write_all(&[5, 1, 0]).unwrap();
-    let mut reply = [0u8; 2];
-    control.read_exact(&mut reply).unwrap();
-    assert_eq!(reply, [5, 0]);
-    control.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
-    let mut reply = [0u8; 10];
-    control.read_exact(&mut reply).unwrap();
-    assert_eq!(
-        &reply[..4],
-        &[5, 0, 0, 1],
-        "UDP ASSOCIATE succeeded with an IPv4 relay address"
-    );
-    let relay = SocketAddr::from((
-        [reply[4], reply[5], reply[6], reply[7]],
-        u16::from_be_bytes([reply[8], reply[9]]),
-    ));
+    // The control connection keeps the association open.
+    let (_control, relay) = socks::udp_associate(pair.socks, "0.0.0.0:0".parse().unwrap());
     assert_eq!(
         relay.ip(),
         pair.socks.ip(),
