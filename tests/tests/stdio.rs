@@ -61,6 +61,26 @@ fn stdio_config(
     )
 }
 
+/// The client on `config` with stdin and stdout piped and stderr in
+/// `client.log` (returned, for failure messages); `RUST_LOG` when given.
+fn spawn_client(
+    scratch: &Scratch,
+    config: &std::path::Path,
+    rust_log: Option<&str>,
+) -> (std::process::Child, std::path::PathBuf) {
+    let log = scratch.path("client.log");
+    let mut command = Command::new(binary());
+    command
+        .args(["--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    if let Some(level) = rust_log {
+        command.env("RUST_LOG", level);
+    }
+    (command.spawn().unwrap(), log)
+}
+
 /// Reads `from` to its end on a thread; the receiver gets the bytes.
 fn read_to_end(mut from: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
@@ -98,15 +118,7 @@ fn a_stdio_only_config_closes_stdout_at_the_remotes_end_and_exits_0_after_stdin_
     let client = keys();
     let (_gateway, port, gateway) = start_gateway(&scratch, &client.public, "", None);
     let config = stdio_config(&scratch, &client, &gateway, port, &server.to_string());
-    let log = scratch.path("client.log");
-    let mut child = Command::new(binary())
-        .args(["--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut child, log) = spawn_client(&scratch, &config, Some("debug"));
     let mut stdin = child.stdin.take().unwrap();
     let stdout = read_to_end(child.stdout.take().unwrap());
     stdin.write_all(b"hello through the tunnel\n").unwrap();
@@ -146,14 +158,7 @@ fn a_stdio_only_config_exits_1_and_closes_stdout_when_the_target_cannot_be_reach
         port,
         &format!("127.0.0.1:{closed}"),
     );
-    let log = scratch.path("client.log");
-    let mut child = Command::new(binary())
-        .args(["--config", config.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut child, log) = spawn_client(&scratch, &config, None);
     // stdin stays open: the refusal alone must end the process.
     let stdin = child.stdin.take().unwrap();
     let stdout = read_to_end(child.stdout.take().unwrap());
@@ -212,14 +217,7 @@ fn with_a_socks_section_the_remotes_end_closes_stdout_and_the_proxy_goes_on_serv
             client.private, gateway.public
         ),
     );
-    let log = scratch.path("client.log");
-    let mut child = Command::new(binary())
-        .args(["--config", config.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut child, log) = spawn_client(&scratch, &config, None);
     let mut stdin = child.stdin.take().unwrap();
     let stdout = read_to_end(child.stdout.take().unwrap());
     stdin.write_all(b"ping\n").unwrap();
