@@ -1,6 +1,7 @@
 //! The relay's WebTransport side: HTTP/3 on the relay's port number over
 //! UDP, each session tied to one UDP socket to an upstream, WireGuard
-//! datagrams carried as QUIC datagrams both ways.
+//! datagrams carried as QUIC datagrams to the page, and from it either as
+//! QUIC datagrams or, batched, on a QUIC stream (see `pump`).
 //!
 //! A WebSocket is TCP: a datagram lost between page and relay stalls
 //! every later one until TCP repairs it, under the tunnel's own TCP. QUIC
@@ -33,8 +34,10 @@ use wtransport::proto::datagram::Datagram as H3Datagram;
 use wtransport::proto::ids::QStreamId;
 use wtransport::{Connection, Endpoint, Identity, ServerConfig, VarInt};
 
+use underpass_core::relay_batch::StreamSplitter;
+
 use super::pump::Loss;
-use super::{access, Relay, MAX_FRAME};
+use super::{access, relay_batch, Relay, MAX_FRAME};
 use crate::http_serve::Counter;
 use crate::log_limit::LogLimit;
 use crate::udp::SOCKET_BUFFER;
@@ -48,6 +51,8 @@ const VALIDITY_DAYS: u32 = 13;
 const RENEW_EVERY: Duration = Duration::from_secs(6 * 24 * 3600);
 /// Session close codes a page sees (WebTransport application codes).
 const CLOSE_IDLE: u32 = 4408;
+/// The upload stream broke the batch framing (as the WebSocket's 1007).
+const CLOSE_MALFORMED: u32 = 4400;
 
 /// Where the WebTransport side listens, and the hash pages must trust.
 pub struct Published {
@@ -76,6 +81,7 @@ pub struct Server {
     endpoint: Endpoint<endpoint_side::Server>,
     pub published: Arc<Published>,
     certificate: Certificate,
+    tuning: QuicTuning,
 }
 
 /// The lower-case hex SHA-256 of the leaf certificate, the form pages
@@ -95,7 +101,90 @@ fn make_identity(names: &[String]) -> Result<Identity, Failure> {
         .map_err(|e| Failure::runtime(format!("relay: cannot make a certificate: {e}")))
 }
 
-fn server_config(identity: Identity, idle: Duration) -> ServerConfig {
+/// How the relay's QUIC sends to pages, for benchmarks to vary
+/// (`--bench-quic congestion=bbr,window=BYTES,sendbuf=BYTES`); the
+/// defaults are what was measured best (BENCHMARKS.md, "WebTransport").
+#[derive(Debug, Clone)]
+pub struct QuicTuning {
+    congestion: &'static str,
+    /// The congestion controller's initial window, bytes.
+    initial_window: Option<u64>,
+    /// quinn's queue of datagrams not yet in a packet, bytes.
+    datagram_send_buffer: usize,
+}
+
+impl Default for QuicTuning {
+    fn default() -> Self {
+        QuicTuning {
+            congestion: "cubic",
+            initial_window: None,
+            datagram_send_buffer: 4 << 20,
+        }
+    }
+}
+
+impl QuicTuning {
+    /// `key=value,...` over the defaults.
+    pub fn parse(spec: &str) -> Result<QuicTuning, String> {
+        let mut t = QuicTuning::default();
+        for item in spec.split(',').filter(|i| !i.is_empty()) {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?}: expected KEY=VALUE"))?;
+            let number = || {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("{key}={value:?}: expected a number of bytes"))
+            };
+            match key {
+                "congestion" => {
+                    t.congestion = match value {
+                        "cubic" => "cubic",
+                        "bbr" => "bbr",
+                        "newreno" => "newreno",
+                        _ => return Err(format!("congestion={value:?}: cubic, bbr or newreno")),
+                    }
+                }
+                "window" => t.initial_window = Some(number()?),
+                "sendbuf" => {
+                    t.datagram_send_buffer = usize::try_from(number()?).unwrap_or(usize::MAX)
+                }
+                _ => return Err(format!("{key:?}: congestion, window or sendbuf")),
+            }
+        }
+        Ok(t)
+    }
+
+    fn apply(&self, transport: &mut QuicTransportConfig) {
+        use wtransport::quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+        transport.datagram_send_buffer_size(self.datagram_send_buffer);
+        match self.congestion {
+            "bbr" => {
+                let mut c = BbrConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                transport.congestion_controller_factory(Arc::new(c));
+            }
+            "newreno" => {
+                let mut c = NewRenoConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                transport.congestion_controller_factory(Arc::new(c));
+            }
+            _ => {
+                let mut c = CubicConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                transport.congestion_controller_factory(Arc::new(c));
+            }
+        }
+    }
+}
+
+fn server_config(identity: Identity, idle: Duration, tuning: &QuicTuning) -> ServerConfig {
     let mut transport = QuicTransportConfig::default();
     // QUIC's own idle timeout follows the relay's; keep-alives keep a
     // quiet but open page from hitting the browser's shorter one.
@@ -103,7 +192,7 @@ fn server_config(identity: Identity, idle: Duration) -> ServerConfig {
     transport.keep_alive_interval(Some(Duration::from_secs(10)));
     // Room for a burst from the upstream (a GSO batch is ~45 datagrams).
     transport.datagram_receive_buffer_size(Some(4 << 20));
-    transport.datagram_send_buffer_size(4 << 20);
+    tuning.apply(&mut transport);
     ServerConfig::builder()
         // A placeholder: `Server::bind` gives its own socket, and a
         // renewal keeps the one bound.
@@ -119,6 +208,7 @@ impl Server {
         bind: SocketAddr,
         certificate: Certificate,
         idle: Duration,
+        tuning: QuicTuning,
     ) -> Result<Server, Failure> {
         let (identity, hash) = match &certificate {
             Certificate::SelfSigned(names) => {
@@ -147,7 +237,7 @@ impl Server {
         let port = socket.local_addr().map_err(Failure::runtime)?.port();
         // The placeholder bind of `server_config` gives way to our socket
         // (with its buffer sizes).
-        let quic = server_config(identity, idle).quic_config().clone();
+        let quic = server_config(identity, idle, &tuning).quic_config().clone();
         let config = ServerConfig::builder()
             .with_bind_socket(socket)
             .build_with_quic_config(quic);
@@ -160,6 +250,7 @@ impl Server {
                 hash: RwLock::new(hash),
             }),
             certificate,
+            tuning,
         })
     }
 
@@ -170,10 +261,12 @@ impl Server {
             endpoint,
             published,
             certificate,
+            tuning,
         } = self;
         let endpoint = Arc::new(endpoint);
         if let Certificate::SelfSigned(names) = certificate {
-            tokio::spawn(renew(endpoint.clone(), published, names, relay.idle));
+            let renewal = renew(endpoint.clone(), published, names, relay.idle, tuning);
+            tokio::spawn(renewal);
         }
         loop {
             let incoming = endpoint.accept().await;
@@ -212,6 +305,7 @@ async fn renew(
     published: Arc<Published>,
     names: Vec<String>,
     idle: Duration,
+    tuning: QuicTuning,
 ) {
     let mut wait = RENEW_EVERY;
     loop {
@@ -226,7 +320,7 @@ async fn renew(
             }
         };
         let hash = hex_hash(&identity);
-        match endpoint.reload_config(server_config(identity, idle), false) {
+        match endpoint.reload_config(server_config(identity, idle, &tuning), false) {
             Ok(()) => {
                 wait = RENEW_EVERY;
                 tracing::info!(
@@ -285,7 +379,8 @@ async fn session(relay: Arc<Relay>, client: SocketAddr, request: SessionRequest)
         }
     };
     tracing::debug!(%client, %upstream, "relay: WebTransport session");
-    let ended = pump(&relay, &conn, upstream).await;
+    let counts = Counts::default();
+    let ended = pump(&relay, &conn, upstream, client, &counts).await;
     let stats = conn.quic_connection().stats();
     // What QUIC saw, for looking into a slow page.
     tracing::debug!(
@@ -298,13 +393,58 @@ async fn session(relay: Arc<Relay>, client: SocketAddr, request: SessionRequest)
         congestion_events = stats.path.congestion_events,
         datagrams_out = stats.frame_tx.datagram,
         datagrams_in = stats.frame_rx.datagram,
+        stream_datagrams_in = Counts::get(&counts.stream_datagrams),
+        stream_reads = Counts::get(&counts.stream_reads),
+        send_waits = Counts::get(&counts.send_waits),
+        send_waited_ms = Counts::get(&counts.send_waited_us) / 1000,
         "relay: WebTransport session ended"
     );
 }
 
+/// What a session did, for the log line at its end: where a slow page's
+/// time went.
+#[derive(Default)]
+struct Counts {
+    /// Datagrams the page sent on its upload stream, and the reads that
+    /// brought them.
+    stream_datagrams: AtomicU64,
+    stream_reads: AtomicU64,
+    /// Datagrams to the page that waited for room in quinn's send buffer,
+    /// and how many microseconds they waited in all.
+    send_waits: AtomicU64,
+    send_waited_us: AtomicU64,
+}
+
+impl Counts {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
 /// Moves datagrams both ways until the page leaves, the session errs or
 /// nothing moved for the idle timeout.
-async fn pump(relay: &Relay, conn: &Connection, upstream: SocketAddr) -> std::io::Result<()> {
+///
+/// From the page they come as QUIC datagrams, or on a unidirectional
+/// stream in `underpass.batch.v1`'s framing, batches written one after
+/// another (`/webtransport` tells pages the relay reads it: `uploadStream`).
+/// Why a stream, when WireGuard wants an unreliable path: Chromium writes
+/// one QUIC datagram per `write`, at most 1,211 bytes, and spends enough
+/// per write that uploads stopped at ~90 Mbit/s, where a stream takes 64
+/// KiB per write (figures in BENCHMARKS.md, "WebTransport"). Datagrams
+/// read off it go upstream at once, waiting while the socket is full, so
+/// the stream's flow control slows the page instead of the kernel
+/// dropping them.
+async fn pump(
+    relay: &Relay,
+    conn: &Connection,
+    upstream: SocketAddr,
+    client: SocketAddr,
+    counts: &Counts,
+) -> std::io::Result<()> {
     let unspecified = match upstream {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -333,6 +473,56 @@ async fn pump(relay: &Relay, conn: &Connection, upstream: SocketAddr) -> std::io
         }
     };
 
+    let from_stream = async {
+        if !relay.webtransport_stream {
+            return std::future::pending().await;
+        }
+        let mut loss = Loss::new(bench_loss);
+        let mut buf = vec![0u8; MAX_FRAME];
+        // What one read completes, minus what the bench loss drops.
+        let mut datagrams = Vec::with_capacity(2 * MAX_FRAME);
+        let mut ends = Vec::new();
+        // One stream at a time: a page opens one; more wait their turn.
+        loop {
+            let mut stream = conn.accept_uni().await.map_err(std::io::Error::other)?;
+            let mut splitter = StreamSplitter::new();
+            let fault = loop {
+                let n = match stream.read(&mut buf).await {
+                    Ok(Some(n)) => n,
+                    Ok(None) => break splitter.finish().err(),
+                    Err(e) => return Err(std::io::Error::other(e)),
+                };
+                touch();
+                datagrams.clear();
+                ends.clear();
+                let split = splitter.feed(&buf[..n], |d| {
+                    if !loss.drops() {
+                        datagrams.extend_from_slice(d);
+                        ends.push(datagrams.len());
+                    }
+                });
+                match split {
+                    Ok(k) => {
+                        Counts::add(&counts.stream_datagrams, k as u64);
+                        Counts::add(&counts.stream_reads, 1);
+                    }
+                    Err(e) => break Some(e),
+                }
+                let mut start = 0;
+                for &end in &ends {
+                    let _ = udp.send(&datagrams[start..end]).await;
+                    start = end;
+                }
+            };
+            if let Some(e) = fault {
+                tracing::info!(%client, error = %e, "relay: malformed WebTransport upload stream, session closed");
+                let reason = format!("malformed batch: {e}");
+                conn.close(VarInt::from_u32(CLOSE_MALFORMED), reason.as_bytes());
+                return Ok(());
+            }
+        }
+    };
+
     let to_page = async {
         let quic = conn.quic_connection();
         let qstream = QStreamId::from_session_id(conn.session_id());
@@ -343,6 +533,7 @@ async fn pump(relay: &Relay, conn: &Connection, upstream: SocketAddr) -> std::io
             .map_err(|_| std::io::Error::other("datagram header"))?;
         let too_large = LogLimit::default();
         let mut loss = Loss::new(bench_loss);
+
         loop {
             udp.readable().await?;
             // Until WouldBlock, or an ICMP error the peer may recover from.
@@ -356,7 +547,14 @@ async fn pump(relay: &Relay, conn: &Connection, upstream: SocketAddr) -> std::io
                 // datagrams queued: a full buffer is the page's
                 // congestion window speaking, and the upstream's socket
                 // buffer holds the rest meanwhile.
-                match quic.send_datagram_wait(datagram).await {
+                let full = quic.datagram_send_buffer_space() < datagram.len();
+                let began = full.then(Instant::now);
+                let sent = quic.send_datagram_wait(datagram).await;
+                if let Some(began) = began {
+                    Counts::add(&counts.send_waits, 1);
+                    Counts::add(&counts.send_waited_us, began.elapsed().as_micros() as u64);
+                }
+                match sent {
                     Ok(()) => {}
                     Err(wtransport::quinn::SendDatagramError::TooLarge) => {
                         if let Some(more) = too_large.pass() {
@@ -387,6 +585,7 @@ async fn pump(relay: &Relay, conn: &Connection, upstream: SocketAddr) -> std::io
 
     tokio::select! {
         r = to_upstream => r,
+        r = from_stream => r,
         r = to_page => r,
         () = idle => {
             conn.close(VarInt::from_u32(CLOSE_IDLE), b"idle");
@@ -410,7 +609,9 @@ fn udp_socket(bind: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
 
 /// `GET /webtransport`: where a page opens its WebTransport session and
 /// the certificate hash it must trust, under the same checks as `/relay`
-/// (`{"url": "https://HOST:PORT/relay", "certificateHashes": ["hex"]}`).
+/// (`{"url": "https://HOST:PORT/relay", "certificateHashes": ["hex"],
+/// "uploadStream": "underpass.batch.v1"}`, the last when the relay reads
+/// a page's datagrams off a stream).
 /// 404 when the relay runs without WebTransport.
 pub async fn info(
     State(relay): State<Arc<Relay>>,
@@ -440,7 +641,12 @@ pub async fn info(
     };
     let url = format!("https://{host}:{}/relay", published.port);
     let hashes: Vec<String> = published.hash().into_iter().collect();
-    let body = serde_json::json!({ "url": url, "certificateHashes": hashes }).to_string();
+    let mut body = serde_json::json!({ "url": url, "certificateHashes": hashes });
+    if relay.webtransport_stream {
+        // Pages of relays before it send every datagram as a datagram.
+        body["uploadStream"] = relay_batch::PROTOCOL.into();
+    }
+    let body = body.to_string();
     (
         [
             (header::CONTENT_TYPE, "application/json"),
