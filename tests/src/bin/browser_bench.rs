@@ -46,7 +46,12 @@ const TRANSPORTS: &[Transport] = &[
         connect: r#"{"transport": "websocket"}"#,
     },
     Transport {
-        name: "webtransport",
+        name: "webtransport, datagrams up",
+        relay_args: &["--no-webtransport-stream"],
+        connect: r#"{"transport": "webtransport"}"#,
+    },
+    Transport {
+        name: "webtransport, stream up",
         relay_args: &[],
         connect: r#"{"transport": "webtransport"}"#,
     },
@@ -66,6 +71,14 @@ struct Args {
     /// Only the rows whose name contains this (and the native client).
     #[arg(long)]
     only: Option<String>,
+    /// The relay's RUST_LOG (`debug` logs what QUIC saw per WebTransport
+    /// session, printed under its row); `warn` if not given.
+    #[arg(long)]
+    relay_log: Option<String>,
+    /// More arguments for every relay (repeat for each), e.g.
+    /// `--relay-arg=--bench-quic=congestion=bbr`.
+    #[arg(long, allow_hyphen_values = true)]
+    relay_arg: Vec<String>,
 }
 
 fn web_demo() -> PathBuf {
@@ -361,13 +374,25 @@ fn main() {
                 &loss_text,
             ];
             relay_args.extend_from_slice(t.relay_args);
-            let mut relay =
-                Process::start_logged(Some(0), "relay", &setup.scratch, &relay_args, Some("warn"));
+            relay_args.extend(args.relay_arg.iter().map(String::as_str));
+            let mut relay = Process::start_logged(
+                Some(0),
+                "relay",
+                &setup.scratch,
+                &relay_args,
+                Some(args.relay_log.as_deref().unwrap_or("warn")),
+            );
             wait_tcp(relay_addr, Duration::from_secs(20));
             let runs: Vec<Run> = (0..args.runs)
                 .map(|_| browser_run(&setup, t, &relay, relay_addr))
                 .collect();
             relay.terminate();
+            if args.relay_log.is_some() {
+                // What QUIC saw per session, when asked (--relay-log debug).
+                for line in relay.log().lines().filter(|l| l.contains("session ended")) {
+                    println!("    relay: {line}");
+                }
+            }
             let (d, down) = range(runs.iter().map(|r| r.down));
             let (u, up) = range(runs.iter().map(|r| r.up));
             println!(
