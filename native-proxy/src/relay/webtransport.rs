@@ -380,12 +380,46 @@ async fn session(relay: Arc<Relay>, client: SocketAddr, request: SessionRequest)
     };
     tracing::debug!(%client, %upstream, "relay: WebTransport session");
     let counts = Counts::default();
-    let ended = pump(&relay, &conn, upstream, client, &counts).await;
+    let ended = {
+        let pumped = pump(&relay, &conn, upstream, client, &counts);
+        tokio::pin!(pumped);
+        // At debug, what QUIC sees every few seconds while the page is
+        // busy, for looking into a slow one.
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut sent = 0;
+        loop {
+            tokio::select! {
+                ended = &mut pumped => break ended,
+                _ = tick.tick(), if tracing::enabled!(tracing::Level::DEBUG) => {
+                    let now = conn.quic_connection().stats().udp_tx.datagrams;
+                    if now != sent {
+                        sent = now;
+                        quic_stats(&conn, client, &counts, "relay: WebTransport session", None);
+                    }
+                }
+            }
+        }
+    };
+    quic_stats(
+        &conn,
+        client,
+        &counts,
+        "relay: WebTransport session ended",
+        ended.err(),
+    );
+}
+
+fn quic_stats(
+    conn: &Connection,
+    client: SocketAddr,
+    counts: &Counts,
+    what: &str,
+    error: Option<std::io::Error>,
+) {
     let stats = conn.quic_connection().stats();
-    // What QUIC saw, for looking into a slow page.
     tracing::debug!(
         %client,
-        error = ?ended.err(),
+        error = ?error,
         rtt_ms = stats.path.rtt.as_secs_f64() * 1000.0,
         cwnd = stats.path.cwnd,
         lost_packets = stats.path.lost_packets,
@@ -397,7 +431,7 @@ async fn session(relay: Arc<Relay>, client: SocketAddr, request: SessionRequest)
         stream_reads = Counts::get(&counts.stream_reads),
         send_waits = Counts::get(&counts.send_waits),
         send_waited_ms = Counts::get(&counts.send_waited_us) / 1000,
-        "relay: WebTransport session ended"
+        "{what}"
     );
 }
 

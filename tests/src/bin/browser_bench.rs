@@ -389,7 +389,11 @@ fn main() {
             relay.terminate();
             if args.relay_log.is_some() {
                 // What QUIC saw per session, when asked (--relay-log debug).
-                for line in relay.log().lines().filter(|l| l.contains("session ended")) {
+                for line in relay
+                    .log()
+                    .lines()
+                    .filter(|l| l.contains("WebTransport session"))
+                {
                     println!("    relay: {line}");
                 }
             }
