@@ -41,7 +41,7 @@ function showStats() {
     ["sent", `${formatBytes(s.txBytes)} · ${s.txPackets} pkts`],
     ["received", `${formatBytes(s.rxBytes)} · ${s.rxPackets} pkts`],
     ["TCP streams", s.tcpConnections],
-    ["transport", `${s.transport}${s.transport === "websocket" ? (s.batched ? " · batched" : " · one datagram per message") : " · QUIC datagrams"}`],
+    ["transport", `${s.transport}${s.transport === "websocket" ? (s.batched ? " · batched" : " · one datagram per message") : (s.batched ? " · QUIC datagrams down, a stream up" : " · QUIC datagrams")}`],
     ["tunnel address", s.tunnelAddresses.join(", ")],
   ];
   $("stats").replaceChildren(...rows.map(([k, v]) => {

@@ -14,6 +14,9 @@
 //! datagram; no datagram is empty. Anything else is malformed, and the
 //! whole message is refused before any of it is used. Without the
 //! subprotocol a message is one datagram, as it always was.
+//!
+//! WebTransport uploads use the same framing on one QUIC stream: batches
+//! written one after another, read back by [`StreamSplitter`].
 
 /// The `Sec-WebSocket-Protocol` value that selects batching.
 pub const PROTOCOL: &str = "underpass.batch.v1";
@@ -104,6 +107,88 @@ fn check(message: &[u8]) -> Result<usize, Malformed> {
         count += 1;
     }
     Ok(count)
+}
+
+/// Splits a byte stream of batches back into datagrams: WebTransport
+/// uploads write batches on one QUIC stream, and a stream is read in
+/// pieces that need not end where a write or a datagram ends. The framing
+/// is a message's, repeated; a datagram must fit a message on its own, so
+/// at most one datagram's bytes wait here between reads.
+#[derive(Debug, Default)]
+pub struct StreamSplitter {
+    /// The start of a datagram (or of its length) that a read cut.
+    partial: Vec<u8>,
+    /// Bytes of the stream taken so far, for saying where a fault is.
+    offset: usize,
+}
+
+impl StreamSplitter {
+    /// Nothing read yet.
+    pub fn new() -> Self {
+        StreamSplitter::default()
+    }
+
+    /// Hands each datagram that `chunk` completes to `f`, in order, and
+    /// keeps a cut one for the next chunk; returns how many. After an
+    /// error the stream is not a batch stream: the caller drops it.
+    pub fn feed(&mut self, chunk: &[u8], mut f: impl FnMut(&[u8])) -> Result<usize, Malformed> {
+        let mut rest = chunk;
+        let mut count = 0;
+        if !self.partial.is_empty() {
+            let need = PREFIX.saturating_sub(self.partial.len()).min(rest.len());
+            self.partial.extend_from_slice(&rest[..need]);
+            rest = &rest[need..];
+            let Some(len) = self.datagram_len(&self.partial)? else {
+                return Ok(0);
+            };
+            let need = (PREFIX + len - self.partial.len()).min(rest.len());
+            self.partial.extend_from_slice(&rest[..need]);
+            rest = &rest[need..];
+            if self.partial.len() < PREFIX + len {
+                return Ok(0);
+            }
+            f(&self.partial[PREFIX..]);
+            count += 1;
+            self.offset = self.offset.saturating_add(self.partial.len());
+            self.partial.clear();
+        }
+        while let Some(len) = self.datagram_len(rest)? {
+            let Some(datagram) = rest.get(PREFIX..PREFIX + len) else {
+                break;
+            };
+            f(datagram);
+            count += 1;
+            self.offset = self.offset.saturating_add(PREFIX + len);
+            rest = &rest[PREFIX + len..];
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(count)
+    }
+
+    /// The stream ended: an error when it ended inside a datagram.
+    pub fn finish(&self) -> Result<(), Malformed> {
+        if self.partial.is_empty() {
+            Ok(())
+        } else {
+            Err(Malformed::Truncated { at: self.offset })
+        }
+    }
+
+    /// The length behind the prefix at the start of `bytes`, if it is
+    /// all there; an error for a length no message could hold.
+    fn datagram_len(&self, bytes: &[u8]) -> Result<Option<usize>, Malformed> {
+        let [hi, lo, ..] = bytes else {
+            return Ok(None);
+        };
+        let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+        if len == 0 {
+            return Err(Malformed::ZeroLength { at: self.offset });
+        }
+        if PREFIX + len > MAX_MESSAGE {
+            return Err(Malformed::TooLarge { len: PREFIX + len });
+        }
+        Ok(Some(len))
+    }
 }
 
 /// Builds outgoing messages: datagrams are appended until the next would
@@ -267,6 +352,58 @@ mod tests {
         assert_eq!(split(b.message()).unwrap(), [&b"xyz"[..]]);
     }
 
+    fn split_stream(stream: &[u8], cuts: &[usize]) -> Result<Vec<Vec<u8>>, Malformed> {
+        let mut s = StreamSplitter::new();
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &cut in cuts.iter().chain([&stream.len()]) {
+            let cut = cut.clamp(at, stream.len());
+            s.feed(&stream[at..cut], |d| out.push(d.to_vec()))?;
+            at = cut;
+        }
+        s.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_stream_is_split_wherever_its_reads_end() {
+        let m = batch(&[b"abc", b"d", b"efgh"]);
+        let want = vec![b"abc".to_vec(), b"d".to_vec(), b"efgh".to_vec()];
+        for a in 0..=m.len() {
+            for b in a..=m.len() {
+                assert_eq!(split_stream(&m, &[a, b]).unwrap(), want, "cut at {a}, {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_malformed_stream_is_refused() {
+        assert_eq!(
+            split_stream(&[0, 1, 9, 0, 0, 7], &[]),
+            Err(Malformed::ZeroLength { at: 3 })
+        );
+        // Cut inside the prefix, then found to be zero.
+        assert_eq!(
+            split_stream(&[0, 1, 9, 0, 0, 7], &[4]),
+            Err(Malformed::ZeroLength { at: 3 })
+        );
+        assert_eq!(
+            split_stream(&[0, 1, 9, 0, 5, 1], &[]),
+            Err(Malformed::Truncated { at: 3 })
+        );
+        // A datagram that fits no message: refused at its prefix, before
+        // anything of it is held.
+        assert_eq!(
+            split_stream(&[0xff, 0xff, 1], &[1]),
+            Err(Malformed::TooLarge {
+                len: 0xffff + PREFIX
+            })
+        );
+        let mut s = StreamSplitter::new();
+        assert_eq!(s.feed(&[0xff, 0xfe], |_| {}), Ok(0));
+        assert!(s.finish().is_err());
+    }
+
     proptest! {
         #[test]
         fn what_is_batched_is_split_back(
@@ -287,6 +424,25 @@ mod tests {
                 back.extend(split(m).unwrap().into_iter().map(<[u8]>::to_vec));
             }
             prop_assert_eq!(back, datagrams);
+        }
+
+        #[test]
+        fn a_stream_of_batches_is_split_back(
+            datagrams in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..3000), 1..40),
+            cuts in prop::collection::vec(0usize..200_000, 0..20)
+        ) {
+            let mut b = Batcher::new();
+            let mut stream = Vec::new();
+            for d in &datagrams {
+                if !b.push(d) {
+                    stream.extend(b.take());
+                    prop_assert!(b.push(d));
+                }
+            }
+            stream.extend(b.take());
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            prop_assert_eq!(split_stream(&stream, &cuts).unwrap(), datagrams);
         }
 
         #[test]

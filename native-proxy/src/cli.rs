@@ -352,4 +352,13 @@ pub struct RelayArgs {
     /// page sends one datagram per message, as before it existed.
     #[arg(long, hide = true)]
     pub no_batch: bool,
+    /// Benchmarks and tests: do not offer WebTransport pages the upload
+    /// stream, so they send every datagram as a QUIC datagram, as pages
+    /// of older relays do.
+    #[arg(long, hide = true)]
+    pub no_webtransport_stream: bool,
+    /// Benchmarks only: how the WebTransport side's QUIC sends
+    /// (`congestion=cubic|bbr|newreno,window=BYTES,sendbuf=BYTES`).
+    #[arg(long, value_name = "SPEC", hide = true)]
+    pub bench_quic: Option<String>,
 }

@@ -66,6 +66,8 @@ struct Relay {
     webtransport: Option<Arc<webtransport::Published>>,
     /// Whether pages may have the batching subprotocol.
     batch: bool,
+    /// Whether WebTransport pages may upload on a stream.
+    webtransport_stream: bool,
     bench_loss: f64,
 }
 
@@ -159,7 +161,9 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
                 webtransport::Certificate::SelfSigned(names)
             }
         };
-        Some(webtransport::Server::bind(local, certificate, idle).await?)
+        let tuning = webtransport::QuicTuning::parse(args.bench_quic.as_deref().unwrap_or(""))
+            .map_err(|e| Failure::usage(format!("--bench-quic: {e}")))?;
+        Some(webtransport::Server::bind(local, certificate, idle, tuning).await?)
     };
     let relay = Arc::new(Relay {
         upstreams,
@@ -168,6 +172,7 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
         demo,
         webtransport: quic.as_ref().map(|q| q.published.clone()),
         batch: !args.no_batch,
+        webtransport_stream: !args.no_webtransport_stream,
         bench_loss: args.bench_loss,
     });
     let mut app = Router::new()

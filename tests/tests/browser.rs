@@ -69,8 +69,11 @@ const BIG_SEED: u64 = 19;
 /// What the relay offers, and so which transport the page must end up on.
 #[derive(Clone, Copy, PartialEq)]
 enum Offer {
-    /// Everything: the page takes WebTransport.
+    /// Everything: the page takes WebTransport, uploads on its stream.
     All,
+    /// WebTransport without the upload stream (a relay from before it):
+    /// the page uploads in QUIC datagrams.
+    WebTransportDatagrams,
     /// WebTransport under a certificate the browser does not trust (from
     /// --cert, no hash published): the session is refused and the page
     /// uses the batched WebSocket.
@@ -84,6 +87,11 @@ enum Offer {
 #[test]
 fn the_page_connects_fetches_echoes_and_benchmarks_over_webtransport_in_chromium() {
     the_page_works_in_chromium("browser-wt", Offer::All);
+}
+
+#[test]
+fn the_page_uploads_in_datagrams_to_a_relay_without_the_upload_stream() {
+    the_page_works_in_chromium("browser-wt-datagrams", Offer::WebTransportDatagrams);
 }
 
 #[test]
@@ -164,6 +172,7 @@ fn the_page_works_in_chromium(name: &str, offer: Offer) {
     let (cert, key) = untrusted_certificate(&scratch);
     match offer {
         Offer::All => {}
+        Offer::WebTransportDatagrams => args.push("--no-webtransport-stream"),
         Offer::UntrustedCertificate => args.extend(["--cert", &cert, "--key", &key]),
         Offer::WebSocketOnly => args.push("--no-webtransport"),
         Offer::PlainWebSocket => args.extend(["--no-webtransport", "--no-batch"]),
@@ -200,6 +209,7 @@ fn the_page_works_in_chromium(name: &str, offer: Offer) {
             "TRANSPORT",
             match offer {
                 Offer::All => "webtransport",
+                Offer::WebTransportDatagrams => "webtransport-datagrams",
                 Offer::UntrustedCertificate | Offer::WebSocketOnly => "websocket-batched",
                 Offer::PlainWebSocket => "websocket-plain",
             },

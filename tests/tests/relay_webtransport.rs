@@ -1,15 +1,19 @@
 //! `underpass relay`'s WebTransport side: WireGuard datagrams as QUIC
 //! datagrams to its upstreams and back, intact and none dropped for a
 //! full buffer; the same token and upstream rules as its WebSockets; the
-//! certificate hash a page trusts published at `/webtransport`.
+//! certificate hash a page trusts published at `/webtransport`; uploads
+//! batched on a stream, and a stream that breaks the framing ends the
+//! session.
 
 use std::net::UdpSocket;
 use std::time::Duration;
 
+use underpass_core::relay_batch::{self, Batcher};
 use underpass_tests::relay::*;
 use underpass_tests::*;
+use wtransport::error::ConnectionError;
 use wtransport::tls::Sha256Digest;
-use wtransport::{ClientConfig, Connection, Endpoint};
+use wtransport::{ClientConfig, Connection, Endpoint, SendStream};
 
 /// `GET /webtransport?query`: the HTTP status and the body.
 fn info(relay: &Relay, query: &str) -> (u16, String) {
@@ -28,6 +32,11 @@ fn published(relay: &Relay, query: &str) -> (String, Sha256Digest) {
     let (status, body) = info(relay, query);
     assert_eq!(status, 200, "/webtransport answered {status}: {body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json["uploadStream"],
+        relay_batch::PROTOCOL,
+        "the relay does not offer the upload stream: {body}"
+    );
     let url = json["url"].as_str().unwrap().to_string();
     let hex = json["certificateHashes"][0].as_str().unwrap();
     assert_eq!(hex.len(), 64, "a SHA-256 in hex: {hex}");
@@ -120,6 +129,153 @@ fn datagrams_cross_webtransport_to_the_upstream_and_back_intact() {
         }
         assert_eq!(got.value(), sent.value(), "the burst arrived changed");
     });
+}
+
+async fn upload_stream(conn: &Connection) -> SendStream {
+    conn.open_uni()
+        .await
+        .expect("a stream")
+        .await
+        .expect("the stream opened")
+}
+
+/// How the relay ended the session: its close code and reason.
+async fn closed_with(conn: &Connection) -> (u32, String) {
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("the relay kept the session open");
+    match closed {
+        ConnectionError::ApplicationClosed(close) => (
+            close.code().into_inner() as u32,
+            String::from_utf8_lossy(close.reason()).into_owned(),
+        ),
+        other => panic!("the session ended otherwise: {other}"),
+    }
+}
+
+#[test]
+fn an_upload_stream_carries_batches_to_the_upstream_intact_and_in_order() {
+    let (peer, peer_addr) = udp_peer();
+    let r = relay("wt-stream", &["--upstream", &peer_addr]);
+    let (url, hash) = published(&r, "");
+    let datagrams: Vec<Vec<u8>> = (0..300u64)
+        .map(|i| content(i, 1 + (i as usize * 37) % 1400))
+        .collect();
+    // Batches as a page writes them (64 KiB at most), with how many
+    // datagrams the stream holds at the end of each.
+    let mut batches: Vec<(Vec<u8>, usize)> = Vec::new();
+    let mut batcher = Batcher::new();
+    for (i, d) in datagrams.iter().enumerate() {
+        if !batcher.push(d) {
+            let batch = batcher.take();
+            assert!(batch.len() <= relay_batch::MAX_MESSAGE);
+            batches.push((batch, i));
+            assert!(batcher.push(d));
+        }
+    }
+    batches.push((batcher.take(), datagrams.len()));
+    assert!(batches.len() > 2, "the datagrams fit too few batches");
+    runtime().block_on(async {
+        let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
+            .await
+            .expect("a session");
+        let mut stream = upload_stream(&conn).await;
+        let (received, mut progress) = tokio::sync::mpsc::unbounded_channel();
+        let upstream = tokio::task::spawn_blocking(move || {
+            let mut buf = [0u8; 2048];
+            for (i, want) in datagrams.iter().enumerate() {
+                let (n, _) = peer
+                    .recv_from(&mut buf)
+                    .unwrap_or_else(|e| panic!("datagram {i} did not reach the upstream: {e}"));
+                assert_eq!(
+                    &buf[..n],
+                    &want[..],
+                    "datagram {i} changed or came out of order"
+                );
+                let _ = received.send(i + 1);
+            }
+        });
+        for (batch, through) in &batches {
+            // Writes that end anywhere, inside prefixes and datagrams too.
+            for piece in batch.chunks(997) {
+                stream
+                    .write_all(piece)
+                    .await
+                    .expect("the relay took the write");
+            }
+            // One batch at a time: the test's socket buffer holds one
+            // batch's datagrams, not all of them.
+            while let Some(got) = progress.recv().await {
+                if got >= *through {
+                    break;
+                }
+            }
+        }
+        upstream
+            .await
+            .expect("every datagram arrived intact, in order");
+    });
+}
+
+#[test]
+fn a_malformed_upload_stream_ends_the_session_with_a_reason() {
+    let (_peer, peer_addr) = udp_peer();
+    let r = relay("wt-malformed", &["--upstream", &peer_addr]);
+    let (url, hash) = published(&r, "");
+    runtime().block_on(async {
+        // A datagram of length zero, after a good one.
+        let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
+            .await
+            .unwrap();
+        let mut stream = upload_stream(&conn).await;
+        let _ = stream.write_all(&[0, 1, 9, 0, 0, 7]).await;
+        let (code, reason) = closed_with(&conn).await;
+        assert_eq!(code, 4400);
+        assert!(reason.contains("length zero at byte 3"), "{reason}");
+        // A datagram longer than any batch may hold: refused at its
+        // length, before the relay waits for (or holds) its bytes.
+        let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
+            .await
+            .unwrap();
+        let mut stream = upload_stream(&conn).await;
+        let _ = stream.write_all(&[0xff, 0xff, 1, 2, 3]).await;
+        let (code, reason) = closed_with(&conn).await;
+        assert_eq!(code, 4400);
+        assert!(reason.contains("at most 65536"), "{reason}");
+        // A stream ended inside a datagram.
+        let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
+            .await
+            .unwrap();
+        let mut stream = upload_stream(&conn).await;
+        let _ = stream.write_all(&[0, 5, 1, 2]).await;
+        let _ = stream.finish().await;
+        let (code, reason) = closed_with(&conn).await;
+        assert_eq!(code, 4400);
+        assert!(reason.contains("cut short"), "{reason}");
+        // The relay is still there for the next page.
+        let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
+            .await
+            .expect("a session after the malformed ones");
+        drop(conn);
+    });
+    assert!(r
+        .process
+        .log()
+        .contains("malformed WebTransport upload stream"));
+    assert!(!r.process.log().contains("panicked"));
+}
+
+#[test]
+fn a_relay_without_the_upload_stream_does_not_offer_it() {
+    let (_peer, peer_addr) = udp_peer();
+    let r = relay(
+        "wt-no-stream",
+        &["--upstream", &peer_addr, "--no-webtransport-stream"],
+    );
+    let (status, body) = info(&r, "");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(json["uploadStream"].is_null(), "{body}");
 }
 
 #[test]

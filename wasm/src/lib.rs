@@ -267,9 +267,10 @@ impl Tunnel {
 
     /// `{ state, handshakeAgeMs, handshakes, rttMs, txBytes, rxBytes,
     /// txPackets, rxPackets, txMessages, rxMessages, engineMs, relayUrl, transport, batched,
-    /// tunnelAddresses, tcpConnections }`; `transport` is `"websocket"`,
-    /// `batched` whether many datagrams go per message, `engineMs` the
-    /// time the engine's turns took in all.
+    /// tunnelAddresses, tcpConnections }`; `transport` is `"websocket"`
+    /// or `"webtransport"`, `batched` whether many datagrams go per
+    /// message (over WebTransport: whether uploads go batched on its
+    /// stream), `engineMs` the time the engine's turns took in all.
     pub fn stats(&self) -> JsValue {
         let e = self.shared.borrow();
         let now = e.now();

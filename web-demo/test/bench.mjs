@@ -11,6 +11,11 @@
 //   CONNECT   JSON merged into Tunnel.connect's options (a transport's
 //             own options: where WebTransport's row puts what it needs)
 //   PIDS      JSON {name: pid} of other processes to account CPU time to
+//   COUNT_SECONDS  instead of a tunnel: open WebTransport to the relay
+//             as a bare page would, send one datagram, and count the
+//             datagrams read for this many seconds from the first (how
+//             many Chromium hands a page that does nothing else with
+//             them); the RESULT has `count` and nothing else
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -131,47 +136,84 @@ try {
     if (i > 200) throw new Error("the wasm module did not load in 20 s");
     await sleep(100);
   }
-  const options = { config: env("CONFIG"), token: env("TOKEN"), ...JSON.parse(process.env.CONNECT || "{}") };
-  const bytes = Number(env("BYTES"));
-  result.stats = await evaluate(async (options) => {
-    const relay = new URL("relay", location.href);
-    relay.protocol = "ws:";
-    const t = await window.underpass.Tunnel.connect({ relayUrl: relay.href, ...options });
-    window.underpass.tunnel = t;
-    return t.stats();
-  }, options);
-  // One direction at a time, each with its own CPU account.
-  // The engine's turns are counted apart from the rest of the renderer.
-  const engineSeconds = () => evaluate(() => window.underpass.tunnel.stats().engineMs / 1000);
-  const run = async (what, fn, arg) => {
+  if (process.env.COUNT_SECONDS) {
     const before = sample();
-    const engineBefore = await engineSeconds();
-    const statsBefore = await evaluate(() => window.underpass.tunnel.stats());
-    const r = await evaluate(fn, arg);
-    const cpu = diff(before, sample());
-    cpu["wasm engine turns"] = +((await engineSeconds()) - engineBefore).toFixed(2);
-    const st = await evaluate(() => window.underpass.tunnel.stats());
-    const perMessage = (d, m) => m > 0 ? +(d / m).toFixed(1) : null;
-    r.datagramsPerMessage = {
-      in: perMessage(st.rxPackets - statsBefore.rxPackets, st.rxMessages - statsBefore.rxMessages),
-      out: perMessage(st.txPackets - statsBefore.txPackets, st.txMessages - statsBefore.txMessages),
+    result.count = await evaluate(async ([token, seconds]) => {
+      const info = await (await fetch(`/webtransport?token=${encodeURIComponent(token)}`)).json();
+      const serverCertificateHashes = info.certificateHashes.map((h) => ({
+        algorithm: "sha-256",
+        value: new Uint8Array(h.match(/../g).map((b) => parseInt(b, 16))),
+      }));
+      const wt = new WebTransport(`${info.url}?token=${encodeURIComponent(token)}`, { serverCertificateHashes });
+      await wt.ready;
+      // As the tunnel sets them.
+      wt.datagrams.incomingHighWaterMark = 4096;
+      wt.datagrams.incomingMaxAge = 500;
+      const reader = wt.datagrams.readable.getReader();
+      const writer = wt.datagrams.writable.getWriter();
+      await writer.write(new Uint8Array([1]));
+      let n = 0;
+      let bytes = 0;
+      let first = 0;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        if (n === 0) {
+          first = performance.now();
+          setTimeout(() => reader.cancel().catch(() => {}), seconds * 1000);
+        }
+        n++;
+        bytes += value.byteLength;
+      }
+      const elapsed = (performance.now() - first) / 1000;
+      wt.close();
+      return { datagrams: n, bytes, seconds: elapsed, perSecond: Math.round(n / elapsed) };
+    }, [env("TOKEN"), Number(process.env.COUNT_SECONDS)]);
+    result.count.cpu = diff(before, sample());
+  } else {
+    const options = { config: env("CONFIG"), token: env("TOKEN"), ...JSON.parse(process.env.CONNECT || "{}") };
+    const bytes = Number(env("BYTES"));
+    result.stats = await evaluate(async (options) => {
+      const relay = new URL("relay", location.href);
+      relay.protocol = "ws:";
+      const t = await window.underpass.Tunnel.connect({ relayUrl: relay.href, ...options });
+      window.underpass.tunnel = t;
+      return t.stats();
+    }, options);
+    // One direction at a time, each with its own CPU account.
+    // The engine's turns are counted apart from the rest of the renderer.
+    const engineSeconds = () => evaluate(() => window.underpass.tunnel.stats().engineMs / 1000);
+    const run = async (what, fn, arg) => {
+      const before = sample();
+      const engineBefore = await engineSeconds();
+      const statsBefore = await evaluate(() => window.underpass.tunnel.stats());
+      const r = await evaluate(fn, arg);
+      const cpu = diff(before, sample());
+      cpu["wasm engine turns"] = +((await engineSeconds()) - engineBefore).toFixed(2);
+      const st = await evaluate(() => window.underpass.tunnel.stats());
+      const perMessage = (d, m) => m > 0 ? +(d / m).toFixed(1) : null;
+      r.datagramsPerMessage = {
+        in: perMessage(st.rxPackets - statsBefore.rxPackets, st.rxMessages - statsBefore.rxMessages),
+        out: perMessage(st.txPackets - statsBefore.txPackets, st.txMessages - statsBefore.txMessages),
+      };
+      r.datagrams = { in: st.rxPackets - statsBefore.rxPackets, out: st.txPackets - statsBefore.txPackets };
+      result[what] = { ...r, mbps: +(r.bytes * 8 / r.seconds / 1e6).toFixed(1), cpu };
     };
-    result[what] = { ...r, mbps: +(r.bytes * 8 / r.seconds / 1e6).toFixed(1), cpu };
-  };
-  await run("down", async (url) => {
-    const started = performance.now();
-    const r = await window.underpass.tunnel.fetch(url, { method: "GET" });
-    if (r.status !== 200) throw new Error(`download: HTTP ${r.status}`);
-    return { bytes: r.body.length, seconds: (performance.now() - started) / 1000 };
-  }, env("DOWN_URL"));
-  await run("up", async ([url, bytes]) => {
-    const body = new Uint8Array(bytes).fill(0x5a);
-    const started = performance.now();
-    const r = await window.underpass.tunnel.fetch(url, { method: "POST", body });
-    if (r.status !== 200) throw new Error(`upload: HTTP ${r.status}`);
-    return { bytes, seconds: (performance.now() - started) / 1000 };
-  }, [env("UP_URL"), bytes]);
-  result.statsAfter = await evaluate(() => window.underpass.tunnel.stats());
+    await run("down", async (url) => {
+      const started = performance.now();
+      const r = await window.underpass.tunnel.fetch(url, { method: "GET" });
+      if (r.status !== 200) throw new Error(`download: HTTP ${r.status}`);
+      return { bytes: r.body.length, seconds: (performance.now() - started) / 1000 };
+    }, env("DOWN_URL"));
+    await run("up", async ([url, bytes]) => {
+      const body = new Uint8Array(bytes).fill(0x5a);
+      const started = performance.now();
+      const r = await window.underpass.tunnel.fetch(url, { method: "POST", body });
+      if (r.status !== 200) throw new Error(`upload: HTTP ${r.status}`);
+      return { bytes, seconds: (performance.now() - started) / 1000 };
+    }, [env("UP_URL"), bytes]);
+    result.statsAfter = await evaluate(() => window.underpass.tunnel.stats());
+  }
 } catch (e) {
   failed = e;
 } finally {

@@ -11,8 +11,9 @@
 //   CLOSED_URL a URL nothing listens on  OUT_DIR   where the screenshot goes
 //   BIG_URL    64 MiB of known content   SINK_URL  where to POST them back
 //   SINK_WANT  what SINK_URL answers for them ("LEN CHECKSUM")
-//   TRANSPORT  what the page must end up on: "webtransport",
-//              "websocket-batched" or "websocket-plain"
+//   TRANSPORT  what the page must end up on: "webtransport" (uploads on
+//              a stream), "webtransport-datagrams", "websocket-batched"
+//              or "websocket-plain"
 //
 // QUIC stays enabled: WebTransport runs on it.
 import { chromium } from "playwright-core";
@@ -67,7 +68,8 @@ try {
   result.stats = await page.evaluate(() => window.underpass.tunnel.stats());
   if (!(result.stats.handshakes >= 1) || result.stats.state !== "up") throw new Error(`stats say ${JSON.stringify(result.stats)}`);
   const expected = {
-    "webtransport": { transport: "webtransport", batched: false, shown: "webtransport" },
+    "webtransport": { transport: "webtransport", batched: true, shown: "webtransport · QUIC datagrams down, a stream up" },
+    "webtransport-datagrams": { transport: "webtransport", batched: false, shown: "webtransport · QUIC datagrams" },
     "websocket-batched": { transport: "websocket", batched: true, shown: "websocket · batched" },
     "websocket-plain": { transport: "websocket", batched: false, shown: "websocket · one datagram" },
   }[env("TRANSPORT")];

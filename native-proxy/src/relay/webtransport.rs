@@ -1,6 +1,7 @@
 //! The relay's WebTransport side: HTTP/3 on the relay's port number over
 //! UDP, each session tied to one UDP socket to an upstream, WireGuard
-//! datagrams carried as QUIC datagrams both ways.
+//! datagrams carried as QUIC datagrams to the page, and from it either as
+//! QUIC datagrams or, batched, on a QUIC stream (see `pump`).
 //!
 //! A WebSocket is TCP: a datagram lost between page and relay stalls
 //! every later one until TCP repairs it, under the tunnel's own TCP. QUIC
@@ -17,28 +18,25 @@
 //! certificate, renews it well before it expires and publishes its hash
 //! at `GET /webtransport` (see `info`).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use wtransport::config::QuicTransportConfig;
 use wtransport::endpoint::{endpoint_side, IncomingSession, SessionRequest};
-use wtransport::proto::datagram::Datagram as H3Datagram;
-use wtransport::proto::ids::QStreamId;
-use wtransport::{Connection, Endpoint, Identity, ServerConfig, VarInt};
+use wtransport::{Endpoint, Identity, ServerConfig};
 
-use super::pump::Loss;
-use super::{access, Relay, MAX_FRAME};
+mod session;
+
+use super::{access, relay_batch, Relay};
 use crate::http_serve::Counter;
-use crate::log_limit::LogLimit;
 use crate::udp::SOCKET_BUFFER;
 use crate::Failure;
+use session::session;
 
 /// How long a made certificate is valid: Chromium takes at most 14 days
 /// for a certificate it is given by hash.
@@ -48,6 +46,8 @@ const VALIDITY_DAYS: u32 = 13;
 const RENEW_EVERY: Duration = Duration::from_secs(6 * 24 * 3600);
 /// Session close codes a page sees (WebTransport application codes).
 const CLOSE_IDLE: u32 = 4408;
+/// The upload stream broke the batch framing (as the WebSocket's 1007).
+const CLOSE_MALFORMED: u32 = 4400;
 
 /// Where the WebTransport side listens, and the hash pages must trust.
 pub struct Published {
@@ -76,6 +76,7 @@ pub struct Server {
     endpoint: Endpoint<endpoint_side::Server>,
     pub published: Arc<Published>,
     certificate: Certificate,
+    tuning: QuicTuning,
 }
 
 /// The lower-case hex SHA-256 of the leaf certificate, the form pages
@@ -95,7 +96,90 @@ fn make_identity(names: &[String]) -> Result<Identity, Failure> {
         .map_err(|e| Failure::runtime(format!("relay: cannot make a certificate: {e}")))
 }
 
-fn server_config(identity: Identity, idle: Duration) -> ServerConfig {
+/// How the relay's QUIC sends to pages, for benchmarks to vary
+/// (`--bench-quic congestion=bbr,window=BYTES,sendbuf=BYTES`); the
+/// defaults are what was measured best (BENCHMARKS.md, "WebTransport").
+#[derive(Debug, Clone)]
+pub struct QuicTuning {
+    congestion: &'static str,
+    /// The congestion controller's initial window, bytes.
+    initial_window: Option<u64>,
+    /// quinn's queue of datagrams not yet in a packet, bytes.
+    datagram_send_buffer: usize,
+}
+
+impl Default for QuicTuning {
+    fn default() -> Self {
+        QuicTuning {
+            congestion: "cubic",
+            initial_window: None,
+            datagram_send_buffer: 4 << 20,
+        }
+    }
+}
+
+impl QuicTuning {
+    /// `key=value,...` over the defaults.
+    pub fn parse(spec: &str) -> Result<QuicTuning, String> {
+        let mut t = QuicTuning::default();
+        for item in spec.split(',').filter(|i| !i.is_empty()) {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?}: expected KEY=VALUE"))?;
+            let number = || {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("{key}={value:?}: expected a number of bytes"))
+            };
+            match key {
+                "congestion" => {
+                    t.congestion = match value {
+                        "cubic" => "cubic",
+                        "bbr" => "bbr",
+                        "newreno" => "newreno",
+                        _ => return Err(format!("congestion={value:?}: cubic, bbr or newreno")),
+                    }
+                }
+                "window" => t.initial_window = Some(number()?),
+                "sendbuf" => {
+                    t.datagram_send_buffer = usize::try_from(number()?).unwrap_or(usize::MAX)
+                }
+                _ => return Err(format!("{key:?}: congestion, window or sendbuf")),
+            }
+        }
+        Ok(t)
+    }
+
+    fn apply(&self, transport: &mut QuicTransportConfig) {
+        use wtransport::quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+        transport.datagram_send_buffer_size(self.datagram_send_buffer);
+        match self.congestion {
+            "bbr" => {
+                let mut c = BbrConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                transport.congestion_controller_factory(Arc::new(c));
+            }
+            "newreno" => {
+                let mut c = NewRenoConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                transport.congestion_controller_factory(Arc::new(c));
+            }
+            _ => {
+                let mut c = CubicConfig::default();
+                if let Some(w) = self.initial_window {
+                    c.initial_window(w);
+                }
+                transport.congestion_controller_factory(Arc::new(c));
+            }
+        }
+    }
+}
+
+fn server_config(identity: Identity, idle: Duration, tuning: &QuicTuning) -> ServerConfig {
     let mut transport = QuicTransportConfig::default();
     // QUIC's own idle timeout follows the relay's; keep-alives keep a
     // quiet but open page from hitting the browser's shorter one.
@@ -103,7 +187,7 @@ fn server_config(identity: Identity, idle: Duration) -> ServerConfig {
     transport.keep_alive_interval(Some(Duration::from_secs(10)));
     // Room for a burst from the upstream (a GSO batch is ~45 datagrams).
     transport.datagram_receive_buffer_size(Some(4 << 20));
-    transport.datagram_send_buffer_size(4 << 20);
+    tuning.apply(&mut transport);
     ServerConfig::builder()
         // A placeholder: `Server::bind` gives its own socket, and a
         // renewal keeps the one bound.
@@ -119,6 +203,7 @@ impl Server {
         bind: SocketAddr,
         certificate: Certificate,
         idle: Duration,
+        tuning: QuicTuning,
     ) -> Result<Server, Failure> {
         let (identity, hash) = match &certificate {
             Certificate::SelfSigned(names) => {
@@ -147,7 +232,7 @@ impl Server {
         let port = socket.local_addr().map_err(Failure::runtime)?.port();
         // The placeholder bind of `server_config` gives way to our socket
         // (with its buffer sizes).
-        let quic = server_config(identity, idle).quic_config().clone();
+        let quic = server_config(identity, idle, &tuning).quic_config().clone();
         let config = ServerConfig::builder()
             .with_bind_socket(socket)
             .build_with_quic_config(quic);
@@ -160,6 +245,7 @@ impl Server {
                 hash: RwLock::new(hash),
             }),
             certificate,
+            tuning,
         })
     }
 
@@ -170,10 +256,12 @@ impl Server {
             endpoint,
             published,
             certificate,
+            tuning,
         } = self;
         let endpoint = Arc::new(endpoint);
         if let Certificate::SelfSigned(names) = certificate {
-            tokio::spawn(renew(endpoint.clone(), published, names, relay.idle));
+            let renewal = renew(endpoint.clone(), published, names, relay.idle, tuning);
+            tokio::spawn(renewal);
         }
         loop {
             let incoming = endpoint.accept().await;
@@ -212,6 +300,7 @@ async fn renew(
     published: Arc<Published>,
     names: Vec<String>,
     idle: Duration,
+    tuning: QuicTuning,
 ) {
     let mut wait = RENEW_EVERY;
     loop {
@@ -226,7 +315,7 @@ async fn renew(
             }
         };
         let hash = hex_hash(&identity);
-        match endpoint.reload_config(server_config(identity, idle), false) {
+        match endpoint.reload_config(server_config(identity, idle, &tuning), false) {
             Ok(()) => {
                 wait = RENEW_EVERY;
                 tracing::info!(
@@ -238,159 +327,6 @@ async fn renew(
             Err(e) => {
                 tracing::error!(error = %e, "relay: cannot renew the WebTransport certificate")
             }
-        }
-    }
-}
-
-/// A session request: the relay's checks, then the session.
-async fn session(relay: Arc<Relay>, client: SocketAddr, request: SessionRequest) {
-    let (path, query) = request
-        .path()
-        .split_once('?')
-        .unwrap_or((request.path(), ""));
-    if path != "/relay" {
-        return request.not_found().await;
-    }
-    let mut headers = HeaderMap::new();
-    let valid = HeaderValue::from_str(request.authority())
-        .map(|v| headers.insert(header::HOST, v))
-        .is_ok()
-        && request.origin().is_none_or(|o| {
-            HeaderValue::from_str(o)
-                .map(|v| headers.insert(header::ORIGIN, v))
-                .is_ok()
-        });
-    if !valid {
-        return request.forbidden().await;
-    }
-    let query = query.to_string();
-    let checked = relay
-        .access
-        .check("/relay (WebTransport)", client, &headers, Some(&query));
-    let Ok(query) = checked else {
-        return request.forbidden().await;
-    };
-    let upstream = match relay.upstream(query.endpoint.as_deref()) {
-        Ok(upstream) => upstream,
-        Err(shown) => {
-            tracing::info!(%client, endpoint = %shown, "relay: refused a WebTransport session, not an upstream");
-            return request.forbidden().await;
-        }
-    };
-    let conn = match request.accept().await {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::debug!(%client, error = %e, "relay: WebTransport session failed");
-            return;
-        }
-    };
-    tracing::debug!(%client, %upstream, "relay: WebTransport session");
-    let ended = pump(&relay, &conn, upstream).await;
-    let stats = conn.quic_connection().stats();
-    // What QUIC saw, for looking into a slow page.
-    tracing::debug!(
-        %client,
-        error = ?ended.err(),
-        rtt_ms = stats.path.rtt.as_secs_f64() * 1000.0,
-        cwnd = stats.path.cwnd,
-        lost_packets = stats.path.lost_packets,
-        sent_packets = stats.path.sent_packets,
-        congestion_events = stats.path.congestion_events,
-        datagrams_out = stats.frame_tx.datagram,
-        datagrams_in = stats.frame_rx.datagram,
-        "relay: WebTransport session ended"
-    );
-}
-
-/// Moves datagrams both ways until the page leaves, the session errs or
-/// nothing moved for the idle timeout.
-async fn pump(relay: &Relay, conn: &Connection, upstream: SocketAddr) -> std::io::Result<()> {
-    let unspecified = match upstream {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    let udp = udp_socket(SocketAddr::new(unspecified, 0))?;
-    udp.connect(upstream).await?;
-    let start = Instant::now();
-    // Milliseconds since `start` of the last datagram either way.
-    let last = AtomicU64::new(0);
-    let touch = || last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    let bench_loss = relay.bench_loss;
-
-    let to_upstream = async {
-        let mut loss = Loss::new(bench_loss);
-        loop {
-            let datagram = conn
-                .receive_datagram()
-                .await
-                .map_err(std::io::Error::other)?;
-            touch();
-            if loss.drops() {
-                continue;
-            }
-            // UDP: a datagram the kernel will not take is lost, as on any path.
-            let _ = udp.send(&datagram).await;
-        }
-    };
-
-    let to_page = async {
-        let quic = conn.quic_connection();
-        let qstream = QStreamId::from_session_id(conn.session_id());
-        let header_len = H3Datagram::header_size(qstream);
-        let mut buf = vec![0u8; header_len + MAX_FRAME];
-        H3Datagram::new(qstream, &[])
-            .write(&mut buf[..header_len])
-            .map_err(|_| std::io::Error::other("datagram header"))?;
-        let too_large = LogLimit::default();
-        let mut loss = Loss::new(bench_loss);
-        loop {
-            udp.readable().await?;
-            // Until WouldBlock, or an ICMP error the peer may recover from.
-            while let Ok(n) = udp.try_recv(&mut buf[header_len..]) {
-                touch();
-                if loss.drops() {
-                    continue;
-                }
-                let datagram = Bytes::copy_from_slice(&buf[..header_len + n]);
-                // Waits for room rather than let quinn drop the oldest
-                // datagrams queued: a full buffer is the page's
-                // congestion window speaking, and the upstream's socket
-                // buffer holds the rest meanwhile.
-                match quic.send_datagram_wait(datagram).await {
-                    Ok(()) => {}
-                    Err(wtransport::quinn::SendDatagramError::TooLarge) => {
-                        if let Some(more) = too_large.pass() {
-                            tracing::warn!(
-                                bytes = n,
-                                limit = conn.max_datagram_size().unwrap_or(0),
-                                more_since_last = more,
-                                "relay: dropped a datagram larger than the page's WebTransport datagrams; lower the tunnel's MTU"
-                            );
-                        }
-                    }
-                    Err(e) => return Err(std::io::Error::other(e)),
-                }
-            }
-        }
-    };
-
-    let idle = async {
-        loop {
-            let since = Duration::from_millis(last.load(Ordering::Relaxed));
-            let deadline = start + since + relay.idle;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline.into()).await;
-        }
-    };
-
-    tokio::select! {
-        r = to_upstream => r,
-        r = to_page => r,
-        () = idle => {
-            conn.close(VarInt::from_u32(CLOSE_IDLE), b"idle");
-            Ok(())
         }
     }
 }
@@ -410,7 +346,9 @@ fn udp_socket(bind: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
 
 /// `GET /webtransport`: where a page opens its WebTransport session and
 /// the certificate hash it must trust, under the same checks as `/relay`
-/// (`{"url": "https://HOST:PORT/relay", "certificateHashes": ["hex"]}`).
+/// (`{"url": "https://HOST:PORT/relay", "certificateHashes": ["hex"],
+/// "uploadStream": "underpass.batch.v1"}`, the last when the relay reads
+/// a page's datagrams off a stream).
 /// 404 when the relay runs without WebTransport.
 pub async fn info(
     State(relay): State<Arc<Relay>>,
@@ -440,7 +378,12 @@ pub async fn info(
     };
     let url = format!("https://{host}:{}/relay", published.port);
     let hashes: Vec<String> = published.hash().into_iter().collect();
-    let body = serde_json::json!({ "url": url, "certificateHashes": hashes }).to_string();
+    let mut body = serde_json::json!({ "url": url, "certificateHashes": hashes });
+    if relay.webtransport_stream {
+        // Pages of relays before it send every datagram as a datagram.
+        body["uploadStream"] = relay_batch::PROTOCOL.into();
+    }
+    let body = body.to_string();
     (
         [
             (header::CONTENT_TYPE, "application/json"),

@@ -46,7 +46,12 @@ const TRANSPORTS: &[Transport] = &[
         connect: r#"{"transport": "websocket"}"#,
     },
     Transport {
-        name: "webtransport",
+        name: "webtransport, datagrams up",
+        relay_args: &["--no-webtransport-stream"],
+        connect: r#"{"transport": "webtransport"}"#,
+    },
+    Transport {
+        name: "webtransport, stream up",
         relay_args: &[],
         connect: r#"{"transport": "webtransport"}"#,
     },
@@ -66,6 +71,98 @@ struct Args {
     /// Only the rows whose name contains this (and the native client).
     #[arg(long)]
     only: Option<String>,
+    /// The relay's RUST_LOG (`debug` logs what QUIC saw per WebTransport
+    /// session, printed under its row); `warn` if not given.
+    #[arg(long)]
+    relay_log: Option<String>,
+    /// More arguments for every relay (repeat for each), e.g.
+    /// `--relay-arg=--bench-quic=congestion=bbr`.
+    #[arg(long, allow_hyphen_values = true)]
+    relay_arg: Vec<String>,
+    /// Instead of the table: how many datagrams/s Chromium hands a page
+    /// that only counts them, over WebTransport from a relay whose
+    /// upstream sends 1,200-byte datagrams as fast as it can for this
+    /// many seconds (what the relay and Chromium can carry, without the
+    /// tunnel's engine or TCP).
+    #[arg(long)]
+    count_seconds: Option<u64>,
+}
+
+/// The relay's upstream for `--count-seconds`: waits for the page's
+/// datagram, then sends to where it came from (the relay's socket for
+/// that page) as fast as the socket takes them.
+fn flood(seconds: u64) -> (SocketAddr, std::thread::JoinHandle<u64>) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let (_, page) = socket.recv_from(&mut buf).unwrap();
+        let datagram = [0x5au8; 1200];
+        let end = std::time::Instant::now() + Duration::from_secs(seconds);
+        let mut sent = 0u64;
+        while std::time::Instant::now() < end {
+            for _ in 0..64 {
+                if socket.send_to(&datagram, page).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    });
+    (addr, sender)
+}
+
+fn count_only(seconds: u64, args: &Args) {
+    let scratch = Scratch::new("browser-count");
+    let (upstream, sender) = flood(seconds);
+    let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listen = relay_addr.to_string();
+    let upstream = upstream.to_string();
+    let root = web_demo();
+    let mut relay_args = vec![
+        "relay",
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream,
+        "--web-root",
+        root.to_str().unwrap(),
+        "--token",
+        "bench-token",
+    ];
+    relay_args.extend(args.relay_arg.iter().map(String::as_str));
+    let log = args.relay_log.as_deref().unwrap_or("warn");
+    let mut relay = Process::start_logged(Some(0), "relay", &scratch, &relay_args, Some(log));
+    wait_tcp(relay_addr, Duration::from_secs(20));
+    let out = Command::new("timeout")
+        .args(["120", "taskset", "-c", "1", "node"])
+        .arg(web_demo().join("test/bench.mjs"))
+        .current_dir(web_demo())
+        .env("PAGE_URL", format!("http://{relay_addr}/"))
+        .env("TOKEN", "bench-token")
+        .env("COUNT_SECONDS", seconds.to_string())
+        .env("PIDS", format!(r#"{{"relay": {}}}"#, relay.id()))
+        .output()
+        .expect("node");
+    let sent = sender.join().unwrap_or(0);
+    relay.terminate();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+        Some(json) => println!(
+            "upstream sent {sent} datagrams ({:.0}/s); the page: {json}",
+            sent as f64 / seconds as f64
+        ),
+        None => println!("no result: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+    if args.relay_log.is_some() {
+        for line in relay
+            .log()
+            .lines()
+            .filter(|l| l.contains("WebTransport session"))
+        {
+            println!("    relay: {line}");
+        }
+    }
 }
 
 fn web_demo() -> PathBuf {
@@ -157,7 +254,7 @@ fn browser_run(s: &Setup, t: &Transport, relay: &Process, relay_addr: SocketAddr
         cpu_down: cpu_of(&json["down"]["cpu"]),
         cpu_up: cpu_of(&json["up"]["cpu"]),
         note: format!(
-            "{}{}, datagrams/message down {} up {}",
+            "{}{}, datagrams/message down {} up {}, datagrams the page read down {} sent up {}",
             stats["transport"].as_str().unwrap_or("?"),
             if stats["batched"].as_bool() == Some(true) {
                 " batched"
@@ -166,6 +263,8 @@ fn browser_run(s: &Setup, t: &Transport, relay: &Process, relay_addr: SocketAddr
             },
             json["down"]["datagramsPerMessage"]["in"],
             json["up"]["datagramsPerMessage"]["out"],
+            json["down"]["datagrams"]["in"],
+            json["up"]["datagrams"]["out"],
         ),
     }
 }
@@ -275,14 +374,19 @@ fn notes(runs: &[Run]) -> String {
     }
     let per_message = runs
         .iter()
-        .find_map(|r| r.note.split_once(", ").map(|(_, rest)| rest))
-        .unwrap_or("");
+        .filter_map(|r| r.note.split_once(", ").map(|(_, rest)| rest))
+        .collect::<Vec<_>>()
+        .join(" | ");
     format!("{} ({per_message})", seen.join("; "))
 }
 
 fn main() {
     let args = Args::parse();
     pin_to_cpu0();
+    if let Some(seconds) = args.count_seconds {
+        count_only(seconds, &args);
+        return;
+    }
     let bin = underpass_binary();
     let wasm = web_demo().join("pkg/underpass_wasm_bg.wasm");
     let Ok(meta) = std::fs::metadata(&wasm) else {
@@ -361,13 +465,29 @@ fn main() {
                 &loss_text,
             ];
             relay_args.extend_from_slice(t.relay_args);
-            let mut relay =
-                Process::start_logged(Some(0), "relay", &setup.scratch, &relay_args, Some("warn"));
+            relay_args.extend(args.relay_arg.iter().map(String::as_str));
+            let mut relay = Process::start_logged(
+                Some(0),
+                "relay",
+                &setup.scratch,
+                &relay_args,
+                Some(args.relay_log.as_deref().unwrap_or("warn")),
+            );
             wait_tcp(relay_addr, Duration::from_secs(20));
             let runs: Vec<Run> = (0..args.runs)
                 .map(|_| browser_run(&setup, t, &relay, relay_addr))
                 .collect();
             relay.terminate();
+            if args.relay_log.is_some() {
+                // What QUIC saw per session, when asked (--relay-log debug).
+                for line in relay
+                    .log()
+                    .lines()
+                    .filter(|l| l.contains("WebTransport session"))
+                {
+                    println!("    relay: {line}");
+                }
+            }
             let (d, down) = range(runs.iter().map(|r| r.down));
             let (u, up) = range(runs.iter().map(|r| r.up));
             println!(

@@ -20,7 +20,8 @@ pub enum Inbound {
 pub trait Transport {
     /// What `stats().transport` says: `"websocket"`, ...
     fn kind(&self) -> &'static str;
-    /// Whether many datagrams travel per message.
+    /// Whether many datagrams travel per message (for WebTransport: per
+    /// write of its upload stream; its downloads are one per datagram).
     fn batched(&self) -> bool;
     /// The largest datagram the path carries, when it has a limit below
     /// any tunnel MTU (the tunnel's MTU is lowered to fit).

@@ -1,7 +1,15 @@
-//! WebTransport to `underpass relay`: each WireGuard datagram one QUIC
-//! datagram, unreliable and unordered as WireGuard's own path is, so a
-//! loss between page and relay costs the tunnel's TCP one segment instead
-//! of stalling everything behind it as a WebSocket's TCP does.
+//! WebTransport to `underpass relay`: each WireGuard datagram to the page
+//! one QUIC datagram, unreliable and unordered as WireGuard's own path is,
+//! so a loss between page and relay costs the tunnel's TCP one segment
+//! instead of stalling everything behind it as a WebSocket's TCP does.
+//!
+//! Uploads go on a QUIC stream in `underpass.batch.v1`'s framing, up to
+//! 64 KiB per write, where the relay says it reads one (`uploadStream` in
+//! its `/webtransport` answer), else one QUIC datagram each. Chromium pays
+//! so much per datagram written that uploads as datagrams stopped at ~90
+//! Mbit/s; on the stream they run several times faster (BENCHMARKS.md,
+//! "WebTransport"), and a loss between page and relay is repaired by QUIC
+//! within its round trip, short next to the tunnel's.
 //!
 //! The relay publishes its session URL and its certificate's hash at
 //! `/webtransport` next to `/relay`; a page that has WebTransport uses it
@@ -19,6 +27,8 @@ use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
+
+use underpass_core::relay_batch::{self, Batcher};
 
 use super::{Inbound, Transport};
 
@@ -107,6 +117,36 @@ export function datagramPump(session, deliver, drained) {
     },
   };
 }
+
+export async function openUploadStream(session) {
+  const stream = await session.createUnidirectionalStream();
+  return stream.getWriter();
+}
+
+export function streamPump(writer, drained) {
+  let closed = false;
+  let outBytes = 0;
+  return {
+    send(batch) {
+      if (closed) return false;
+      outBytes += batch.byteLength;
+      writer.write(batch).then(() => {
+        outBytes -= batch.byteLength;
+        if (!closed) drained();
+      }, () => {
+        closed = true;
+        outBytes = 0;
+      });
+      return true;
+    },
+    buffered() { return outBytes; },
+    cancel() {
+      closed = true;
+      outBytes = 0;
+      writer.abort().catch(() => {});
+    },
+  };
+}
 "#)]
 extern "C" {
     type JsPump;
@@ -122,6 +162,13 @@ extern "C" {
     fn buffered(this: &JsPump) -> f64;
     #[wasm_bindgen(method)]
     fn cancel(this: &JsPump);
+
+    #[wasm_bindgen(js_name = openUploadStream)]
+    fn open_upload_stream(session: &JsWebTransport) -> Promise;
+    /// The upload stream's writes; its `send`, `buffered` and `cancel`
+    /// are the datagram pump's.
+    #[wasm_bindgen(js_name = streamPump)]
+    fn stream_pump(writer: &JsValue, drained: &Closure<dyn FnMut()>) -> JsPump;
 }
 
 #[wasm_bindgen]
@@ -166,6 +213,19 @@ pub struct WebTransportTransport {
     pump: Option<JsPump>,
     /// The JS callbacks, kept alive as long as the transport.
     hooks: Option<(Deliver, Closure<dyn FnMut()>)>,
+    /// Uploads on a stream, when the relay reads one.
+    upload: Option<Upload>,
+    /// Datagrams written (or stream writes) and datagrams read.
+    sent: u64,
+    received: Rc<std::cell::Cell<u64>>,
+}
+
+/// The upload stream: its writer until `listen`, then its pump, and the
+/// batch this turn is filling.
+struct Upload {
+    writer: JsValue,
+    pump: Option<JsPump>,
+    batcher: Batcher,
 }
 
 /// Why WebTransport is not used: said once on the console, then the page
@@ -253,11 +313,31 @@ impl WebTransportTransport {
             .map(|m| m as usize)
             .filter(|&m| m > 0)
             .unwrap_or(DEFAULT_MAX_DATAGRAM);
+        let offered = Reflect::get(&info, &"uploadStream".into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .is_some_and(|p| p == relay_batch::PROTOCOL);
+        let upload = if offered {
+            // A stream that will not open leaves the datagrams.
+            JsFuture::from(open_upload_stream(&session))
+                .await
+                .ok()
+                .map(|writer| Upload {
+                    writer,
+                    pump: None,
+                    batcher: Batcher::new(),
+                })
+        } else {
+            None
+        };
         Ok(WebTransportTransport {
             session,
             max_datagram,
             pump: None,
             hooks: None,
+            upload,
+            sent: 0,
+            received: Rc::default(),
         })
     }
 }
@@ -267,8 +347,9 @@ impl Transport for WebTransportTransport {
         "webtransport"
     }
 
+    /// Uploads are, on the stream; downloads never are.
     fn batched(&self) -> bool {
-        false
+        self.upload.is_some()
     }
 
     fn max_datagram(&self) -> Option<usize> {
@@ -279,7 +360,9 @@ impl Transport for WebTransportTransport {
         let sink = Rc::new(RefCell::new(sink));
         let deliver = Closure::<dyn FnMut(Array, JsValue)>::new({
             let sink = sink.clone();
+            let received = self.received.clone();
             move |batch: Array, why: JsValue| {
+                received.set(received.get() + u64::from(batch.length()));
                 let Ok(mut sink) = sink.try_borrow_mut() else {
                     return;
                 };
@@ -300,10 +383,16 @@ impl Transport for WebTransportTransport {
             }
         });
         self.pump = Some(datagram_pump(&self.session, &deliver, &drained));
+        if let Some(upload) = &mut self.upload {
+            upload.pump = Some(stream_pump(&upload.writer, &drained));
+        }
         self.hooks = Some((deliver, drained));
     }
 
     fn push(&mut self, datagram: &[u8]) -> Result<(), String> {
+        if self.upload.is_some() {
+            return self.push_on_stream(datagram);
+        }
         if datagram.len() > self.max_datagram {
             // The browser would drop it without a word.
             return Err(format!(
@@ -313,25 +402,80 @@ impl Transport for WebTransportTransport {
             ));
         }
         match &self.pump {
-            Some(pump) if pump.send(&Uint8Array::from(datagram)) => Ok(()),
-            _ => Err("the relay's WebTransport session is closed".into()),
+            Some(pump) if pump.send(&Uint8Array::from(datagram)) => {
+                self.sent += 1;
+                Ok(())
+            }
+            _ => Err(CLOSED.into()),
         }
     }
 
     fn flush(&mut self) -> Result<(), String> {
-        Ok(())
+        let Some(upload) = &mut self.upload else {
+            return Ok(());
+        };
+        if upload.batcher.is_empty() {
+            return Ok(());
+        }
+        let batch = Uint8Array::from(upload.batcher.message());
+        upload.batcher.clear();
+        match &upload.pump {
+            Some(pump) if pump.send(&batch) => {
+                self.sent += 1;
+                Ok(())
+            }
+            _ => Err(CLOSED.into()),
+        }
+    }
+
+    fn messages(&self) -> (u64, u64) {
+        (self.sent, self.received.get())
     }
 
     fn buffered(&self) -> u32 {
-        self.pump.as_ref().map_or(0, |p| p.buffered() as u32)
+        let stream = self.upload.as_ref().and_then(|u| u.pump.as_ref());
+        [self.pump.as_ref(), stream]
+            .into_iter()
+            .flatten()
+            .map(|p| p.buffered() as u32)
+            .sum()
     }
 
     fn close(&mut self) {
         if let Some(pump) = self.pump.take() {
             pump.cancel();
         }
+        if let Some(pump) = self.upload.as_mut().and_then(|u| u.pump.take()) {
+            pump.cancel();
+        }
         self.session.close();
         self.hooks = None;
+    }
+}
+
+const CLOSED: &str = "the relay's WebTransport session is closed";
+
+impl WebTransportTransport {
+    /// Adds `datagram` to this turn's batch, writing the batch first
+    /// when it is full (64 KiB per write, the WebSocket's bound).
+    fn push_on_stream(&mut self, datagram: &[u8]) -> Result<(), String> {
+        let Some(upload) = &mut self.upload else {
+            return Err(CLOSED.into());
+        };
+        if upload.batcher.push(datagram) {
+            return Ok(());
+        }
+        self.flush()?;
+        let pushed = self
+            .upload
+            .as_mut()
+            .is_some_and(|upload| upload.batcher.push(datagram));
+        if pushed {
+            Ok(())
+        } else {
+            // Larger than any batch: not a WireGuard datagram.
+            Err(format!("a datagram of {} bytes", datagram.len()))
+        }
     }
 }
 
