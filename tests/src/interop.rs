@@ -176,10 +176,15 @@ impl Peer {
         );
     }
 
+    /// The network namespace's name.
+    pub fn netns(&self) -> String {
+        format!("underpass-{}", self.id)
+    }
+
     /// Runs a command inside the namespace.
     pub fn exec(&self, args: &[&str]) -> Output {
         Command::new("ip")
-            .args(["netns", "exec", &format!("underpass-{}", self.id)])
+            .args(["netns", "exec", &self.netns()])
             .args(args)
             .output()
             .expect("ip netns exec")

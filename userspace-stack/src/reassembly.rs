@@ -23,6 +23,9 @@ struct Held {
     packet: Vec<u8>,
 }
 
+/// Blocks remembered as recently added to (Linux keeps four).
+const RECENT_BLOCKS: usize = 4;
+
 pub(crate) struct Reassembly {
     /// The next sequence number smoltcp needs (as far as it has been fed).
     rcv_nxt: u32,
@@ -34,9 +37,15 @@ pub(crate) struct Reassembly {
     /// What is held, merged into ranges: start position to end position.
     ranges: BTreeMap<u64, u64>,
     pub held_bytes: usize,
-    /// The range (sequence numbers) of the segment held last: the first
-    /// SACK block names the block that holds it (RFC 2018).
-    last: Option<u32>,
+    /// Positions of the segments held last, one per block, the newest
+    /// first: the SACK blocks are named in this order (RFC 2018: the block
+    /// of the segment that came last first, then the blocks reported most
+    /// recently). One ACK answers all that a turn took in; a turn that
+    /// made or grew several blocks names all of them, and each stays named
+    /// on the next ACKs (one of them may be lost) instead of only the
+    /// lowest ones being repeated: a block the sender never hears of is
+    /// data it sends again for nothing.
+    recent: Vec<u64>,
     /// An ACK should go now (something was held).
     pub ack_due: bool,
     /// A segment came that was all here already: the next ACK names it
@@ -64,7 +73,7 @@ impl Reassembly {
             pos: 0,
             ranges: BTreeMap::new(),
             held_bytes: 0,
-            last: None,
+            recent: Vec::new(),
             ack_due: false,
             duplicate: None,
         }
@@ -117,7 +126,6 @@ impl Reassembly {
             return Verdict::Pass(packet);
         }
         let key = self.position(seg.seq);
-        self.last = Some(seg.seq);
         self.ack_due = true;
         match self.held.get(&key) {
             Some(h) if !before(h.end, end) => self.duplicate = Some((seg.seq, end)),
@@ -137,7 +145,27 @@ impl Reassembly {
                 self.held_bytes += len;
             }
         }
+        self.touch(key);
         Verdict::Held
+    }
+
+    /// The block holding stream position `at`, if one does.
+    fn block(&self, at: u64) -> Option<(u64, u64)> {
+        let (&s, &e) = self.ranges.range(..=at).next_back()?;
+        (e > at).then_some((s, e))
+    }
+
+    /// The block holding `at` was just added to: it goes first.
+    fn touch(&mut self, at: u64) {
+        let Some((start, _)) = self.block(at) else {
+            return;
+        };
+        let pos = self.pos;
+        let mut recent = std::mem::take(&mut self.recent);
+        recent.retain(|&p| p >= pos && self.block(p).is_some_and(|(s, _)| s != start));
+        recent.insert(0, at);
+        recent.truncate(RECENT_BLOCKS);
+        self.recent = recent;
     }
 
     fn add_range(&mut self, mut start: u64, mut end: u64) {
@@ -197,32 +225,26 @@ impl Reassembly {
     }
 
     /// Up to three SACK blocks: a D-SACK first if a duplicate came (it is
-    /// said once), then the block with the segment that came last, then
-    /// the others from the lowest.
+    /// said once), then the blocks added to most recently, newest first,
+    /// then the others from the lowest.
     pub fn sack(&mut self) -> [Option<(u32, u32)>; 3] {
         let seq = |p: u64| self.rcv_nxt.wrapping_add(p.wrapping_sub(self.pos) as u32);
         let mut out = [None; 3];
+        let mut named = [None; 3];
         let mut n = 0;
         if let Some(d) = self.duplicate.take() {
             out[0] = Some(d);
             n = 1;
         }
-        let latest = self.last.and_then(|last| {
-            let at = self.position(last);
-            let (&s, &e) = self.ranges.range(..=at).next_back()?;
-            (e > at).then_some((s, e))
-        });
-        if let Some((s, e)) = latest {
-            out[n] = Some((seq(s), seq(e)));
-            n += 1;
-        }
-        for (&s, &e) in &self.ranges {
+        let recent = self.recent.iter().filter_map(|&p| self.block(p));
+        for (s, e) in recent.chain(self.ranges.iter().map(|(&s, &e)| (s, e))) {
             if n == out.len() {
                 break;
             }
-            if latest.is_some_and(|(ls, _)| ls == s) {
+            if s < self.pos || named.contains(&Some(s)) {
                 continue;
             }
+            named[n] = Some(s);
             out[n] = Some((seq(s), seq(e)));
             n += 1;
         }
@@ -233,6 +255,7 @@ impl Reassembly {
     pub fn drain(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
         self.held_bytes = 0;
         self.ranges.clear();
+        self.recent.clear();
         std::mem::take(&mut self.held)
             .into_values()
             .map(|h| h.packet)
@@ -290,6 +313,32 @@ mod tests {
             "old: smoltcp acknowledges it"
         );
         assert_eq!(r.sack(), [Some((1000, 1100)), None, None], "a D-SACK");
+    }
+
+    #[test]
+    fn the_blocks_a_turn_added_to_are_named_newest_first_and_stay_named() {
+        let mut r = Reassembly::new(0);
+        // Five holes in one window; the turn's single ACK comes after.
+        for seq in [100, 300, 500, 700, 900] {
+            offer(&mut r, seq, 100);
+        }
+        assert_eq!(
+            r.sack(),
+            [Some((900, 1000)), Some((700, 800)), Some((500, 600))],
+            "the three newest blocks, not the lowest"
+        );
+        // The next turn grows the oldest block and a middle one.
+        offer(&mut r, 200, 50);
+        offer(&mut r, 600, 100);
+        assert_eq!(
+            r.sack(),
+            [Some((500, 800)), Some((100, 250)), Some((900, 1000))],
+            "what this turn touched first (one block now), then what was named last"
+        );
+        // The holes before them fill: what was released is not named.
+        assert_eq!(offer(&mut r, 0, 100), (true, vec![100, 200]));
+        assert_eq!(offer(&mut r, 250, 50), (true, vec![300]));
+        assert_eq!(r.sack(), [Some((500, 800)), Some((900, 1000)), None]);
     }
 
     #[test]

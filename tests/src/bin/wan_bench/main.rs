@@ -62,6 +62,7 @@
 mod ceiling;
 mod report;
 mod rows;
+mod sender_info;
 
 use std::time::Duration;
 

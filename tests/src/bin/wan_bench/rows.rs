@@ -11,6 +11,7 @@ use underpass_tests::impair::{ImpairRelay, Tally};
 use underpass_tests::interop::{Peer, ReferenceClient};
 use underpass_tests::{free_port, Pair, PairOptions, Process};
 
+use crate::sender_info::Probe;
 use crate::{Bench, Dir, Path, Row};
 
 /// The relay's CPU (main.rs says why there).
@@ -306,6 +307,17 @@ fn measure(b: &mut Bench, tunnel: &Tunnel, run: &mut Run) {
             Sender::Underpass => b.algorithms[0],
         }),
     };
+    // Near the end of the run, what a kernel sender says about it.
+    let probe = match run.sender {
+        Sender::Kernel(_) => {
+            let at = Duration::from_secs_f64((f64::from(b.seconds) - 1.5).max(0.5));
+            Some(match run.dir {
+                Dir::Down => Probe::start(Some(b.peer.netns()), PEER_PORT, true, at),
+                Dir::Up => Probe::start(None, PEER_PORT, false, at),
+            })
+        }
+        Sender::Underpass => None,
+    };
     match iperf.run(&host, port) {
         Ok((mbit, _)) => run.mbit = mbit,
         Err(why) => run.failed = Some(why),
@@ -326,6 +338,9 @@ fn measure(b: &mut Bench, tunnel: &Tunnel, run: &mut Run) {
     );
     print_relay("client -> peer", &up, None);
     print_relay("peer -> client", &down, Some(cpu));
+    if let Some(probe) = probe {
+        println!("      kernel sender: {}", probe.finish());
+    }
     if run.failed.is_some() {
         let log = std::fs::read_to_string(&b.servers.log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(5).collect();
