@@ -295,6 +295,7 @@ pub fn measure_path(b: &mut Bench, row: Row, path: &Path, path_index: u64) -> Ve
 fn measure(b: &mut Bench, tunnel: &Tunnel, run: &mut Run) {
     let relay = tunnel.relay();
     let (up0, down0, cpu0) = (relay.up.tally(), relay.down.tally(), relay.cpu_seconds());
+    let tun0 = tun_counts(&b.peer);
     let started = Instant::now();
     let (host, port) = tunnel.iperf_to(&b.peer);
     let iperf = Iperf {
@@ -341,6 +342,14 @@ fn measure(b: &mut Bench, tunnel: &Tunnel, run: &mut Run) {
     if let Some(probe) = probe {
         println!("      kernel sender: {}", probe.finish());
     }
+    if run.row != Row::Gateway {
+        let (sent, dropped) = tun_counts(&b.peer);
+        println!(
+            "      peer's TUN: {} of {} packets dropped before wireguard-go read them (loss the relay does not count)",
+            dropped - tun0.1,
+            sent - tun0.0
+        );
+    }
     if run.failed.is_some() {
         let log = std::fs::read_to_string(&b.servers.log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(5).collect();
@@ -349,6 +358,20 @@ fn measure(b: &mut Bench, tunnel: &Tunnel, run: &mut Run) {
         }
         b.servers.restart();
     }
+}
+
+/// Packets the kernel handed the wireguard-go peer's TUN, and those it
+/// dropped because wireguard-go had not read the queue yet.
+fn tun_counts(peer: &Peer) -> (u64, u64) {
+    let read = |what: &str| -> u64 {
+        let path = format!("/sys/class/net/wgp{}/statistics/{what}", peer.id);
+        let out = peer.exec(&["cat", &path]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    (read("tx_packets"), read("tx_dropped"))
 }
 
 fn print_relay(way: &str, t: &Tally, cpu: Option<f64>) {
