@@ -305,6 +305,19 @@ impl Flow {
                 send(&p);
                 device.recycle_tx(p);
             }
+            for sack in re.take_extra() {
+                let p = crate::segment::ack_packet(
+                    tuple.0,
+                    tuple.1,
+                    seq,
+                    ack,
+                    window,
+                    sack,
+                    device.tx_buffer(),
+                );
+                send(&p);
+                device.recycle_tx(p);
+            }
         }
     }
 
@@ -320,7 +333,10 @@ impl Flow {
 
     pub fn is_active(&self) -> bool {
         self.sender.as_ref().is_some_and(Sender::is_active)
-            || self.reassembly.as_ref().is_some_and(|r| r.ack_due)
+            || self
+                .reassembly
+                .as_ref()
+                .is_some_and(|r| r.ack_due || r.has_extra())
     }
 
     /// What the connection may come to hold: its receive window and what

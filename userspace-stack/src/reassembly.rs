@@ -23,8 +23,14 @@ struct Held {
     packet: Vec<u8>,
 }
 
-/// Blocks remembered as recently added to (Linux keeps four).
-const RECENT_BLOCKS: usize = 4;
+/// Blocks remembered as recently added to. Linux keeps four, but it
+/// answers every out-of-order segment with an ACK of its own; one turn of
+/// ours can add to many blocks (a batch of datagrams after a stall), and
+/// its ACKs name them all.
+const RECENT_BLOCKS: usize = 16;
+
+/// The SACK blocks of one ACK.
+pub(crate) type SackBlocks = [Option<(u32, u32)>; 3];
 
 pub(crate) struct Reassembly {
     /// The next sequence number smoltcp needs (as far as it has been fed).
@@ -46,6 +52,12 @@ pub(crate) struct Reassembly {
     /// lowest ones being repeated: a block the sender never hears of is
     /// data it sends again for nothing.
     recent: Vec<u64>,
+    /// How many of `recent` (the first ones) were added to since the last
+    /// ACK.
+    fresh: usize,
+    /// Blocks the turn added to that its ACK had no room for: each set is
+    /// sent in an ACK of its own (see [`Reassembly::take_extra`]).
+    extra: Vec<SackBlocks>,
     /// An ACK should go now (something was held).
     pub ack_due: bool,
     /// A segment came that was all here already: the next ACK names it
@@ -74,6 +86,8 @@ impl Reassembly {
             ranges: BTreeMap::new(),
             held_bytes: 0,
             recent: Vec::new(),
+            fresh: 0,
+            extra: Vec::new(),
             ack_due: false,
             duplicate: None,
         }
@@ -162,9 +176,16 @@ impl Reassembly {
         };
         let pos = self.pos;
         let mut recent = std::mem::take(&mut self.recent);
+        let was = recent
+            .iter()
+            .position(|&p| self.block(p).is_some_and(|(s, _)| s == start));
         recent.retain(|&p| p >= pos && self.block(p).is_some_and(|(s, _)| s != start));
         recent.insert(0, at);
         recent.truncate(RECENT_BLOCKS);
+        if was.is_none_or(|i| i >= self.fresh) {
+            self.fresh += 1;
+        }
+        self.fresh = self.fresh.min(recent.len());
         self.recent = recent;
     }
 
@@ -226,29 +247,68 @@ impl Reassembly {
 
     /// Up to three SACK blocks: a D-SACK first if a duplicate came (it is
     /// said once), then the blocks added to most recently, newest first,
-    /// then the others from the lowest.
-    pub fn sack(&mut self) -> [Option<(u32, u32)>; 3] {
+    /// then the others from the lowest. Blocks this turn added to that do
+    /// not fit wait in [`Reassembly::take_extra`].
+    pub fn sack(&mut self) -> SackBlocks {
         let seq = |p: u64| self.rcv_nxt.wrapping_add(p.wrapping_sub(self.pos) as u32);
         let mut out = [None; 3];
-        let mut named = [None; 3];
         let mut n = 0;
         if let Some(d) = self.duplicate.take() {
             out[0] = Some(d);
             n = 1;
         }
-        let recent = self.recent.iter().filter_map(|&p| self.block(p));
-        for (s, e) in recent.chain(self.ranges.iter().map(|(&s, &e)| (s, e))) {
+        // The recent blocks still held, newest first, then the rest from
+        // the lowest; the first `fresh` of the recent ones were added to
+        // this turn.
+        let mut recent: Vec<(u64, u64)> = Vec::with_capacity(self.recent.len());
+        for b in self.recent.iter().filter_map(|&p| self.block(p)) {
+            if !recent.contains(&b) {
+                recent.push(b);
+            }
+        }
+        let fresh = self.fresh.min(recent.len());
+        let lowest = self.ranges.iter().map(|(&s, &e)| (s, e));
+        let mut named: Vec<u64> = Vec::with_capacity(3);
+        for (s, e) in recent.iter().copied().chain(lowest) {
             if n == out.len() {
                 break;
             }
-            if s < self.pos || named.contains(&Some(s)) {
+            if named.contains(&s) {
                 continue;
             }
-            named[n] = Some(s);
+            named.push(s);
             out[n] = Some((seq(s), seq(e)));
             n += 1;
         }
+        // The rest of what this turn added to, three to an ACK.
+        self.extra.clear();
+        let more: Vec<(u32, u32)> = recent[..fresh]
+            .iter()
+            .filter(|(s, _)| !named.contains(s))
+            .map(|&(s, e)| (seq(s), seq(e)))
+            .collect();
+        for chunk in more.chunks(3) {
+            let mut blocks = [None; 3];
+            for (slot, &b) in blocks.iter_mut().zip(chunk) {
+                *slot = Some(b);
+            }
+            self.extra.push(blocks);
+        }
+        self.fresh = 0;
         out
+    }
+
+    /// SACK blocks for ACKs beyond the turn's own: the blocks it added to
+    /// that its ACK had no room for (a Linux receiver would have named
+    /// each in the ACK of the segment that grew it). Without them the
+    /// sender takes that data as lost and sends it again.
+    pub fn take_extra(&mut self) -> Vec<SackBlocks> {
+        std::mem::take(&mut self.extra)
+    }
+
+    /// Whether ACKs are owed beyond the turn's own.
+    pub fn has_extra(&self) -> bool {
+        !self.extra.is_empty()
     }
 
     /// Every held packet, for recycling.
@@ -256,6 +316,8 @@ impl Reassembly {
         self.held_bytes = 0;
         self.ranges.clear();
         self.recent.clear();
+        self.fresh = 0;
+        self.extra.clear();
         std::mem::take(&mut self.held)
             .into_values()
             .map(|h| h.packet)
@@ -327,6 +389,11 @@ mod tests {
             [Some((900, 1000)), Some((700, 800)), Some((500, 600))],
             "the three newest blocks, not the lowest"
         );
+        assert_eq!(
+            r.take_extra(),
+            vec![[Some((300, 400)), Some((100, 200)), None]],
+            "the turn's other blocks go in an ACK of their own"
+        );
         // The next turn grows the oldest block and a middle one.
         offer(&mut r, 200, 50);
         offer(&mut r, 600, 100);
@@ -335,6 +402,7 @@ mod tests {
             [Some((500, 800)), Some((100, 250)), Some((900, 1000))],
             "what this turn touched first (one block now), then what was named last"
         );
+        assert!(r.take_extra().is_empty(), "all fit");
         // The holes before them fill: what was released is not named.
         assert_eq!(offer(&mut r, 0, 100), (true, vec![100, 200]));
         assert_eq!(offer(&mut r, 250, 50), (true, vec![300]));

@@ -344,11 +344,12 @@ fn measure(b: &mut Bench, tunnel: &Tunnel, run: &mut Run) {
     }
     if run.row != Row::Gateway {
         let (sent, dropped) = tun_counts(&b.peer);
-        println!(
-            "      peer's TUN: {} of {} packets dropped before wireguard-go read them (loss the relay does not count)",
-            dropped - tun0.1,
-            sent - tun0.0
-        );
+        match (sent.checked_sub(tun0.0), dropped.checked_sub(tun0.1)) {
+            (Some(sent), Some(dropped)) => println!(
+                "      peer's TUN: {dropped} of {sent} packets dropped before wireguard-go read them (loss the relay does not count)"
+            ),
+            _ => println!("      peer's TUN: its counters went back (the peer was restarted?)"),
+        }
     }
     if run.failed.is_some() {
         let log = std::fs::read_to_string(&b.servers.log).unwrap_or_default();
