@@ -404,20 +404,26 @@ mod tests {
         assert!(s.finish().is_err());
     }
 
+    /// `datagrams` batched into messages, each as full as it may be.
+    fn batched(datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut b = Batcher::new();
+        let mut messages = Vec::new();
+        for d in datagrams {
+            if !b.push(d) {
+                messages.push(b.take());
+                assert!(b.push(d), "an empty batch takes a datagram");
+            }
+        }
+        messages.push(b.take());
+        messages
+    }
+
     proptest! {
         #[test]
         fn what_is_batched_is_split_back(
             datagrams in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..3000), 1..60)
         ) {
-            let mut b = Batcher::new();
-            let mut messages = Vec::new();
-            for d in &datagrams {
-                if !b.push(d) {
-                    messages.push(b.take());
-                    prop_assert!(b.push(d));
-                }
-            }
-            messages.push(b.take());
+            let messages = batched(&datagrams);
             let mut back = Vec::new();
             for m in &messages {
                 prop_assert!(m.len() <= MAX_MESSAGE);
@@ -431,15 +437,7 @@ mod tests {
             datagrams in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..3000), 1..40),
             cuts in prop::collection::vec(0usize..200_000, 0..20)
         ) {
-            let mut b = Batcher::new();
-            let mut stream = Vec::new();
-            for d in &datagrams {
-                if !b.push(d) {
-                    stream.extend(b.take());
-                    prop_assert!(b.push(d));
-                }
-            }
-            stream.extend(b.take());
+            let stream = batched(&datagrams).concat();
             let mut cuts = cuts;
             cuts.sort_unstable();
             prop_assert_eq!(split_stream(&stream, &cuts).unwrap(), datagrams);

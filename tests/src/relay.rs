@@ -2,6 +2,7 @@
 //! HTTP clients they talk to it with.
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tungstenite::client::IntoClientRequest;
@@ -9,6 +10,31 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
 use crate::{curl, free_port, Process, Scratch};
+
+/// The web demo's directory: the page, its wasm package, its node tools.
+pub fn web_demo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web-demo")
+}
+
+/// The arguments of an `underpass relay` that serves the web demo at
+/// `listen` and relays to `upstream` for pages holding `token`, as the
+/// browser tests and benchmark start it; callers add their options.
+pub fn demo_relay_args(listen: SocketAddr, upstream: &str, token: &str) -> Vec<String> {
+    let root = web_demo();
+    [
+        "relay",
+        "--listen",
+        &listen.to_string(),
+        "--upstream",
+        upstream,
+        "--web-root",
+        &root.to_string_lossy(),
+        "--token",
+        token,
+    ]
+    .map(String::from)
+    .to_vec()
+}
 
 /// A running `underpass relay` serving a scratch web root.
 pub struct Relay {

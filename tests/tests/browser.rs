@@ -10,11 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use underpass_tests::http_server::HttpServer;
+use underpass_tests::relay::{demo_relay_args, web_demo};
 use underpass_tests::*;
-
-fn web_demo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web-demo")
-}
 
 /// What the test needs that `./test.sh` provides; a clear failure if not.
 fn check_prerequisites() {
@@ -156,19 +153,9 @@ fn the_page_works_in_chromium(name: &str, offer: Offer) {
     );
     let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let upstream = format!("127.0.0.1:{gateway_port}");
-    let listen = relay_addr.to_string();
     let root = web_demo();
-    let mut args = vec![
-        "relay",
-        "--listen",
-        &listen,
-        "--upstream",
-        &upstream,
-        "--web-root",
-        root.to_str().unwrap(),
-        "--token",
-        "page-token",
-    ];
+    let base = demo_relay_args(relay_addr, &upstream, "page-token");
+    let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
     let (cert, key) = untrusted_certificate(&scratch);
     match offer {
         Offer::All => {}

@@ -223,35 +223,38 @@ fn a_malformed_upload_stream_ends_the_session_with_a_reason() {
     let r = relay("wt-malformed", &["--upstream", &peer_addr]);
     let (url, hash) = published(&r, "");
     runtime().block_on(async {
-        // A datagram of length zero, after a good one.
-        let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
-            .await
-            .unwrap();
-        let mut stream = upload_stream(&conn).await;
-        let _ = stream.write_all(&[0, 1, 9, 0, 0, 7]).await;
-        let (code, reason) = closed_with(&conn).await;
-        assert_eq!(code, 4400);
-        assert!(reason.contains("length zero at byte 3"), "{reason}");
-        // A datagram longer than any batch may hold: refused at its
-        // length, before the relay waits for (or holds) its bytes.
-        let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
-            .await
-            .unwrap();
-        let mut stream = upload_stream(&conn).await;
-        let _ = stream.write_all(&[0xff, 0xff, 1, 2, 3]).await;
-        let (code, reason) = closed_with(&conn).await;
-        assert_eq!(code, 4400);
-        assert!(reason.contains("at most 65536"), "{reason}");
-        // A stream ended inside a datagram.
-        let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
-            .await
-            .unwrap();
-        let mut stream = upload_stream(&conn).await;
-        let _ = stream.write_all(&[0, 5, 1, 2]).await;
-        let _ = stream.finish().await;
-        let (code, reason) = closed_with(&conn).await;
-        assert_eq!(code, 4400);
-        assert!(reason.contains("cut short"), "{reason}");
+        let cases: [(&str, &[u8], bool, &str); 3] = [
+            // A datagram of length zero, after a good one.
+            (
+                "a zero length",
+                &[0, 1, 9, 0, 0, 7],
+                false,
+                "length zero at byte 3",
+            ),
+            // Longer than any batch may hold: refused at its length,
+            // before the relay waits for (or holds) its bytes.
+            (
+                "an oversized length",
+                &[0xff, 0xff, 1, 2, 3],
+                false,
+                "at most 65536",
+            ),
+            // A stream ended inside a datagram.
+            ("a stream cut short", &[0, 5, 1, 2], true, "cut short"),
+        ];
+        for (what, bytes, finish, expected) in cases {
+            let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
+                .await
+                .unwrap();
+            let mut stream = upload_stream(&conn).await;
+            let _ = stream.write_all(bytes).await;
+            if finish {
+                let _ = stream.finish().await;
+            }
+            let (code, reason) = closed_with(&conn).await;
+            assert_eq!(code, 4400, "{what}");
+            assert!(reason.contains(expected), "{what}: {reason}");
+        }
         // The relay is still there for the next page.
         let conn = connect(&format!("{url}?endpoint={peer_addr}"), &hash)
             .await

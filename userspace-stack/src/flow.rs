@@ -291,21 +291,7 @@ impl Flow {
         if let (Some(re), Some((ack, window)), Some(seq)) =
             (self.reassembly.as_mut(), self.last_ack, self.snd_max)
         {
-            if re.ack_due {
-                re.ack_due = false;
-                let p = crate::segment::ack_packet(
-                    tuple.0,
-                    tuple.1,
-                    seq,
-                    ack,
-                    window,
-                    re.sack(),
-                    device.tx_buffer(),
-                );
-                send(&p);
-                device.recycle_tx(p);
-            }
-            for sack in re.take_extra() {
+            let mut ack_with = |sack| {
                 let p = crate::segment::ack_packet(
                     tuple.0,
                     tuple.1,
@@ -317,6 +303,13 @@ impl Flow {
                 );
                 send(&p);
                 device.recycle_tx(p);
+            };
+            if re.ack_due {
+                re.ack_due = false;
+                ack_with(re.sack());
+            }
+            for sack in re.take_extra() {
+                ack_with(sack);
             }
         }
     }

@@ -257,43 +257,45 @@ impl Reassembly {
             out[0] = Some(d);
             n = 1;
         }
-        // The recent blocks still held, newest first, then the rest from
-        // the lowest; the first `fresh` of the recent ones were added to
-        // this turn.
-        let mut recent: Vec<(u64, u64)> = Vec::with_capacity(self.recent.len());
-        for b in self.recent.iter().filter_map(|&p| self.block(p)) {
-            if !recent.contains(&b) {
-                recent.push(b);
+        // The recent blocks (each in a block of its own, see `touch`),
+        // newest first; the first `fresh` were added to this turn. What
+        // of those does not fit waits for ACKs of its own, three to one.
+        let mut extra = std::mem::take(&mut self.extra);
+        extra.clear();
+        let mut named = [None; 3];
+        for (i, (s, e)) in self
+            .recent
+            .iter()
+            .filter_map(|&p| self.block(p))
+            .enumerate()
+        {
+            if n < out.len() {
+                named[n] = Some(s);
+                out[n] = Some((seq(s), seq(e)));
+                n += 1;
+            } else if i < self.fresh {
+                match extra
+                    .last_mut()
+                    .and_then(|b| b.iter_mut().find(|b| b.is_none()))
+                {
+                    Some(slot) => *slot = Some((seq(s), seq(e))),
+                    None => extra.push([Some((seq(s), seq(e))), None, None]),
+                }
+            } else {
+                break;
             }
         }
-        let fresh = self.fresh.min(recent.len());
-        let lowest = self.ranges.iter().map(|(&s, &e)| (s, e));
-        let mut named: Vec<u64> = Vec::with_capacity(3);
-        for (s, e) in recent.iter().copied().chain(lowest) {
+        // Then the others, from the lowest.
+        for (&s, &e) in &self.ranges {
             if n == out.len() {
                 break;
             }
-            if named.contains(&s) {
-                continue;
+            if !named.contains(&Some(s)) {
+                out[n] = Some((seq(s), seq(e)));
+                n += 1;
             }
-            named.push(s);
-            out[n] = Some((seq(s), seq(e)));
-            n += 1;
         }
-        // The rest of what this turn added to, three to an ACK.
-        self.extra.clear();
-        let more: Vec<(u32, u32)> = recent[..fresh]
-            .iter()
-            .filter(|(s, _)| !named.contains(s))
-            .map(|&(s, e)| (seq(s), seq(e)))
-            .collect();
-        for chunk in more.chunks(3) {
-            let mut blocks = [None; 3];
-            for (slot, &b) in blocks.iter_mut().zip(chunk) {
-                *slot = Some(b);
-            }
-            self.extra.push(blocks);
-        }
+        self.extra = extra;
         self.fresh = 0;
         out
     }

@@ -14,13 +14,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
 use underpass_tests::bench::underpass_binary;
 use underpass_tests::http_server::HttpServer;
+use underpass_tests::relay::{demo_relay_args, web_demo};
 use underpass_tests::*;
 
 /// A way for the page to reach the relay: the relay's extra arguments and
@@ -116,20 +116,8 @@ fn count_only(seconds: u64, args: &Args) {
     let scratch = Scratch::new("browser-count");
     let (upstream, sender) = flood(seconds);
     let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let listen = relay_addr.to_string();
-    let upstream = upstream.to_string();
-    let root = web_demo();
-    let mut relay_args = vec![
-        "relay",
-        "--listen",
-        &listen,
-        "--upstream",
-        &upstream,
-        "--web-root",
-        root.to_str().unwrap(),
-        "--token",
-        "bench-token",
-    ];
+    let base = demo_relay_args(relay_addr, &upstream.to_string(), "bench-token");
+    let mut relay_args: Vec<&str> = base.iter().map(String::as_str).collect();
     relay_args.extend(args.relay_arg.iter().map(String::as_str));
     let log = args.relay_log.as_deref().unwrap_or("warn");
     let mut relay = Process::start_logged(Some(0), "relay", &scratch, &relay_args, Some(log));
@@ -163,10 +151,6 @@ fn count_only(seconds: u64, args: &Args) {
             println!("    relay: {line}");
         }
     }
-}
-
-fn web_demo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../web-demo")
 }
 
 /// Keeps this process (the HTTP server's threads, and what it starts
@@ -447,23 +431,11 @@ fn main() {
                 continue;
             }
             let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let listen = relay_addr.to_string();
             let upstream = format!("127.0.0.1:{gateway_port}");
-            let root = web_demo();
+            let base = demo_relay_args(relay_addr, &upstream, "bench-token");
             let loss_text = loss.to_string();
-            let mut relay_args = vec![
-                "relay",
-                "--listen",
-                &listen,
-                "--upstream",
-                &upstream,
-                "--web-root",
-                root.to_str().unwrap(),
-                "--token",
-                "bench-token",
-                "--bench-loss",
-                &loss_text,
-            ];
+            let mut relay_args: Vec<&str> = base.iter().map(String::as_str).collect();
+            relay_args.extend(["--bench-loss", &loss_text]);
             relay_args.extend_from_slice(t.relay_args);
             relay_args.extend(args.relay_arg.iter().map(String::as_str));
             let mut relay = Process::start_logged(
