@@ -361,4 +361,8 @@ pub struct RelayArgs {
     /// (`congestion=cubic|bbr|newreno,window=BYTES,sendbuf=BYTES`).
     #[arg(long, value_name = "SPEC", hide = true)]
     pub bench_quic: Option<String>,
+    /// Tests only: replace the made WebTransport certificate every this
+    /// many seconds instead of every 6 days.
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    pub webtransport_renew: Option<u64>,
 }

@@ -158,7 +158,11 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
                 if local.ip().is_unspecified() {
                     names.push("127.0.0.1".into());
                 }
-                webtransport::Certificate::SelfSigned(names)
+                let renew_every = args
+                    .webtransport_renew
+                    .map(|s| Duration::from_secs(s.max(1)))
+                    .unwrap_or(webtransport::RENEW_EVERY);
+                webtransport::Certificate::SelfSigned { names, renew_every }
             }
         };
         let tuning = webtransport::QuicTuning::parse(args.bench_quic.as_deref().unwrap_or(""))

@@ -268,6 +268,68 @@ fn a_malformed_upload_stream_ends_the_session_with_a_reason() {
     assert!(!r.process.log().contains("panicked"));
 }
 
+/// A datagram to the upstream and its answer back, over `conn`.
+async fn round_trip(conn: &Connection, peer: &UdpSocket, what: &str) {
+    let datagram = content(what.len() as u64, 900);
+    conn.send_datagram(&datagram).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = peer
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("{what}: nothing reached the upstream: {e}"));
+    assert_eq!(&buf[..n], &datagram[..], "{what}: changed on the way");
+    peer.send_to(what.as_bytes(), from).unwrap();
+    assert_eq!(receive(conn).await, what.as_bytes(), "{what}: the answer");
+}
+
+#[test]
+fn a_renewed_certificate_serves_new_sessions_and_old_ones_go_on() {
+    let (peer, peer_addr) = udp_peer();
+    let r = relay(
+        "wt-renew",
+        &["--upstream", &peer_addr, "--webtransport-renew", "2"],
+    );
+    let (url, first) = published(&r, "");
+    let url = format!("{url}?endpoint={peer_addr}");
+    runtime().block_on(async {
+        let old = connect(&url, &first)
+            .await
+            .expect("a session with the first hash");
+        round_trip(&old, &peer, "before the renewal").await;
+        // The hash pages fetch changes (bounded: the relay renews every 2 s).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while published(&r, "").1 == first {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the published hash did not change in 30 s; relay log:\n{}",
+                r.process.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            r.process.log().contains("WebTransport certificate renewed"),
+            "no log line for the renewal"
+        );
+        // New sessions get the new certificate: the old hash is refused...
+        assert!(
+            connect(&url, &first).await.is_err(),
+            "a new session still trusted the replaced certificate"
+        );
+        // ...and the hash published now is taken (retried: it may be
+        // renewed again between the fetch and the connect).
+        let mut fresh = None;
+        for _ in 0..5 {
+            if let Ok(conn) = connect(&url, &published(&r, "").1).await {
+                fresh = Some(conn);
+                break;
+            }
+        }
+        let fresh = fresh.expect("no session with the newly published hash");
+        round_trip(&fresh, &peer, "a session after the renewal").await;
+        // The session opened before goes on under its certificate.
+        round_trip(&old, &peer, "the first session after the renewal").await;
+    });
+}
+
 #[test]
 fn a_relay_without_the_upload_stream_does_not_offer_it() {
     let (_peer, peer_addr) = udp_peer();

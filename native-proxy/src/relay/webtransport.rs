@@ -43,7 +43,7 @@ use session::session;
 const VALIDITY_DAYS: u32 = 13;
 /// A made certificate is replaced after this long, days before it
 /// expires; sessions that started under the old one keep it.
-const RENEW_EVERY: Duration = Duration::from_secs(6 * 24 * 3600);
+pub const RENEW_EVERY: Duration = Duration::from_secs(6 * 24 * 3600);
 /// Session close codes a page sees (WebTransport application codes).
 const CLOSE_IDLE: u32 = 4408;
 /// The upload stream broke the batch framing (as the WebSocket's 1007).
@@ -65,8 +65,11 @@ impl Published {
 
 /// Where the certificate comes from.
 pub enum Certificate {
-    /// Made here, for these names, and renewed.
-    SelfSigned(Vec<String>),
+    /// Made here, for these names, and replaced every `renew_every`.
+    SelfSigned {
+        names: Vec<String>,
+        renew_every: Duration,
+    },
     /// PEM files (`--cert`, `--key`), read once at start.
     Files { cert: PathBuf, key: PathBuf },
 }
@@ -206,7 +209,7 @@ impl Server {
         tuning: QuicTuning,
     ) -> Result<Server, Failure> {
         let (identity, hash) = match &certificate {
-            Certificate::SelfSigned(names) => {
+            Certificate::SelfSigned { names, .. } => {
                 let identity = make_identity(names)?;
                 let hash = hex_hash(&identity);
                 (identity, hash)
@@ -259,8 +262,15 @@ impl Server {
             tuning,
         } = self;
         let endpoint = Arc::new(endpoint);
-        if let Certificate::SelfSigned(names) = certificate {
-            let renewal = renew(endpoint.clone(), published, names, relay.idle, tuning);
+        if let Certificate::SelfSigned { names, renew_every } = certificate {
+            let renewal = renew(
+                endpoint.clone(),
+                published,
+                names,
+                renew_every,
+                relay.idle,
+                tuning,
+            );
             tokio::spawn(renewal);
         }
         loop {
@@ -293,20 +303,21 @@ async fn incoming_request(incoming: IncomingSession) -> Option<SessionRequest> {
     }
 }
 
-/// Makes a new certificate every `RENEW_EVERY` and gives it to new
-/// sessions; the hash pages fetch changes with it.
+/// Makes a new certificate every `every` and gives it to new sessions;
+/// the hash pages fetch changes with it.
 async fn renew(
     endpoint: Arc<Endpoint<endpoint_side::Server>>,
     published: Arc<Published>,
     names: Vec<String>,
+    every: Duration,
     idle: Duration,
     tuning: QuicTuning,
 ) {
-    let mut wait = RENEW_EVERY;
+    let mut wait = every;
     loop {
         tokio::time::sleep(wait).await;
         // On failure, again in an hour: the current one has days left.
-        wait = Duration::from_secs(3600);
+        wait = every.min(Duration::from_secs(3600));
         let identity = match make_identity(&names) {
             Ok(identity) => identity,
             Err(e) => {
@@ -317,7 +328,7 @@ async fn renew(
         let hash = hex_hash(&identity);
         match endpoint.reload_config(server_config(identity, idle, &tuning), false) {
             Ok(()) => {
-                wait = RENEW_EVERY;
+                wait = every;
                 tracing::info!(
                     hash = hash.as_deref().unwrap_or("?"),
                     "relay: WebTransport certificate renewed"
