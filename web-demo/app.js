@@ -41,7 +41,7 @@ function showStats() {
     ["sent", `${formatBytes(s.txBytes)} · ${s.txPackets} pkts`],
     ["received", `${formatBytes(s.rxBytes)} · ${s.rxPackets} pkts`],
     ["TCP streams", s.tcpConnections],
-    ["transport", `${s.transport}${s.transport === "websocket" ? (s.batched ? " · batched" : " · one datagram per message") : (s.batched ? " · QUIC datagrams down, a stream up" : " · QUIC datagrams")}`],
+    ["transport", `${s.transport}${s.transport === "websocket" ? (s.batched ? " · batched" : " · one datagram per message") : (s.downloadStream ? " · a stream both ways" : s.batched ? " · QUIC datagrams down, a stream up" : " · QUIC datagrams")}`],
     ["tunnel address", s.tunnelAddresses.join(", ")],
   ];
   $("stats").replaceChildren(...rows.map(([k, v]) => {
@@ -68,6 +68,9 @@ async function connect() {
       config: $("config").value,
       relayUrl: $("relay").value.trim(),
       token: $("token").value,
+      // `?webtransportDownload=stream` in the page's URL: downloads on a
+      // QUIC stream instead of datagrams, for trying it out.
+      webtransportDownload: new URLSearchParams(location.search).get("webtransportDownload") || undefined,
     });
     window.underpass.tunnel = tunnel;
     setState("up");

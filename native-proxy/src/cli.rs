@@ -353,8 +353,9 @@ pub struct RelayArgs {
     #[arg(long, hide = true)]
     pub no_batch: bool,
     /// Benchmarks and tests: do not offer WebTransport pages the upload
-    /// stream, so they send every datagram as a QUIC datagram, as pages
-    /// of older relays do.
+    /// and download streams, so every datagram goes as a QUIC datagram
+    /// both ways, as with older relays (a page that asks for the download
+    /// stream anyway is refused).
     #[arg(long, hide = true)]
     pub no_webtransport_stream: bool,
     /// Benchmarks only: how the WebTransport side's QUIC sends

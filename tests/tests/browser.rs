@@ -68,6 +68,9 @@ const BIG_SEED: u64 = 19;
 enum Offer {
     /// Everything: the page takes WebTransport, uploads on its stream.
     All,
+    /// Everything, and the page asks for its downloads on a stream too
+    /// (`webtransportDownload: "stream"`, through the demo page's URL).
+    AllStreamDown,
     /// WebTransport without the upload stream (a relay from before it):
     /// the page uploads in QUIC datagrams.
     WebTransportDatagrams,
@@ -84,6 +87,11 @@ enum Offer {
 #[test]
 fn the_page_connects_fetches_echoes_and_benchmarks_over_webtransport_in_chromium() {
     the_page_works_in_chromium("browser-wt", Offer::All);
+}
+
+#[test]
+fn the_page_downloads_on_a_webtransport_stream_when_it_asks() {
+    the_page_works_in_chromium("browser-wt-stream-down", Offer::AllStreamDown);
 }
 
 #[test]
@@ -158,7 +166,7 @@ fn the_page_works_in_chromium(name: &str, offer: Offer) {
     let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
     let (cert, key) = untrusted_certificate(&scratch);
     match offer {
-        Offer::All => {}
+        Offer::All | Offer::AllStreamDown => {}
         Offer::WebTransportDatagrams => args.push("--no-webtransport-stream"),
         Offer::UntrustedCertificate => args.extend(["--cert", &cert, "--key", &key]),
         Offer::WebSocketOnly => args.push("--no-webtransport"),
@@ -175,7 +183,13 @@ fn the_page_works_in_chromium(name: &str, offer: Offer) {
         .arg("node")
         .arg(root.join("test/e2e.mjs"))
         .current_dir(&root)
-        .env("PAGE_URL", format!("http://{relay_addr}/"))
+        .env(
+            "PAGE_URL",
+            match offer {
+                Offer::AllStreamDown => format!("http://{relay_addr}/?webtransportDownload=stream"),
+                _ => format!("http://{relay_addr}/"),
+            },
+        )
         .env("CONFIG", &client_config)
         .env("TOKEN", "page-token")
         .env("FETCH_URL", server.url("/bytes/1048583?seed=11"))
@@ -196,6 +210,7 @@ fn the_page_works_in_chromium(name: &str, offer: Offer) {
             "TRANSPORT",
             match offer {
                 Offer::All => "webtransport",
+                Offer::AllStreamDown => "webtransport-stream-down",
                 Offer::WebTransportDatagrams => "webtransport-datagrams",
                 Offer::UntrustedCertificate | Offer::WebSocketOnly => "websocket-batched",
                 Offer::PlainWebSocket => "websocket-plain",

@@ -3,12 +3,12 @@
 //! full buffer; the same token and upstream rules as its WebSockets; the
 //! certificate hash a page trusts published at `/webtransport`; uploads
 //! batched on a stream, and a stream that breaks the framing ends the
-//! session.
+//! session; downloads batched on a stream for a page that asks.
 
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use underpass_core::relay_batch::{self, Batcher};
+use underpass_core::relay_batch::{self, Batcher, StreamSplitter};
 use underpass_tests::relay::*;
 use underpass_tests::*;
 use wtransport::error::ConnectionError;
@@ -37,14 +37,24 @@ fn published(relay: &Relay, query: &str) -> (String, Sha256Digest) {
         relay_batch::PROTOCOL,
         "the relay does not offer the upload stream: {body}"
     );
+    assert_eq!(
+        json["downloadStream"],
+        relay_batch::PROTOCOL,
+        "the relay does not offer the download stream: {body}"
+    );
     let url = json["url"].as_str().unwrap().to_string();
+    (url, first_hash(&json))
+}
+
+/// The first certificate hash of a `/webtransport` answer.
+fn first_hash(json: &serde_json::Value) -> Sha256Digest {
     let hex = json["certificateHashes"][0].as_str().unwrap();
     assert_eq!(hex.len(), 64, "a SHA-256 in hex: {hex}");
     let mut bytes = [0u8; 32];
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
     }
-    (url, Sha256Digest::new(bytes))
+    Sha256Digest::new(bytes)
 }
 
 /// The client's QUIC runs on worker threads, so the test may block on
@@ -341,6 +351,114 @@ fn a_relay_without_the_upload_stream_does_not_offer_it() {
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(json["uploadStream"].is_null(), "{body}");
+    assert!(json["downloadStream"].is_null(), "{body}");
+}
+
+#[test]
+fn a_download_stream_carries_the_upstreams_datagrams_intact_and_in_order() {
+    let (peer, peer_addr) = udp_peer();
+    let r = relay("wt-download", &["--upstream", &peer_addr]);
+    let (url, hash) = published(&r, "");
+    let url = format!("{url}?endpoint={peer_addr}&download=underpass.batch.v1");
+    // Every size from 1 byte to a full WireGuard datagram, and over the
+    // ~1,200 bytes a QUIC datagram could carry.
+    let datagrams: Vec<Vec<u8>> = (0..600u64)
+        .map(|i| content(i, 1 + (i as usize * 37) % 1452))
+        .collect();
+    runtime().block_on(async {
+        let conn = connect(&url, &hash).await.expect("a session");
+        let mut stream = tokio::time::timeout(Duration::from_secs(10), conn.accept_uni())
+            .await
+            .expect("no download stream within 10 s")
+            .expect("the relay opened a stream");
+        // The upstream learns where the session's socket is.
+        conn.send_datagram(b"here").unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let (_, from) = peer.recv_from(&mut buf).unwrap();
+        let mut splitter = StreamSplitter::new();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let (mut sent, mut received) = (Checksum::default(), Checksum::default());
+        // In groups the relay's socket buffer holds, each read back before
+        // the next is sent.
+        for group in datagrams.chunks(100) {
+            for d in group {
+                sent.update(d);
+                peer.send_to(d, from).unwrap();
+            }
+            let want = got.len() + group.len();
+            while got.len() < want {
+                let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| panic!("only {} of {want} datagrams arrived", got.len()))
+                    .expect("the stream read")
+                    .expect("the stream went on");
+                splitter
+                    .feed(&buf[..n], |d| {
+                        received.update(d);
+                        got.push(d.to_vec());
+                    })
+                    .expect("the stream is in the batch framing");
+            }
+        }
+        assert_eq!(received.value(), sent.value(), "the datagrams changed");
+        for (i, (got, want)) in got.iter().zip(&datagrams).enumerate() {
+            assert_eq!(got, want, "datagram {i} changed or came out of order");
+        }
+        assert_eq!(got.len(), datagrams.len(), "more than were sent");
+    });
+}
+
+#[test]
+fn a_download_other_than_the_batch_framing_is_refused() {
+    let (_peer, peer_addr) = udp_peer();
+    let r = relay("wt-download-bad", &["--upstream", &peer_addr]);
+    let (url, hash) = published(&r, "");
+    runtime().block_on(async {
+        for download in [
+            "datagrams",
+            "underpass.batch.v2",
+            "",
+            "underpass.batch.v1&download=underpass.batch.v1",
+        ] {
+            let refused = connect(
+                &format!("{url}?endpoint={peer_addr}&download={download}"),
+                &hash,
+            )
+            .await;
+            assert!(refused.is_err(), "a session with download={download:?}");
+        }
+        connect(
+            &format!("{url}?endpoint={peer_addr}&download=underpass.batch.v1"),
+            &hash,
+        )
+        .await
+        .expect("a session with the download stream");
+    });
+    assert!(r.process.log().contains("a download it does not offer"));
+    // A relay that does not offer it refuses a page that asks anyway.
+    let r = relay(
+        "wt-download-off",
+        &["--upstream", &peer_addr, "--no-webtransport-stream"],
+    );
+    let (status, body) = info(&r, "");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let url = json["url"].as_str().unwrap();
+    let hash = first_hash(&json);
+    runtime().block_on(async {
+        let refused = connect(
+            &format!("{url}?endpoint={peer_addr}&download=underpass.batch.v1"),
+            &hash,
+        )
+        .await;
+        assert!(
+            refused.is_err(),
+            "a download stream the relay does not offer"
+        );
+        connect(&format!("{url}?endpoint={peer_addr}"), &hash)
+            .await
+            .expect("a session in datagrams");
+    });
 }
 
 #[test]

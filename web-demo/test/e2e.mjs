@@ -12,8 +12,10 @@
 //   BIG_URL    64 MiB of known content   SINK_URL  where to POST them back
 //   SINK_WANT  what SINK_URL answers for them ("LEN CHECKSUM")
 //   TRANSPORT  what the page must end up on: "webtransport" (uploads on
-//              a stream), "webtransport-datagrams", "websocket-batched"
-//              or "websocket-plain"
+//              a stream), "webtransport-stream-down" (downloads on one
+//              too: PAGE_URL asks with ?webtransportDownload=stream),
+//              "webtransport-datagrams", "websocket-batched" or
+//              "websocket-plain"
 //
 // QUIC stays enabled: WebTransport runs on it.
 import { chromium } from "playwright-core";
@@ -69,11 +71,13 @@ try {
   if (!(result.stats.handshakes >= 1) || result.stats.state !== "up") throw new Error(`stats say ${JSON.stringify(result.stats)}`);
   const expected = {
     "webtransport": { transport: "webtransport", batched: true, shown: "webtransport · QUIC datagrams down, a stream up" },
+    "webtransport-stream-down": { transport: "webtransport", batched: true, downloadStream: true, shown: "webtransport · a stream both ways" },
     "webtransport-datagrams": { transport: "webtransport", batched: false, shown: "webtransport · QUIC datagrams" },
     "websocket-batched": { transport: "websocket", batched: true, shown: "websocket · batched" },
     "websocket-plain": { transport: "websocket", batched: false, shown: "websocket · one datagram" },
   }[env("TRANSPORT")];
-  if (result.stats.transport !== expected.transport || result.stats.batched !== expected.batched) {
+  if (result.stats.transport !== expected.transport || result.stats.batched !== expected.batched
+      || result.stats.downloadStream !== (expected.downloadStream || false)) {
     throw new Error(`expected ${env("TRANSPORT")}, stats say ${JSON.stringify(result.stats)}; page console:\n${consoleLines.join("\n")}`);
   }
   if (!(await page.textContent("#stats")).includes(expected.shown)) {

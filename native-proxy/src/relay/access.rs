@@ -21,6 +21,9 @@ use crate::log_limit::LogLimit;
 pub struct Query {
     pub endpoint: Option<String>,
     pub token: Option<String>,
+    /// WebTransport only: how the page wants its downloads
+    /// (`underpass.batch.v1`: on a stream; absent: as QUIC datagrams).
+    pub download: Option<String>,
 }
 
 /// A page origin, `scheme://host:port`, compared without case and with
@@ -105,7 +108,7 @@ fn normal_host(host: &str) -> String {
 
 /// Printable, short, for logs and refusals: header values are the
 /// client's.
-fn shown(text: &str) -> String {
+pub fn shown(text: &str) -> String {
     text.chars()
         .filter(|c| c.is_ascii_graphic())
         .take(100)
@@ -265,8 +268,8 @@ impl Access {
     }
 }
 
-/// Reads `endpoint` and `token` from the raw query string; either named
-/// twice is refused.
+/// Reads `endpoint`, `token` and `download` from the raw query string;
+/// any of them named twice is refused.
 pub fn parse_query(raw: Option<&str>) -> Result<Query, Refusal> {
     let mut q = Query::default();
     for pair in raw.unwrap_or("").split('&') {
@@ -274,6 +277,7 @@ pub fn parse_query(raw: Option<&str>) -> Result<Query, Refusal> {
         let (slot, name) = match key {
             "endpoint" => (&mut q.endpoint, "endpoint"),
             "token" => (&mut q.token, "token"),
+            "download" => (&mut q.download, "download"),
             _ => continue,
         };
         if slot.is_some() {
@@ -340,6 +344,13 @@ mod tests {
         let q = parse_query(Some("endpoint=127.0.0.1%3A51820&token=a%2Bb+c&x=1")).unwrap();
         assert_eq!(q.endpoint.as_deref(), Some("127.0.0.1:51820"));
         assert_eq!(q.token.as_deref(), Some("a+b c"));
+        assert!(q.download.is_none());
+        let q = parse_query(Some("download=underpass.batch.v1&endpoint=e")).unwrap();
+        assert_eq!(q.download.as_deref(), Some("underpass.batch.v1"));
+        assert_eq!(
+            parse_query(Some("download=a&download=a")).unwrap_err(),
+            Refusal::Repeated("download")
+        );
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%E2%9C%93"), "\u{2713}");
         assert!(parse_query(None).unwrap().endpoint.is_none());

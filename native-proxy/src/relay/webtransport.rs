@@ -1,7 +1,8 @@
 //! The relay's WebTransport side: HTTP/3 on the relay's port number over
 //! UDP, each session tied to one UDP socket to an upstream, WireGuard
-//! datagrams carried as QUIC datagrams to the page, and from it either as
-//! QUIC datagrams or, batched, on a QUIC stream (see `pump`).
+//! datagrams carried as QUIC datagrams to the page (or, batched, on a
+//! QUIC stream for a page that asks), and from it either as QUIC
+//! datagrams or, batched, on a QUIC stream (see `pump`).
 //!
 //! A WebSocket is TCP: a datagram lost between page and relay stalls
 //! every later one until TCP repairs it, under the tunnel's own TCP. QUIC
@@ -358,8 +359,10 @@ fn udp_socket(bind: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
 /// `GET /webtransport`: where a page opens its WebTransport session and
 /// the certificate hash it must trust, under the same checks as `/relay`
 /// (`{"url": "https://HOST:PORT/relay", "certificateHashes": ["hex"],
-/// "uploadStream": "underpass.batch.v1"}`, the last when the relay reads
-/// a page's datagrams off a stream).
+/// "uploadStream": "underpass.batch.v1", "downloadStream":
+/// "underpass.batch.v1"}`, the last two when the relay reads a page's
+/// datagrams off a stream, and writes them on one to a page whose session
+/// URL adds `download=underpass.batch.v1`).
 /// 404 when the relay runs without WebTransport.
 pub async fn info(
     State(relay): State<Arc<Relay>>,
@@ -393,6 +396,9 @@ pub async fn info(
     if relay.webtransport_stream {
         // Pages of relays before it send every datagram as a datagram.
         body["uploadStream"] = relay_batch::PROTOCOL.into();
+        // Offered, not imposed: a page takes it by asking in its session
+        // URL; the others get datagrams.
+        body["downloadStream"] = relay_batch::PROTOCOL.into();
     }
     let body = body.to_string();
     (

@@ -62,6 +62,11 @@ const TRANSPORTS: &[Transport] = &[
         relay_args: &[],
         connect: r#"{"transport": "webtransport"}"#,
     },
+    Transport {
+        name: "webtransport, stream both ways",
+        relay_args: &[],
+        connect: r#"{"transport": "webtransport", "webtransportDownload": "stream"}"#,
+    },
 ];
 
 #[derive(Parser)]

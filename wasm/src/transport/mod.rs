@@ -21,8 +21,13 @@ pub trait Transport {
     /// What `stats().transport` says: `"websocket"`, ...
     fn kind(&self) -> &'static str;
     /// Whether many datagrams travel per message (for WebTransport: per
-    /// write of its upload stream; its downloads are one per datagram).
+    /// write of its upload stream; its downloads are one per datagram
+    /// unless [`Transport::download_stream`]).
     fn batched(&self) -> bool;
+    /// Whether downloads come batched on a WebTransport stream.
+    fn download_stream(&self) -> bool {
+        false
+    }
     /// The largest datagram the path carries, when it has a limit below
     /// any tunnel MTU (the tunnel's MTU is lowered to fit).
     fn max_datagram(&self) -> Option<usize> {

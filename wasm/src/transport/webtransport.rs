@@ -11,6 +11,15 @@
 //! "WebTransport"), and a loss between page and relay is repaired by QUIC
 //! within its round trip, short next to the tunnel's.
 //!
+//! Downloads may come batched too, on one stream the relay opens, in the
+//! same framing: only where the page asks (`webtransportDownload:
+//! "stream"`) and the relay offers it (`downloadStream`), so the two can
+//! be measured against each other. Chromium's renderer spends some 40-53
+//! us on every datagram a page reads, which held datagram downloads to
+//! ~80-150 Mbit/s here while the batched WebSocket, one read per 64 KiB,
+//! reached ~300; a stream read carries many datagrams. The price is
+//! QUIC's retransmission and ordering under the tunnel's own.
+//!
 //! The relay publishes its session URL and its certificate's hash at
 //! `/webtransport` next to `/relay`; a page that has WebTransport uses it
 //! with nothing more to pass. Chromium's datagram high-water marks are 1
@@ -18,7 +27,7 @@
 //! `writer.ready`; a datagram larger than `maxDatagramSize` vanishes, so
 //! the tunnel's MTU is kept under it (see `max_datagram`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::Poll;
@@ -28,7 +37,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use underpass_core::relay_batch::{self, Batcher};
+use underpass_core::relay_batch::{self, Batcher, StreamSplitter};
 
 use super::{Inbound, Transport};
 
@@ -118,6 +127,56 @@ export function datagramPump(session, deliver, drained) {
   };
 }
 
+export function downloadPump(session, deliver) {
+  let inbox = [];
+  let scheduled = false;
+  let cancelled = false;
+  let reader = null;
+  const channel = new MessageChannel();
+  channel.port1.onmessage = () => {
+    scheduled = false;
+    if (cancelled) return;
+    const batch = inbox;
+    inbox = [];
+    deliver(batch, undefined);
+  };
+  (async () => {
+    try {
+      const streams = session.incomingUnidirectionalStreams.getReader();
+      const { value, done } = await streams.read();
+      streams.releaseLock();
+      if (!done && !cancelled) {
+        reader = value.getReader();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          inbox.push(value);
+          if (!scheduled) {
+            scheduled = true;
+            channel.port2.postMessage(0);
+          }
+        }
+      }
+    } catch (e) {}
+    // The session's end is the datagram pump's to report; a stream that
+    // ends while the session goes on is an end of its own.
+    const open = await Promise.race([
+      session.closed.then(() => false, () => false),
+      new Promise((r) => setTimeout(() => r(true), 1000)),
+    ]);
+    channel.port1.close();
+    if (cancelled) return;
+    deliver(inbox, open ? "the relay ended its WebTransport download stream" : undefined);
+    inbox = [];
+  })();
+  return {
+    cancel() {
+      cancelled = true;
+      if (reader) reader.cancel().catch(() => {});
+    },
+  };
+}
+
 export async function openUploadStream(session) {
   const stream = await session.createUnidirectionalStream();
   return stream.getWriter();
@@ -163,6 +222,18 @@ extern "C" {
     #[wasm_bindgen(method)]
     fn cancel(this: &JsPump);
 
+    /// Reads the relay's download stream, handing what each task read to
+    /// `deliver` (chunks of the stream, not datagrams), and at its end
+    /// why, unless the session's end is why.
+    type JsDownload;
+    #[wasm_bindgen(js_name = downloadPump)]
+    fn download_pump(
+        session: &JsWebTransport,
+        deliver: &Closure<dyn FnMut(Array, JsValue)>,
+    ) -> JsDownload;
+    #[wasm_bindgen(method, js_name = cancel)]
+    fn cancel_download(this: &JsDownload);
+
     #[wasm_bindgen(js_name = openUploadStream)]
     fn open_upload_stream(session: &JsWebTransport) -> Promise;
     /// The upload stream's writes; its `send`, `buffered` and `cancel`
@@ -205,6 +276,8 @@ const DEFAULT_MAX_DATAGRAM: usize = 1_200;
 
 /// Called with a batch of datagrams, and at the end with why.
 type Deliver = Closure<dyn FnMut(Array, JsValue)>;
+/// Where `listen` hands what arrives, shared by the callbacks.
+type Sink = Rc<RefCell<Box<dyn FnMut(Inbound)>>>;
 
 pub struct WebTransportTransport {
     session: JsWebTransport,
@@ -215,9 +288,12 @@ pub struct WebTransportTransport {
     hooks: Option<(Deliver, Closure<dyn FnMut()>)>,
     /// Uploads on a stream, when the relay reads one.
     upload: Option<Upload>,
+    /// Downloads on a stream, when the page asked and the relay offered:
+    /// its reader (from `listen`) and the callback it calls.
+    download: Option<(Option<JsDownload>, Option<Deliver>)>,
     /// Datagrams written (or stream writes) and datagrams read.
     sent: u64,
-    received: Rc<std::cell::Cell<u64>>,
+    received: Rc<Cell<u64>>,
 }
 
 /// The upload stream: its writer until `listen`, then its pump, and the
@@ -236,8 +312,13 @@ impl WebTransportTransport {
     /// Asks the relay behind `relay_url` (`ws(s)://HOST:PORT/relay`)
     /// where its WebTransport is and opens a session there with `query`
     /// (endpoint and token); `Err` when the browser or the relay has none,
-    /// or it did not open in time.
-    pub async fn open(relay_url: &str, query: &str) -> Result<WebTransportTransport, NotUsed> {
+    /// or it did not open in time. With `download_stream` downloads come
+    /// on a stream where the relay offers one.
+    pub async fn open(
+        relay_url: &str,
+        query: &str,
+        download_stream: bool,
+    ) -> Result<WebTransportTransport, NotUsed> {
         let global = js_sys::global();
         if !Reflect::has(&global, &JsValue::from_str("WebTransport")).unwrap_or(false) {
             return Err("this browser has no WebTransport".into());
@@ -276,7 +357,15 @@ impl WebTransportTransport {
         if hashes.length() > 0 {
             let _ = Reflect::set(&options, &"serverCertificateHashes".into(), &hashes);
         }
-        let session_url = format!("{url}?{query}");
+        let download = download_stream && offers(&info, "downloadStream");
+        let mut session_url = format!("{url}?{query}");
+        if download {
+            if !query.is_empty() {
+                session_url.push('&');
+            }
+            session_url.push_str("download=");
+            session_url.push_str(relay_batch::PROTOCOL);
+        }
         let session = JsWebTransport::new(&session_url, &options)
             .map_err(|e| format!("WebTransport to {url}: {}", describe(&e)))?;
         let ready = JsFuture::from(session.ready());
@@ -313,11 +402,7 @@ impl WebTransportTransport {
             .map(|m| m as usize)
             .filter(|&m| m > 0)
             .unwrap_or(DEFAULT_MAX_DATAGRAM);
-        let offered = Reflect::get(&info, &"uploadStream".into())
-            .ok()
-            .and_then(|v| v.as_string())
-            .is_some_and(|p| p == relay_batch::PROTOCOL);
-        let upload = if offered {
+        let upload = if offers(&info, "uploadStream") {
             // A stream that will not open leaves the datagrams.
             JsFuture::from(open_upload_stream(&session))
                 .await
@@ -336,6 +421,7 @@ impl WebTransportTransport {
             pump: None,
             hooks: None,
             upload,
+            download: download.then_some((None, None)),
             sent: 0,
             received: Rc::default(),
         })
@@ -347,9 +433,13 @@ impl Transport for WebTransportTransport {
         "webtransport"
     }
 
-    /// Uploads are, on the stream; downloads never are.
+    /// Uploads are, on the stream (downloads: see `download_stream`).
     fn batched(&self) -> bool {
         self.upload.is_some()
+    }
+
+    fn download_stream(&self) -> bool {
+        self.download.is_some()
     }
 
     fn max_datagram(&self) -> Option<usize> {
@@ -376,6 +466,11 @@ impl Transport for WebTransportTransport {
                 }
             }
         });
+        if let Some(download) = &mut self.download {
+            let hook = download_hook(sink.clone(), self.received.clone());
+            download.0 = Some(download_pump(&self.session, &hook));
+            download.1 = Some(hook);
+        }
         // The queue drained: a turn that stopped for a full queue goes on.
         let drained = Closure::<dyn FnMut()>::new(move || {
             if let Ok(mut sink) = sink.try_borrow_mut() {
@@ -448,6 +543,12 @@ impl Transport for WebTransportTransport {
         if let Some(pump) = self.upload.as_mut().and_then(|u| u.pump.take()) {
             pump.cancel();
         }
+        if let Some((pump, hook)) = &mut self.download {
+            if let Some(pump) = pump.take() {
+                pump.cancel_download();
+            }
+            *hook = None;
+        }
         self.session.close();
         self.hooks = None;
     }
@@ -483,6 +584,54 @@ impl Drop for WebTransportTransport {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Whether the relay's `/webtransport` answer offers `key` in the batch
+/// framing.
+fn offers(info: &JsValue, key: &str) -> bool {
+    Reflect::get(info, &key.into())
+        .ok()
+        .and_then(|v| v.as_string())
+        .is_some_and(|p| p == relay_batch::PROTOCOL)
+}
+
+/// The download stream's callback: splits the chunks each task read into
+/// datagrams for the engine (one delivery per task, as the datagram
+/// pump's); a stream that breaks the framing, or ends, ends the tunnel.
+fn download_hook(sink: Sink, received: Rc<Cell<u64>>) -> Deliver {
+    let mut splitter = StreamSplitter::new();
+    let mut chunk = Vec::new();
+    Closure::<dyn FnMut(Array, JsValue)>::new(move |chunks: Array, why: JsValue| {
+        received.set(received.get() + u64::from(chunks.length()));
+        let Ok(mut sink) = sink.try_borrow_mut() else {
+            return;
+        };
+        let mut datagrams = Vec::new();
+        let mut fault = None;
+        for c in chunks.iter() {
+            let c = Uint8Array::new(&c);
+            chunk.resize(c.length() as usize, 0);
+            c.copy_to(&mut chunk);
+            if let Err(e) = splitter.feed(&chunk, |d| datagrams.push(d.to_vec())) {
+                fault = Some(e);
+                break;
+            }
+        }
+        if !datagrams.is_empty() {
+            sink(Inbound::Datagrams(datagrams));
+        }
+        let why = why.as_string();
+        if fault.is_none() && why.is_some() {
+            fault = splitter.finish().err();
+        }
+        if let Some(e) = fault {
+            sink(Inbound::Closed(format!(
+                "the relay's WebTransport download stream is malformed: {e}"
+            )));
+        } else if let Some(why) = why {
+            sink(Inbound::Closed(why));
+        }
+    })
 }
 
 /// `ws(s)://HOST:PORT/relay?...` into `http(s)://HOST:PORT/webtransport?query`.
