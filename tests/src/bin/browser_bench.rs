@@ -11,13 +11,6 @@
 //! hidden `--bench-loss` drops that fraction of the datagrams between page
 //! and relay, both ways; the native client has no relay, so it is measured
 //! without loss only. `UNDERPASS_BIN` picks another `underpass` build.
-//!
-//! `--path "delay 10ms loss 1%"` (root) puts the loss and delay under the
-//! transports instead: the run goes on in a network namespace of its own
-//! whose loopback applies `tc netem` with those arguments to every packet
-//! to and from the relay (127.0.0.2 there), each way, so the WebSocket's
-//! TCP and WebTransport's QUIC meet the path as they would on the
-//! internet (rows then come with `--loss 0`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -98,70 +91,6 @@ struct Args {
     /// tunnel's engine or TCP).
     #[arg(long)]
     count_seconds: Option<u64>,
-    /// `tc netem` arguments for the path between page and relay, each
-    /// way (`"delay 10ms loss 1%"`: 20 ms round trips); needs root.
-    #[arg(long)]
-    path: Option<String>,
-}
-
-/// Set in the re-executed bench inside its network namespace.
-const IN_NETNS: &str = "UNDERPASS_BROWSER_BENCH_NETNS";
-/// Where the relay listens when `--path` shapes its packets.
-const SHAPED_RELAY: [u8; 4] = [127, 0, 0, 2];
-
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().expect(program);
-    assert!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs this bench again in a new network namespace and exits with its
-/// status, unless this is that run; there, shapes loopback.
-fn enter_path(netem: &str) {
-    if std::env::var_os(IN_NETNS).is_none() {
-        let status = Command::new("unshare")
-            .arg("--net")
-            .arg("--")
-            .arg(std::env::current_exe().unwrap())
-            .args(std::env::args_os().skip(1))
-            .env(IN_NETNS, "1")
-            .status()
-            .expect("unshare (util-linux)");
-        std::process::exit(status.code().unwrap_or(1));
-    }
-    // An Ethernet's packet sizes: with loopback's 64 KiB and its TCP
-    // segmentation offload a lost packet would be 44 segments of the
-    // WebSocket's TCP. (quinn's UDP GSO batches still pass the qdisc as
-    // one, so QUIC's losses come in bursts of up to ten packets.)
-    run("ip", &["link", "set", "lo", "up", "mtu", "1500"]);
-    run("ip", &["link", "set", "lo", "gso_max_segs", "1"]);
-    run(
-        "tc",
-        &[
-            "qdisc", "add", "dev", "lo", "root", "handle", "1:", "prio", "bands", "3", "priomap",
-            "1", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1", "1",
-        ],
-    );
-    let mut shaped = vec![
-        "qdisc", "add", "dev", "lo", "parent", "1:3", "handle", "30:",
-    ];
-    shaped.extend(["netem", "limit", "100000"]);
-    shaped.extend(netem.split_whitespace());
-    run("tc", &shaped);
-    let relay = std::net::Ipv4Addr::from(SHAPED_RELAY).to_string() + "/32";
-    for side in ["src", "dst"] {
-        run(
-            "tc",
-            &[
-                "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-                "match", "ip", side, &relay, "flowid", "1:3",
-            ],
-        );
-    }
 }
 
 /// The relay's upstream for `--count-seconds`: waits for the page's
@@ -442,9 +371,6 @@ fn notes(runs: &[Run]) -> String {
 
 fn main() {
     let args = Args::parse();
-    if let Some(netem) = &args.path {
-        enter_path(netem);
-    }
     pin_to_cpu0();
     if let Some(seconds) = args.count_seconds {
         count_only(seconds, &args);
@@ -487,11 +413,6 @@ fn main() {
         wasm.display(),
         meta.len() / 1024
     );
-    if let Some(netem) = &args.path {
-        println!(
-            "between page and relay, each way: netem {netem} (the native client's path is not shaped)"
-        );
-    }
     println!("CPU seconds are the median run's, per process, for that direction.\n");
     println!(
         "{:<38} {:>5} {:>11} {:>11} {:>6} {:>6}",
@@ -514,12 +435,7 @@ fn main() {
             {
                 continue;
             }
-            let ip = if args.path.is_some() {
-                SHAPED_RELAY
-            } else {
-                [127, 0, 0, 1]
-            };
-            let relay_addr = SocketAddr::from((ip, free_port()));
+            let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let upstream = format!("127.0.0.1:{gateway_port}");
             let base = demo_relay_args(relay_addr, &upstream, "bench-token");
             let loss_text = loss.to_string();
