@@ -122,7 +122,11 @@ fn datagrams_cross_webtransport_to_the_upstream_and_back_intact() {
             conn.send_datagram(b"where are you").unwrap();
             peer.recv_from(&mut buf).unwrap().1
         };
-        const BURST: usize = 500;
+        // 120 KB: ten times QUIC's initial window. (500 once lost 29 on
+        // a loaded machine, in a kernel socket buffer that a grown
+        // congestion window let overflow while the test was slow to read:
+        // not the relay's queue, which this is about.)
+        const BURST: usize = 120;
         let mut sent = Checksum::default();
         for i in 0..BURST {
             let d = content(5000 + i as u64, 1000);
