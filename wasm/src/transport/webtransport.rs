@@ -46,13 +46,13 @@ use super::{Inbound, Transport};
 /// wait for `writer.ready` (Chromium keeps one datagram queued and drops
 /// what is written past it).
 #[wasm_bindgen(inline_js = r#"
-export function datagramPump(session, deliver, drained) {
-  const reader = session.datagrams.readable.getReader();
-  const writer = session.datagrams.writable.getWriter();
+// Hands what a reader reads to `deliver` in batches, one per task, and
+// at the end what is left with why (unless cancelled).
+function perTask(deliver) {
   let inbox = [];
   let scheduled = false;
-  const channel = new MessageChannel();
   let cancelled = false;
+  const channel = new MessageChannel();
   channel.port1.onmessage = () => {
     scheduled = false;
     if (cancelled) return;
@@ -60,6 +60,28 @@ export function datagramPump(session, deliver, drained) {
     inbox = [];
     deliver(batch, undefined);
   };
+  return {
+    push(value) {
+      inbox.push(value);
+      if (!scheduled) {
+        scheduled = true;
+        channel.port2.postMessage(0);
+      }
+    },
+    end(why) {
+      channel.port1.close();
+      if (!cancelled) deliver(inbox, why);
+      inbox = [];
+    },
+    cancel() { cancelled = true; },
+  };
+}
+
+export function datagramPump(session, deliver, drained) {
+  const reader = session.datagrams.readable.getReader();
+  const writer = session.datagrams.writable.getWriter();
+  const inbound = perTask(deliver);
+  let cancelled = false;
   let closed = false;
   const out = [];
   let outBytes = 0;
@@ -70,11 +92,7 @@ export function datagramPump(session, deliver, drained) {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        inbox.push(value);
-        if (!scheduled) {
-          scheduled = true;
-          channel.port2.postMessage(0);
-        }
+        inbound.push(value);
       }
     } catch (e) {
       why = "the relay's WebTransport session failed";
@@ -88,8 +106,7 @@ export function datagramPump(session, deliver, drained) {
     closed = true;
     out.length = 0;
     outBytes = 0;
-    channel.port1.close();
-    if (!cancelled) deliver(inbox, why);
+    inbound.end(why);
   })();
   async function drain() {
     writing = true;
@@ -119,6 +136,7 @@ export function datagramPump(session, deliver, drained) {
     buffered() { return outBytes; },
     cancel() {
       cancelled = true;
+      inbound.cancel();
       closed = true;
       out.length = 0;
       outBytes = 0;
@@ -128,18 +146,9 @@ export function datagramPump(session, deliver, drained) {
 }
 
 export function downloadPump(session, deliver) {
-  let inbox = [];
-  let scheduled = false;
+  const inbound = perTask(deliver);
   let cancelled = false;
   let reader = null;
-  const channel = new MessageChannel();
-  channel.port1.onmessage = () => {
-    scheduled = false;
-    if (cancelled) return;
-    const batch = inbox;
-    inbox = [];
-    deliver(batch, undefined);
-  };
   (async () => {
     try {
       const streams = session.incomingUnidirectionalStreams.getReader();
@@ -150,11 +159,7 @@ export function downloadPump(session, deliver) {
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
-          inbox.push(value);
-          if (!scheduled) {
-            scheduled = true;
-            channel.port2.postMessage(0);
-          }
+          inbound.push(value);
         }
       }
     } catch (e) {}
@@ -164,14 +169,12 @@ export function downloadPump(session, deliver) {
       session.closed.then(() => false, () => false),
       new Promise((r) => setTimeout(() => r(true), 1000)),
     ]);
-    channel.port1.close();
-    if (cancelled) return;
-    deliver(inbox, open ? "the relay ended its WebTransport download stream" : undefined);
-    inbox = [];
+    inbound.end(open ? "the relay ended its WebTransport download stream" : undefined);
   })();
   return {
     cancel() {
       cancelled = true;
+      inbound.cancel();
       if (reader) reader.cancel().catch(() => {});
     },
   };
