@@ -161,12 +161,16 @@ fn a_large_upload_through_wireguard_go_arrives_intact() {
     let mut got = 0u64;
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = s.read(&mut buf).unwrap_or_else(|e| {
-            panic!(
-                "reading the echo after {got} bytes: {e}\n{}",
-                c.process.log()
-            )
-        });
+        let n = match s.read(&mut buf) {
+            // A signal to this process (a child ended): read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.unwrap_or_else(|e| {
+                panic!(
+                    "reading the echo after {got} bytes: {e}\n{}",
+                    c.process.log()
+                )
+            }),
+        };
         if n == 0 {
             break;
         }
