@@ -11,13 +11,18 @@
 //   CONNECT   JSON merged into Tunnel.connect's options (a transport's
 //             own options: where WebTransport's row puts what it needs)
 //   PIDS      JSON {name: pid} of other processes to account CPU time to
+//   PROFILE   optional path prefix: record the renderer's main thread
+//             (where the engine runs) with the CPU profiler during each
+//             direction and write PROFILE-down.cpuprofile and
+//             PROFILE-up.cpuprofile (test/cpuprofile-top.mjs sums them);
+//             PROFILE_INTERVAL_US the sampling interval (100)
 //   COUNT_SECONDS  instead of a tunnel: open WebTransport to the relay
 //             as a bare page would, send one datagram, and count the
 //             datagrams read for this many seconds from the first (how
 //             many Chromium hands a page that does nothing else with
 //             them); the RESULT has `count` and nothing else
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -89,11 +94,14 @@ let nextId = 1;
 const pending = new Map();
 let inbox = "";
 chrome.stdio[4].on("data", (chunk) => {
+  // Searched from the new chunk on: a CPU profile is megabytes.
+  let from = inbox.length;
   inbox += chunk.toString("utf8");
   let end;
-  while ((end = inbox.indexOf("\0")) >= 0) {
+  while ((end = inbox.indexOf("\0", from)) >= 0) {
     const message = JSON.parse(inbox.slice(0, end));
     inbox = inbox.slice(end + 1);
+    from = 0;
     const waiter = pending.get(message.id);
     if (!waiter) continue;
     pending.delete(message.id);
@@ -184,11 +192,20 @@ try {
     // The engine's turns are counted apart from the rest of the renderer.
     const engineSeconds = () => evaluate(() => window.underpass.tunnel.stats().engineMs / 1000);
     const run = async (what, fn, arg) => {
+      if (process.env.PROFILE) {
+        await send("Profiler.enable", {}, session);
+        await send("Profiler.setSamplingInterval", { interval: Number(process.env.PROFILE_INTERVAL_US || 100) }, session);
+        await send("Profiler.start", {}, session);
+      }
       const before = sample();
       const engineBefore = await engineSeconds();
       const statsBefore = await evaluate(() => window.underpass.tunnel.stats());
       const r = await evaluate(fn, arg);
       const cpu = diff(before, sample());
+      if (process.env.PROFILE) {
+        const { profile } = await send("Profiler.stop", {}, session);
+        writeFileSync(`${process.env.PROFILE}-${what}.cpuprofile`, JSON.stringify(profile));
+      }
       cpu["wasm engine turns"] = +((await engineSeconds()) - engineBefore).toFixed(2);
       const st = await evaluate(() => window.underpass.tunnel.stats());
       const perMessage = (d, m) => m > 0 ? +(d / m).toFixed(1) : null;
