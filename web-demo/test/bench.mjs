@@ -16,6 +16,10 @@
 //             direction and write PROFILE-down.cpuprofile and
 //             PROFILE-up.cpuprofile (test/cpuprofile-top.mjs sums them);
 //             PROFILE_INTERVAL_US the sampling interval (100)
+//   TRACE     optional path prefix: record a Chromium trace (tasks and
+//             their thread time, all processes) during each direction
+//             into TRACE-down.trace.json and TRACE-up.trace.json
+//             (test/trace-tasks.mjs sums the renderer's main thread)
 //   COUNT_SECONDS  instead of a tunnel: open WebTransport to the relay
 //             as a bare page would, send one datagram, and count the
 //             datagrams read for this many seconds from the first (how
@@ -92,6 +96,7 @@ const chrome = spawn(process.env.CHROMIUM || "/usr/bin/chromium", [
 ], { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] });
 let nextId = 1;
 const pending = new Map();
+const events = new Map(); // method -> what to do with the next one
 let inbox = "";
 chrome.stdio[4].on("data", (chunk) => {
   // Searched from the new chunk on: a CPU profile is megabytes.
@@ -102,6 +107,7 @@ chrome.stdio[4].on("data", (chunk) => {
     const message = JSON.parse(inbox.slice(0, end));
     inbox = inbox.slice(end + 1);
     from = 0;
+    if (message.method) events.get(message.method)?.(message.params);
     const waiter = pending.get(message.id);
     if (!waiter) continue;
     pending.delete(message.id);
@@ -197,6 +203,12 @@ try {
         await send("Profiler.setSamplingInterval", { interval: Number(process.env.PROFILE_INTERVAL_US || 100) }, session);
         await send("Profiler.start", {}, session);
       }
+      if (process.env.TRACE) {
+        await send("Tracing.start", {
+          transferMode: "ReturnAsStream",
+          traceConfig: { includedCategories: ["toplevel", "toplevel.flow", "mojom", "blink", "v8", "v8.execute", "disabled-by-default-devtools.timeline"] },
+        });
+      }
       const before = sample();
       const engineBefore = await engineSeconds();
       const statsBefore = await evaluate(() => window.underpass.tunnel.stats());
@@ -205,6 +217,19 @@ try {
       if (process.env.PROFILE) {
         const { profile } = await send("Profiler.stop", {}, session);
         writeFileSync(`${process.env.PROFILE}-${what}.cpuprofile`, JSON.stringify(profile));
+      }
+      if (process.env.TRACE) {
+        const complete = new Promise((resolve) => events.set("Tracing.tracingComplete", resolve));
+        await send("Tracing.end");
+        const { stream } = await complete;
+        const parts = [];
+        for (;;) {
+          const { data, eof, base64Encoded } = await send("IO.read", { handle: stream, size: 1 << 20 });
+          parts.push(base64Encoded ? Buffer.from(data, "base64") : Buffer.from(data, "utf8"));
+          if (eof) break;
+        }
+        await send("IO.close", { handle: stream });
+        writeFileSync(`${process.env.TRACE}-${what}.trace.json`, Buffer.concat(parts));
       }
       cpu["wasm engine turns"] = +((await engineSeconds()) - engineBefore).toFixed(2);
       const st = await evaluate(() => window.underpass.tunnel.stats());

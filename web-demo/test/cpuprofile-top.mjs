@@ -1,7 +1,8 @@
 // Sums a .cpuprofile (Chrome DevTools' format, as bench.mjs writes with
 // PROFILE set) by function: self time per name, the top N with their share
 // of the recorded time, then the same summed by rough kind (crypto, the
-// rest of the wasm, memcpy/alloc, JS, GC, Chromium's own).
+// rest of the wasm, memcpy/alloc, JS, GC, Chromium's own), each as a
+// share of all the time recorded and of the time the thread was not idle.
 //
 //   node web-demo/test/cpuprofile-top.mjs FILE.cpuprofile [N=40] [--total] [--callers=TEXT]
 //
@@ -30,6 +31,10 @@ for (let i = 0; i < samples.length; i++) {
   selfUs.set(samples[i], (selfUs.get(samples[i]) || 0) + Math.max(dt, 0));
 }
 const total = [...selfUs.values()].reduce((a, b) => a + b, 0);
+// The share of the time the thread was busy, too: (idle) left out.
+let idle = 0;
+for (const [id, us] of selfUs) if (nodes.get(id).callFrame.functionName === "(idle)") idle += us;
+const busy = total - idle;
 
 // Chromium names a wasm frame's url after the module's (…_bg.wasm), or
 // wasm://wasm/… when it has none; its wrappers are js-to-wasm/wasm-to-js.
@@ -55,6 +60,7 @@ function kind(n) {
     if (/chacha|poly1305|ChaCha|Poly1305|aead|ring_core/.test(name)) return "wasm: crypto (ring ChaCha20/Poly1305)";
     if (/^(memcpy|memmove|memset|memcmp)$|compiler_builtins::mem|dlmalloc|__rust_(alloc|dealloc|realloc)|alloc::raw_vec|__rdl_|RawVec|<alloc::vec|alloc::alloc/.test(name)) return "wasm: memcpy/alloc";
     if (/smoltcp/.test(name)) return "wasm: smoltcp";
+    if (/ResponseDecoder|TcpStream::read_some/.test(name)) return "wasm: Tunnel.fetch's body (http, stream.rs)";
     if (/wasm_bindgen|js_sys|web_sys|__wbg|__wbindgen|externref/.test(name)) return "wasm: wasm-bindgen glue";
     return "wasm: engine/other";
   }
@@ -73,17 +79,18 @@ for (const [id, us] of selfUs) {
   const k = kind(n);
   byKind.set(k, (byKind.get(k) || 0) + us);
 }
-const pct = (us) => `${(100 * us / total).toFixed(1).padStart(5)}%`;
+const pct = (us, l = "") => `${(100 * us / total).toFixed(1).padStart(5)}% ${l.startsWith("(idle)") ? "     -" : `${(100 * us / busy).toFixed(1).padStart(5)}%`}`;
 const ms = (us) => `${(us / 1000).toFixed(0).padStart(7)} ms`;
 
-console.log(`${file}: ${samples.length} samples, ${(total / 1e6).toFixed(2)} s recorded`);
+console.log(`${file}: ${samples.length} samples, ${(total / 1e6).toFixed(2)} s recorded, ${(busy / 1e6).toFixed(2)} s not idle`);
+console.log("(each line: % of the recorded time, % of the time not idle, ms)");
 console.log(`\nself time by function (top ${top}):`);
 for (const [l, us] of [...byName].sort((a, b) => b[1] - a[1]).slice(0, top)) {
-  console.log(`${pct(us)} ${ms(us)}  ${l}`);
+  console.log(`${pct(us, l)} ${ms(us)}  ${l}`);
 }
 console.log("\nself time by kind:");
 for (const [k, us] of [...byKind].sort((a, b) => b[1] - a[1])) {
-  console.log(`${pct(us)} ${ms(us)}  ${k}`);
+  console.log(`${pct(us, k)} ${ms(us)}  ${k}`);
 }
 
 if (callersOf) {
