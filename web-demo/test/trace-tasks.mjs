@@ -1,7 +1,8 @@
 // Sums a Chromium trace (as bench.mjs writes with TRACE set) for one
 // thread, the renderer's main thread unless told: the thread time of
 // its top-level tasks by where they were posted from, and of every
-// event by name (events nest, so those overlap).
+// event by name (events nest, so those overlap). First, the busiest
+// threads of all the processes, to see what else ran meanwhile.
 //
 //   node web-demo/test/trace-tasks.mjs FILE.trace.json [N=30] [THREAD=CrRendererMain]
 import { readFileSync } from "node:fs";
@@ -61,11 +62,25 @@ for (const e of mine) {
   }
 }
 const span = last - first;
+{
+  const threadName = new Map(events.filter((e) => e.ph === "M" && e.name === "thread_name").map((e) => [key(e), e.args.name]));
+  const ends = new Map();
+  const perThread = new Map();
+  for (const e of events.filter((e) => e.ph === "X").sort((a, b) => a.ts - b.ts || b.dur - a.dur)) {
+    const k = key(e);
+    if (e.ts < (ends.get(k) ?? -1)) continue;
+    ends.set(k, e.ts + e.dur);
+    perThread.set(k, (perThread.get(k) || 0) + time(e));
+  }
+  console.log(`${file}: busiest threads (thread time of their top-level events):`);
+  for (const [k, us] of [...perThread].sort((a, b) => b[1] - a[1]).slice(0, 8)) {
+    console.log(`${(us / 1000).toFixed(0).padStart(6)} ms  ${processName.get(Number(k.split(":")[0]))} / ${threadName.get(k)}`);
+  }
+  console.log();
+}
 const ms = (us) => `${(us / 1000).toFixed(0).padStart(6)} ms`;
 const pct = (us) => `${(100 * us / busyTotal).toFixed(1).padStart(5)}%`;
 console.log(`${file}: thread ${threadName} of ${processName.get(Number(thread.split(":")[0]))} (${thread}); ${(span / 1e6).toFixed(2)} s traced, top-level events ${ms(busyTotal)} of thread time`);
-console.log(`\ntop-level events by name and where posted from (% of their thread time):`);
-for (const [k, us] of [...top].sort((a, b) => b[1] - a[1]).slice(0, Number(n))) console.log(`${pct(us)} ${ms(us)}  ${k}`);
 console.log(`\ntasks by where they were posted from:`);
 for (const [k, us] of [...posted].sort((a, b) => b[1] - a[1]).slice(0, Number(n))) console.log(`${pct(us)} ${ms(us)}  ${k}`);
 console.log(`\nself time by event name (less the events nested in it):`);
