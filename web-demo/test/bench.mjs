@@ -96,7 +96,7 @@ const chrome = spawn(process.env.CHROMIUM || "/usr/bin/chromium", [
 ], { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] });
 let nextId = 1;
 const pending = new Map();
-const events = new Map(); // method -> what to do with the next one
+const events = new Map(); // CDP event method -> its handler
 let inbox = "";
 chrome.stdio[4].on("data", (chunk) => {
   // Searched from the new chunk on: a CPU profile is megabytes.
