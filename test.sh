@@ -16,18 +16,22 @@ for arg in "$@"; do
     esac
 done
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it started (seconds into the run), so a slow CI run
+# shows where its time went.
+step() { printf '\n==> %s  [%ds]\n' "$*" "$SECONDS"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the build and tests need: clang compiles ring's C for
 # wasm32; curl is the proxies' client in the end-to-end tests; wireguard-go,
 # wireguard-tools, iproute2, tcpdump and python3 (its servers) make the
 # interop peer (root only); iperf3 measures throughput in the benchmark
-# programs (interop_bench, wan_bench); chromium and chromium-driver run the
-# web demo and the wasm tests; nc is the plain (not proxy-aware) client of
-# the exec tests; useradd and setpriv (passwd, util-linux) run the client
-# unprivileged; openssl makes the certificates of the TLS tests.
-APT_PACKAGES=(clang curl openssl netcat-openbsd passwd wireguard-go wireguard-tools iproute2 tcpdump python3 iperf3 chromium chromium-driver)
+# programs (interop_bench, wan_bench); nftables and ethtool drop packets on
+# the browser benchmark's path (browser_bench --path-loss); chromium and
+# chromium-driver run the web demo and the wasm tests; nc is the plain
+# (not proxy-aware) client of the exec tests; useradd and setpriv (passwd,
+# util-linux) run the client unprivileged; openssl makes the certificates
+# of the TLS tests.
+APT_PACKAGES=(clang curl openssl netcat-openbsd passwd wireguard-go wireguard-tools iproute2 tcpdump python3 iperf3 nftables ethtool chromium chromium-driver)
 
 if [ "$install" = 1 ]; then
     step "install what is missing"
