@@ -11,6 +11,7 @@ mod content;
 pub mod http_server;
 pub mod impair;
 pub mod interop;
+pub mod kernel_loss;
 mod process;
 pub mod relay;
 pub mod socks;

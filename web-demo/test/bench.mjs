@@ -88,10 +88,14 @@ const diff = (a, b) => Object.fromEntries(Object.keys(b).map((k) => [k, +(b[k] -
 // playwright would turn on the Network domain, which copies every
 // WebSocket message to the driver and costs the browser more than the
 // messages themselves.
+// Headless Chromium also starts a renderer for its omnibox popup's WebUI
+// (--top-chrome-webui), ~0.9 CPU s on the core the page has; these
+// features keep it from starting (smaller subsets did not).
 const profile = mkdtempSync(join(tmpdir(), "underpass-bench-"));
 const chrome = spawn(process.env.CHROMIUM || "/usr/bin/chromium", [
   "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--disable-features=WebUIOmniboxPopup,WebUIOmniboxFullPopup,WebUIOmniboxAimPopup,PreloadTopChromeWebUI,PreloadTopChromeWebUILessNavigations",
   `--user-data-dir=${profile}`, "--remote-debugging-pipe", env("PAGE_URL"),
 ], { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] });
 let nextId = 1;

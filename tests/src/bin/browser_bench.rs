@@ -10,7 +10,15 @@
 //! its processes) and the native client with curl on CPU 1. The relay's
 //! hidden `--bench-loss` drops that fraction of the datagrams between page
 //! and relay, both ways; the native client has no relay, so it is measured
-//! without loss only. `UNDERPASS_BIN` picks another `underpass` build.
+//! without loss only. `--path-loss` drops packets in the kernel instead,
+//! between Chromium and the relay, where a WebSocket's TCP and
+//! WebTransport's QUIC meet them as they would on a real path: the whole
+//! benchmark then runs in a network namespace of its own (root, nftables,
+//! ethtool; see `underpass_tests::kernel_loss`).
+//!
+//!     cargo run --release -p underpass-tests --bin browser_bench -- --loss 0 --path-loss 0.01
+//!
+//! `UNDERPASS_BIN` picks another `underpass` build.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,6 +78,10 @@ struct Args {
     /// Loss rates between page and relay, comma-separated.
     #[arg(long, default_value = "0,0.01", value_delimiter = ',')]
     loss: Vec<f64>,
+    /// Loss rates on the path between Chromium and the relay, dropped by
+    /// the kernel (root), comma-separated; each adds a row per transport.
+    #[arg(long, value_delimiter = ',')]
+    path_loss: Vec<f64>,
     /// MiB each way.
     #[arg(long, default_value_t = 64)]
     mib: u64,
@@ -369,8 +381,28 @@ fn notes(runs: &[Run]) -> String {
     format!("{} ({per_message})", seen.join("; "))
 }
 
+/// Where the loss of a row is: dropped by the relay (datagrams), or by
+/// the kernel on the path between Chromium and the relay (packets).
+#[derive(Clone, Copy)]
+enum Loss {
+    Relay(f64),
+    Path(f64),
+}
+
+impl Loss {
+    fn label(self) -> String {
+        match self {
+            Loss::Relay(l) => format!("{}%", l * 100.0),
+            Loss::Path(l) => format!("{}% path", l * 100.0),
+        }
+    }
+}
+
 fn main() {
     let args = Args::parse();
+    if args.path_loss.iter().any(|l| *l > 0.0) {
+        kernel_loss::enter_own_network_namespace();
+    }
     pin_to_cpu0();
     if let Some(seconds) = args.count_seconds {
         count_only(seconds, &args);
@@ -415,18 +447,24 @@ fn main() {
     );
     println!("CPU seconds are the median run's, per process, for that direction.\n");
     println!(
-        "{:<38} {:>5} {:>11} {:>11} {:>6} {:>6}",
+        "{:<38} {:>8} {:>11} {:>11} {:>6} {:>6}",
         "", "loss", "down Mb/s", "up Mb/s", "down x", "up x"
     );
     let native = native_runs(&setup, args.runs);
     let (nd, native_down) = range(native.iter().map(|r| r.down));
     let (nu, native_up) = range(native.iter().map(|r| r.up));
     println!(
-        "{:<38} {:>5} {:>11} {:>11} {:>6} {:>6}",
+        "{:<38} {:>8} {:>11} {:>11} {:>6} {:>6}",
         "native client (SOCKS5 + curl)", "0%", nd, nu, "1.00", "1.00"
     );
     let mut profiles = Vec::new();
-    for &loss in &args.loss {
+    let losses = args.loss.iter().map(|&l| Loss::Relay(l)).chain(
+        args.path_loss
+            .iter()
+            .filter(|&&l| l > 0.0)
+            .map(|&l| Loss::Path(l)),
+    );
+    for loss in losses {
         for t in TRANSPORTS {
             if args
                 .only
@@ -438,7 +476,11 @@ fn main() {
             let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let upstream = format!("127.0.0.1:{gateway_port}");
             let base = demo_relay_args(relay_addr, &upstream, "bench-token");
-            let loss_text = loss.to_string();
+            let relay_loss = match loss {
+                Loss::Relay(l) => l,
+                Loss::Path(_) => 0.0,
+            };
+            let loss_text = relay_loss.to_string();
             let mut relay_args: Vec<&str> = base.iter().map(String::as_str).collect();
             relay_args.extend(["--bench-loss", &loss_text]);
             relay_args.extend_from_slice(t.relay_args);
@@ -451,10 +493,18 @@ fn main() {
                 Some(args.relay_log.as_deref().unwrap_or("warn")),
             );
             wait_tcp(relay_addr, Duration::from_secs(20));
+            let path = match loss {
+                Loss::Path(l) => Some(kernel_loss::KernelLoss::on_port(relay_addr.port(), l)),
+                Loss::Relay(_) => None,
+            };
             let runs: Vec<Run> = (0..args.runs)
                 .map(|_| browser_run(&setup, t, &relay, relay_addr))
                 .collect();
             relay.terminate();
+            if let Some(path) = path {
+                let (to, from) = path.dropped();
+                println!("    the kernel dropped {to} packets to the relay, {from} from it");
+            }
             if args.relay_log.is_some() {
                 // What QUIC saw per session, when asked (--relay-log debug).
                 for line in relay
@@ -468,9 +518,9 @@ fn main() {
             let (d, down) = range(runs.iter().map(|r| r.down));
             let (u, up) = range(runs.iter().map(|r| r.up));
             println!(
-                "{:<38} {:>5} {:>11} {:>11} {:>6.2} {:>6.2}   {}",
+                "{:<38} {:>8} {:>11} {:>11} {:>6.2} {:>6.2}   {}",
                 format!("chromium: {}", t.name),
-                format!("{}%", loss * 100.0),
+                loss.label(),
                 d,
                 u,
                 down / native_down.max(1e-9),
@@ -478,7 +528,7 @@ fn main() {
                 notes(&runs)
             );
             profiles.push((
-                format!("{} at {}%", t.name, loss * 100.0),
+                format!("{} at {}", t.name, loss.label()),
                 cpu_text(&runs, |r| &r.cpu_down),
                 cpu_text(&runs, |r| &r.cpu_up),
             ));
