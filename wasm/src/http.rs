@@ -6,6 +6,8 @@ use std::fmt;
 
 /// The largest response body `fetch` keeps in memory.
 pub const MAX_BODY: usize = 512 << 20;
+/// The most memory a `Content-Length` reserves before the body arrives.
+const PRESIZE_MAX: usize = 64 << 20;
 /// The largest response head (status line and headers).
 const MAX_HEAD: usize = 64 << 10;
 const MAX_HEADERS: usize = 128;
@@ -205,7 +207,30 @@ impl ResponseDecoder {
 
     /// Feeds bytes; `Ok(true)` once the response is complete (more bytes
     /// after it are ignored).
-    pub fn feed(&mut self, data: &[u8]) -> Result<bool, HttpError> {
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<bool, HttpError> {
+        // A download is mostly body: its bytes go straight into the body,
+        // not through `buf` first.
+        if self.buf.is_empty() {
+            match &mut self.state {
+                State::Body(Body::Length(left)) => {
+                    let n = (*left).min(data.len());
+                    self.response.body.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    *left -= n;
+                    if *left == 0 {
+                        self.state = State::Done;
+                    }
+                }
+                State::Body(Body::UntilClose) => {
+                    if self.response.body.len() + data.len() > MAX_BODY {
+                        return err(format!("the response body is over {MAX_BODY} bytes"));
+                    }
+                    self.response.body.extend_from_slice(data);
+                    return Ok(false);
+                }
+                _ => {}
+            }
+        }
         self.buf.extend_from_slice(data);
         loop {
             match &mut self.state {
@@ -346,6 +371,11 @@ impl ResponseDecoder {
         self.response.status = status;
         self.response.reason = reason;
         self.response.headers = headers;
+        if let Some(Body::Length(n)) = body {
+            // Sized once, not doubled on the way up (a lying length costs
+            // the page at most PRESIZE_MAX).
+            self.response.body.reserve_exact(n.min(PRESIZE_MAX));
+        }
         self.state = match body {
             None | Some(Body::Length(0)) => State::Done,
             Some(b) => State::Body(b),

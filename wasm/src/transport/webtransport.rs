@@ -459,8 +459,12 @@ impl Transport for WebTransportTransport {
                 let Ok(mut sink) = sink.try_borrow_mut() else {
                     return;
                 };
-                let datagrams: Vec<Vec<u8>> =
-                    batch.iter().map(|d| Uint8Array::new(&d).to_vec()).collect();
+                // The reader's chunks are Uint8Arrays: `Uint8Array::new`
+                // of one would copy it first.
+                let datagrams: Vec<Vec<u8>> = batch
+                    .iter()
+                    .map(|d| d.unchecked_into::<Uint8Array>().to_vec())
+                    .collect();
                 if !datagrams.is_empty() {
                     sink(Inbound::Datagrams(datagrams));
                 }
@@ -612,7 +616,7 @@ fn download_hook(sink: Sink, received: Rc<Cell<u64>>) -> Deliver {
         let mut datagrams = Vec::new();
         let mut fault = None;
         for c in chunks.iter() {
-            let c = Uint8Array::new(&c);
+            let c = c.unchecked_into::<Uint8Array>();
             chunk.resize(c.length() as usize, 0);
             c.copy_to(&mut chunk);
             if let Err(e) = splitter.feed(&chunk, |d| datagrams.push(d.to_vec())) {
