@@ -219,6 +219,17 @@ pub struct ReferenceClient {
 impl ReferenceClient {
     /// Dials `endpoint`: the peer's, or a relay in front of it.
     pub fn start(peer: &Peer, keys: &Keys, host: u8, endpoint: SocketAddr) -> ReferenceClient {
+        Self::start_on(peer, keys, host, endpoint, 1)
+    }
+
+    /// [`ReferenceClient::start`] with its wireguard-go on `cpu`.
+    pub fn start_on(
+        peer: &Peer,
+        keys: &Keys,
+        host: u8,
+        endpoint: SocketAddr,
+        cpu: u32,
+    ) -> ReferenceClient {
         let (id, server_ip) = (peer.id, peer.tunnel_ip());
         let interface = format!("wgr{id}");
         std::fs::write(peer.dir.path("ref.key"), &keys.private).unwrap();
@@ -231,7 +242,7 @@ impl ReferenceClient {
         );
         let wireguard_go = Kill(
             Command::new("taskset")
-                .args(["-c", "1", "wireguard-go", "-f", &interface])
+                .args(["-c", &cpu.to_string(), "wireguard-go", "-f", &interface])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

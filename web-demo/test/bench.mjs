@@ -11,6 +11,7 @@
 //   CONNECT   JSON merged into Tunnel.connect's options (a transport's
 //             own options: where WebTransport's row puts what it needs)
 //   PIDS      JSON {name: pid} of other processes to account CPU time to
+//   CHROMIUM_ARGS  more command-line flags for Chromium, space-separated
 //   PROFILE   optional path prefix: record the renderer's main thread
 //             (where the engine runs) with the CPU profiler during each
 //             direction and write PROFILE-down.cpuprofile and
@@ -96,6 +97,7 @@ const chrome = spawn(process.env.CHROMIUM || "/usr/bin/chromium", [
   "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
   "--disable-features=WebUIOmniboxPopup,WebUIOmniboxFullPopup,WebUIOmniboxAimPopup,PreloadTopChromeWebUI,PreloadTopChromeWebUILessNavigations",
+  ...(process.env.CHROMIUM_ARGS || "").split(" ").filter(Boolean),
   `--user-data-dir=${profile}`, "--remote-debugging-pipe", env("PAGE_URL"),
 ], { stdio: ["ignore", "ignore", "ignore", "pipe", "pipe"] });
 let nextId = 1;

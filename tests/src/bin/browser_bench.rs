@@ -18,6 +18,16 @@
 //!
 //!     cargo run --release -p underpass-tests --bin browser_bench -- --loss 0 --path-loss 0.01
 //!
+//! Loss alone on loopback says little about TCP under a WebSocket (its
+//! round trip is microseconds). `--wan RTT_MS/LOSS/MBIT` puts Chromium in
+//! a network namespace whose way to the relay is a wireguard-go tunnel
+//! through the impairment relay (one-way delay, random loss, a bottleneck
+//! with a drop-tail queue; MBIT 0 for none), as wan_bench's reference row
+//! is built: the WebSocket's TCP and WebTransport's QUIC then cross a long
+//! lossy path as they would on the internet (root, wireguard-go).
+//!
+//!     cargo run --release -p underpass-tests --bin browser_bench -- --loss 0 --wan 50/0/100,50/0.01/100 --mib 32
+//!
 //! `UNDERPASS_BIN` picks another `underpass` build.
 
 use std::collections::BTreeMap;
@@ -28,6 +38,8 @@ use std::time::Duration;
 use clap::Parser;
 use underpass_tests::bench::underpass_binary;
 use underpass_tests::http_server::HttpServer;
+use underpass_tests::impair::{ImpairRelay, Impairment};
+use underpass_tests::interop::{Peer, ReferenceClient};
 use underpass_tests::relay::{demo_relay_args, web_demo};
 use underpass_tests::*;
 
@@ -82,6 +94,11 @@ struct Args {
     /// the kernel (root), comma-separated; each adds a row per transport.
     #[arg(long, value_delimiter = ',')]
     path_loss: Vec<f64>,
+    /// Paths between Chromium and the relay through wireguard-go and the
+    /// impairment relay, `RTT_MS/LOSS/MBIT` (MBIT 0: no bottleneck),
+    /// comma-separated; each adds a row per transport.
+    #[arg(long, value_delimiter = ',', value_parser = parse_wan)]
+    wan: Vec<Wan>,
     /// MiB each way.
     #[arg(long, default_value_t = 64)]
     mib: u64,
@@ -210,13 +227,32 @@ struct Setup {
     bytes: u64,
 }
 
-fn browser_run(s: &Setup, t: &Transport, relay: &Process, relay_addr: SocketAddr) -> Run {
+/// One run of `bench.mjs`; `netns`: Chromium runs in that network
+/// namespace (`--wan`), where the relay's origin is not loopback and must
+/// be declared a secure context for WebTransport.
+fn browser_run(
+    s: &Setup,
+    t: &Transport,
+    relay: &Process,
+    relay_addr: SocketAddr,
+    netns: Option<&str>,
+) -> Run {
     let pids = format!(
         r#"{{"relay": {}, "gateway": {}}}"#,
         relay.id(),
         s.gateway_pid
     );
-    let mut command = Command::new("timeout");
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "timeout"]).env(
+                "CHROMIUM_ARGS",
+                format!("--unsafely-treat-insecure-origin-as-secure=http://{relay_addr}"),
+            );
+            c
+        }
+        None => Command::new("timeout"),
+    };
     command
         .args(["600", "taskset", "-c", "1", "node"])
         .arg(web_demo().join("test/bench.mjs"))
@@ -381,12 +417,36 @@ fn notes(runs: &[Run]) -> String {
     format!("{} ({per_message})", seen.join("; "))
 }
 
-/// Where the loss of a row is: dropped by the relay (datagrams), or by
-/// the kernel on the path between Chromium and the relay (packets).
+/// A long path between Chromium and the relay (`--wan`).
+#[derive(Clone, Copy, Debug)]
+struct Wan {
+    rtt_ms: f64,
+    loss: f64,
+    mbit: f64,
+}
+
+fn parse_wan(text: &str) -> Result<Wan, String> {
+    let parts: Vec<f64> = text
+        .split('/')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{text:?}: {e} (want RTT_MS/LOSS/MBIT)"))?;
+    match parts[..] {
+        [rtt_ms, loss, mbit] if rtt_ms >= 0.0 && (0.0..1.0).contains(&loss) && mbit >= 0.0 => {
+            Ok(Wan { rtt_ms, loss, mbit })
+        }
+        _ => Err(format!("{text:?}: want RTT_MS/LOSS/MBIT, e.g. 50/0.01/100")),
+    }
+}
+
+/// Where the loss of a row is: dropped by the relay (datagrams), by the
+/// kernel on the loopback between Chromium and the relay (packets), or on
+/// a long path through wireguard-go.
 #[derive(Clone, Copy)]
 enum Loss {
     Relay(f64),
     Path(f64),
+    Wan(Wan),
 }
 
 impl Loss {
@@ -394,7 +454,56 @@ impl Loss {
         match self {
             Loss::Relay(l) => format!("{}%", l * 100.0),
             Loss::Path(l) => format!("{}% path", l * 100.0),
+            Loss::Wan(w) => format!(
+                "{}ms {}%{}",
+                w.rtt_ms,
+                w.loss * 100.0,
+                if w.mbit > 0.0 {
+                    format!(" {}M", w.mbit)
+                } else {
+                    String::new()
+                }
+            ),
         }
+    }
+}
+
+/// Chromium's way to the relay over `--wan`: the wireguard-go peer's
+/// namespace is where Chromium runs; its tunnel reaches this namespace's
+/// wireguard-go (10.202.ID.3, where the relay listens) through the
+/// impairment relay.
+struct WanPath {
+    peer: Peer,
+    relay: ImpairRelay,
+    _client: ReferenceClient,
+}
+
+impl WanPath {
+    fn start(w: Wan) -> Option<WanPath> {
+        let keys = keys();
+        let peer = Peer::start_with("browser-wan", &[(keys.public.clone(), 3)], Some(1))?;
+        let impairment = Impairment::path(
+            Duration::from_secs_f64(w.rtt_ms / 1000.0),
+            w.loss,
+            (w.mbit > 0.0).then_some(w.mbit),
+        );
+        let relay = ImpairRelay::start_on(peer.endpoint(), impairment, 7, Some(0));
+        let client = ReferenceClient::start_on(&peer, &keys, 3, relay.addr, 0);
+        // wireguard-go on the peer learns this side's endpoint from its
+        // handshake; Chromium there dials first, so make one now.
+        // (The peer's TCP echo, port 7.)
+        let echo = SocketAddr::new(peer.tunnel_ip().parse().unwrap(), 7);
+        wait_tcp(echo, Duration::from_secs(20));
+        Some(WanPath {
+            peer,
+            relay,
+            _client: client,
+        })
+    }
+
+    /// Where the relay listens: this side's tunnel address.
+    fn relay_ip(&self) -> [u8; 4] {
+        [10, 202, self.peer.id, 3]
     }
 }
 
@@ -464,7 +573,21 @@ fn main() {
             .filter(|&&l| l > 0.0)
             .map(|&l| Loss::Path(l)),
     );
+    let losses = losses.chain(args.wan.iter().map(|&w| Loss::Wan(w)));
     for loss in losses {
+        let wan = match loss {
+            Loss::Wan(w) => match WanPath::start(w) {
+                Some(path) => Some(path),
+                None => {
+                    println!(
+                        "    {}: skipped (needs root and wireguard-go)",
+                        loss.label()
+                    );
+                    continue;
+                }
+            },
+            _ => None,
+        };
         for t in TRANSPORTS {
             if args
                 .only
@@ -473,12 +596,13 @@ fn main() {
             {
                 continue;
             }
-            let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let ip = wan.as_ref().map_or([127, 0, 0, 1], WanPath::relay_ip);
+            let relay_addr = SocketAddr::from((ip, free_port()));
             let upstream = format!("127.0.0.1:{gateway_port}");
             let base = demo_relay_args(relay_addr, &upstream, "bench-token");
             let relay_loss = match loss {
                 Loss::Relay(l) => l,
-                Loss::Path(_) => 0.0,
+                Loss::Path(_) | Loss::Wan(_) => 0.0,
             };
             let loss_text = relay_loss.to_string();
             let mut relay_args: Vec<&str> = base.iter().map(String::as_str).collect();
@@ -495,15 +619,31 @@ fn main() {
             wait_tcp(relay_addr, Duration::from_secs(20));
             let path = match loss {
                 Loss::Path(l) => Some(kernel_loss::KernelLoss::on_port(relay_addr.port(), l)),
-                Loss::Relay(_) => None,
+                Loss::Relay(_) | Loss::Wan(_) => None,
             };
+            let netns = wan.as_ref().map(|w| w.peer.netns());
+            let before = wan
+                .as_ref()
+                .map(|w| (w.relay.up.tally(), w.relay.down.tally()));
             let runs: Vec<Run> = (0..args.runs)
-                .map(|_| browser_run(&setup, t, &relay, relay_addr))
+                .map(|_| browser_run(&setup, t, &relay, relay_addr, netns.as_deref()))
                 .collect();
             relay.terminate();
             if let Some(path) = path {
                 let (to, from) = path.dropped();
                 println!("    the kernel dropped {to} packets to the relay, {from} from it");
+            }
+            if let (Some(w), Some((up, down))) = (&wan, before) {
+                let (up2, down2) = (w.relay.up.tally(), w.relay.down.tally());
+                println!(
+                    "    path, page -> relay: {} received, {} lost, {} queue drops; relay -> page: {} received, {} lost, {} queue drops",
+                    up2.received - up.received,
+                    up2.lost - up.lost,
+                    up2.queue_dropped - up.queue_dropped,
+                    down2.received - down.received,
+                    down2.lost - down.lost,
+                    down2.queue_dropped - down.queue_dropped,
+                );
             }
             if args.relay_log.is_some() {
                 // What QUIC saw per session, when asked (--relay-log debug).
