@@ -124,6 +124,16 @@ pub enum Congestion {
     Cubic,
 }
 
+impl Congestion {
+    /// The kernel's and quinn's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Congestion::Bbr => "bbr",
+            Congestion::Cubic => "cubic",
+        }
+    }
+}
+
 impl From<Congestion> for underpass_stack::Congestion {
     fn from(c: Congestion) -> Self {
         match c {
@@ -358,8 +368,19 @@ pub struct RelayArgs {
     /// stream anyway is refused).
     #[arg(long, hide = true)]
     pub no_webtransport_stream: bool,
+    /// The congestion controller the relay sends to pages with, on their
+    /// WebSockets (TCP) and WebTransport sessions (QUIC). `bbr` keeps a
+    /// download's rate through random loss, which `cubic` takes for
+    /// congestion: at 50 ms and 1% loss a page downloaded at 44-59
+    /// Mbit/s with bbr and at 2 with cubic (BENCHMARKS.md). Where the
+    /// kernel refuses the name for TCP (not in
+    /// net.ipv4.tcp_allowed_congestion_control, or not loaded),
+    /// WebSockets keep the system's, with a warning.
+    #[arg(long, value_name = "ALGORITHM", value_enum, default_value_t = Congestion::Bbr)]
+    pub congestion: Congestion,
     /// Benchmarks only: how the WebTransport side's QUIC sends
-    /// (`congestion=cubic|bbr|newreno,window=BYTES,sendbuf=BYTES`).
+    /// (`congestion=cubic|bbr|newreno,window=BYTES,sendbuf=BYTES`; its
+    /// `congestion` overrides `--congestion`).
     #[arg(long, value_name = "SPEC", hide = true)]
     pub bench_quic: Option<String>,
     /// Tests only: replace the made WebTransport certificate every this

@@ -123,6 +123,13 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.listen)))?;
     let local = listener.local_addr().map_err(Failure::runtime)?;
+    // Accepted connections take the listener's congestion controller.
+    let congestion = args.congestion.name();
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_congestion(congestion.as_bytes()) {
+        tracing::warn!(
+            "relay: WebSockets keep the system's congestion controller: the kernel refused {congestion:?} ({e}; see net.ipv4.tcp_allowed_congestion_control)"
+        );
+    }
     let demo = if args.demo {
         let d = demo::Demo::start().await?;
         upstreams.push(Upstream {
@@ -165,8 +172,11 @@ pub async fn run(args: RelayArgs) -> Result<(), Failure> {
                 webtransport::Certificate::SelfSigned { names, renew_every }
             }
         };
-        let tuning = webtransport::QuicTuning::parse(args.bench_quic.as_deref().unwrap_or(""))
-            .map_err(|e| Failure::usage(format!("--bench-quic: {e}")))?;
+        let tuning = webtransport::QuicTuning::parse(
+            args.congestion.name(),
+            args.bench_quic.as_deref().unwrap_or(""),
+        )
+        .map_err(|e| Failure::usage(format!("--bench-quic: {e}")))?;
         Some(webtransport::Server::bind(local, certificate, idle, tuning).await?)
     };
     let relay = Arc::new(Relay {

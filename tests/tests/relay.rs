@@ -661,3 +661,58 @@ fn a_relay_without_upstreams_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HOST:PORT"));
 }
+
+/// The congestion controller of the socket the relay accepted from
+/// `client`, once `ss` shows that socket.
+fn accepted_congestion(relay: SocketAddr, client: SocketAddr) -> String {
+    let filter = format!(
+        "( sport = :{} and dport = :{} )",
+        relay.port(),
+        client.port()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new("ss")
+            .args(["-tinH", "state", "established", &filter])
+            .output()
+            .expect("ss (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        if let Some(name) = ["bbr", "cubic", "reno"]
+            .into_iter()
+            .find(|n| words.contains(n))
+        {
+            return name.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ss shows no congestion controller for the accepted connection: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn websockets_are_sent_with_the_congestion_controller_asked_for() {
+    // Ask for the one the system does not use, so the flag shows.
+    let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .expect("the system's congestion controller")
+        .trim()
+        .to_string();
+    let wanted = if system == "bbr" { "cubic" } else { "bbr" };
+    let mut r = relay(
+        "relay-congestion",
+        &["--upstream", "127.0.0.1:9", "--congestion", wanted],
+    );
+    let client = TcpStream::connect(r.addr).unwrap();
+    let got = accepted_congestion(r.addr, client.local_addr().unwrap());
+    if got != wanted {
+        // The kernel may refuse (bbr not loaded, not allowed): then the
+        // relay said so, and kept the system's.
+        r.process.wait_for_log(
+            "WebSockets keep the system's congestion controller",
+            Duration::from_secs(5),
+        );
+        assert_eq!(got, system, "neither {wanted:?} nor the system's");
+    }
+}

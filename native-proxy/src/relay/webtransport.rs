@@ -100,7 +100,8 @@ fn make_identity(names: &[String]) -> Result<Identity, Failure> {
         .map_err(|e| Failure::runtime(format!("relay: cannot make a certificate: {e}")))
 }
 
-/// How the relay's QUIC sends to pages, for benchmarks to vary
+/// How the relay's QUIC sends to pages: the controller of `--congestion`,
+/// and for benchmarks to vary
 /// (`--bench-quic congestion=bbr,window=BYTES,sendbuf=BYTES`); the
 /// defaults are what was measured best (BENCHMARKS.md, "WebTransport").
 #[derive(Debug, Clone)]
@@ -123,9 +124,13 @@ impl Default for QuicTuning {
 }
 
 impl QuicTuning {
-    /// `key=value,...` over the defaults.
-    pub fn parse(spec: &str) -> Result<QuicTuning, String> {
-        let mut t = QuicTuning::default();
+    /// `key=value,...` over the defaults, with `congestion` ("bbr" or
+    /// "cubic") unless the spec names one.
+    pub fn parse(congestion: &'static str, spec: &str) -> Result<QuicTuning, String> {
+        let mut t = QuicTuning {
+            congestion,
+            ..QuicTuning::default()
+        };
         for item in spec.split(',').filter(|i| !i.is_empty()) {
             let (key, value) = item
                 .split_once('=')
