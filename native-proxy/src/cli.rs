@@ -371,7 +371,7 @@ pub struct RelayArgs {
     /// The congestion controller the relay sends to pages with, on their
     /// WebSockets (TCP) and WebTransport sessions (QUIC). `bbr` keeps a
     /// download's rate through random loss, which `cubic` takes for
-    /// congestion: at 50 ms and 1% loss a page downloaded at 44-59
+    /// congestion: at 50 ms and 1% loss a page downloaded at 38-59
     /// Mbit/s with bbr and at 2 with cubic (BENCHMARKS.md). Where the
     /// kernel refuses the name for TCP (not in
     /// net.ipv4.tcp_allowed_congestion_control, or not loaded),
