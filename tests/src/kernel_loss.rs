@@ -22,20 +22,14 @@ const INSIDE: &str = "UNDERPASS_BENCH_OWN_NETNS";
 /// that loopback, so nothing outside sees the rules.
 pub fn enter_own_network_namespace() {
     if std::env::var_os(INSIDE).is_some() {
-        run(&["ip", "link", "set", "lo", "up", "mtu", "1500"]);
-        run(&[
-            "ethtool",
-            "-K",
-            "lo",
-            "tso",
-            "off",
-            "gso",
-            "off",
-            "gro",
-            "off",
-            "tx-udp-segmentation",
-            "off",
-        ]);
+        let lo = "ip link set lo up mtu 1500 && \
+                  ethtool -K lo tso off gso off gro off tx-udp-segmentation off";
+        let out = crate::bench::sh(lo);
+        assert!(
+            out.status.success(),
+            "{lo}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return;
     }
     let exe = std::env::current_exe().expect("own path");
@@ -50,14 +44,6 @@ pub fn enter_own_network_namespace() {
         eprintln!("the benchmark in its own network namespace failed ({status}); it needs root, nft (nftables) and ethtool");
     }
     std::process::exit(status.code().unwrap_or(1));
-}
-
-fn run(argv: &[&str]) {
-    let status = Command::new(argv[0])
-        .args(&argv[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("{}: {e}", argv[0]));
-    assert!(status.success(), "{} failed: {status}", argv.join(" "));
 }
 
 /// Drops `fraction` of the packets to and from a local port, TCP and UDP

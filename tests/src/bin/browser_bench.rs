@@ -567,13 +567,14 @@ fn main() {
         "native client (SOCKS5 + curl)", "0%", nd, nu, "1.00", "1.00"
     );
     let mut profiles = Vec::new();
-    let losses = args.loss.iter().map(|&l| Loss::Relay(l)).chain(
-        args.path_loss
-            .iter()
-            .filter(|&&l| l > 0.0)
-            .map(|&l| Loss::Path(l)),
-    );
-    let losses = losses.chain(args.wan.iter().map(|&w| Loss::Wan(w)));
+    let losses = (args.loss.iter().map(|&l| Loss::Relay(l)))
+        .chain(
+            args.path_loss
+                .iter()
+                .filter(|&&l| l > 0.0)
+                .map(|&l| Loss::Path(l)),
+        )
+        .chain(args.wan.iter().map(|&w| Loss::Wan(w)));
     for loss in losses {
         let wan = match loss {
             Loss::Wan(w) => match WanPath::start(w) {
@@ -634,15 +635,10 @@ fn main() {
                 println!("    the kernel dropped {to} packets to the relay, {from} from it");
             }
             if let (Some(w), Some((up, down))) = (&wan, before) {
-                let (up2, down2) = (w.relay.up.tally(), w.relay.down.tally());
                 println!(
-                    "    path, page -> relay: {} received, {} lost, {} queue drops; relay -> page: {} received, {} lost, {} queue drops",
-                    up2.received - up.received,
-                    up2.lost - up.lost,
-                    up2.queue_dropped - up.queue_dropped,
-                    down2.received - down.received,
-                    down2.lost - down.lost,
-                    down2.queue_dropped - down.queue_dropped,
+                    "    path, page -> relay: {}; relay -> page: {}",
+                    w.relay.up.tally() - up,
+                    w.relay.down.tally() - down,
                 );
             }
             if args.relay_log.is_some() {
