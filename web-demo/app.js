@@ -68,8 +68,10 @@ async function connect() {
       config: $("config").value,
       relayUrl: $("relay").value.trim(),
       token: $("token").value,
-      // `?webtransportDownload=stream` in the page's URL: downloads on a
-      // QUIC stream instead of datagrams, for trying it out.
+      // `?transport=webtransport` (or `prefer-webtransport`) and
+      // `?webtransportDownload=datagrams` in the page's URL, for trying
+      // them out; by default the batched WebSocket.
+      transport: new URLSearchParams(location.search).get("transport") || undefined,
       webtransportDownload: new URLSearchParams(location.search).get("webtransportDownload") || undefined,
     });
     window.underpass.tunnel = tunnel;

@@ -63,57 +63,85 @@ fn echo_server() -> SocketAddr {
 const BIG: u64 = 64 << 20;
 const BIG_SEED: u64 = 19;
 
-/// What the relay offers, and so which transport the page must end up on.
+/// What the relay offers.
 #[derive(Clone, Copy, PartialEq)]
 enum Offer {
-    /// Everything: the page takes WebTransport, uploads on its stream.
+    /// Everything: batching, WebTransport and its streams.
     All,
-    /// Everything, and the page asks for its downloads on a stream too
-    /// (`webtransportDownload: "stream"`, through the demo page's URL).
-    AllStreamDown,
-    /// WebTransport without the upload stream (a relay from before it):
-    /// the page uploads in QUIC datagrams.
+    /// WebTransport without the upload and download streams (a relay from
+    /// before them): every datagram one QUIC datagram.
     WebTransportDatagrams,
     /// WebTransport under a certificate the browser does not trust (from
-    /// --cert, no hash published): the session is refused and the page
-    /// uses the batched WebSocket.
+    /// --cert, no hash published): the session is refused.
     UntrustedCertificate,
-    /// No WebTransport (`--no-webtransport`).
-    WebSocketOnly,
     /// No WebTransport and no batching (a relay from before either).
     PlainWebSocket,
 }
 
+/// The page's query string (what it passes to `Tunnel.connect`) and the
+/// transport e2e.mjs must then see in `t.stats()` and on the page.
+struct Page {
+    query: &'static str,
+    transport: &'static str,
+}
+
+/// A relay that offers everything and a page that asks for nothing: the
+/// batched WebSocket, the fastest transport in Chromium.
 #[test]
-fn the_page_connects_fetches_echoes_and_benchmarks_over_webtransport_in_chromium() {
-    the_page_works_in_chromium("browser-wt", Offer::All);
+fn the_page_uses_a_batched_websocket_by_default() {
+    let page = Page {
+        query: "",
+        transport: "websocket-batched",
+    };
+    the_page_works_in_chromium("browser", Offer::All, page);
 }
 
 #[test]
-fn the_page_downloads_on_a_webtransport_stream_when_it_asks() {
-    the_page_works_in_chromium("browser-wt-stream-down", Offer::AllStreamDown);
+fn the_page_connects_fetches_echoes_and_benchmarks_over_webtransport_when_it_asks() {
+    let page = Page {
+        query: "?transport=prefer-webtransport",
+        transport: "webtransport-stream",
+    };
+    the_page_works_in_chromium("browser-wt", Offer::All, page);
 }
 
 #[test]
-fn the_page_uploads_in_datagrams_to_a_relay_without_the_upload_stream() {
-    the_page_works_in_chromium("browser-wt-datagrams", Offer::WebTransportDatagrams);
+fn the_page_downloads_in_quic_datagrams_when_it_asks() {
+    let page = Page {
+        query: "?transport=webtransport&webtransportDownload=datagrams",
+        transport: "webtransport-datagrams-down",
+    };
+    the_page_works_in_chromium("browser-wt-datagrams-down", Offer::All, page);
+}
+
+#[test]
+fn the_page_uses_quic_datagrams_both_ways_with_a_relay_without_the_streams() {
+    let page = Page {
+        query: "?transport=webtransport",
+        transport: "webtransport-datagrams",
+    };
+    the_page_works_in_chromium("browser-wt-datagrams", Offer::WebTransportDatagrams, page);
 }
 
 #[test]
 fn the_page_falls_back_to_the_websocket_when_webtransport_is_refused() {
-    the_page_works_in_chromium("browser-wt-refused", Offer::UntrustedCertificate);
+    let page = Page {
+        query: "?transport=prefer-webtransport",
+        transport: "websocket-batched",
+    };
+    the_page_works_in_chromium("browser-wt-refused", Offer::UntrustedCertificate, page);
 }
 
-#[test]
-fn the_page_uses_a_batched_websocket_on_a_relay_without_webtransport() {
-    the_page_works_in_chromium("browser", Offer::WebSocketOnly);
-}
-
-/// A relay that declines batching (as one from before it did): the page
+/// A relay that declines batching and has no WebTransport (as one from
+/// before both), and a page that would prefer WebTransport: the page
 /// falls back to one datagram per message and everything still works.
 #[test]
 fn the_page_falls_back_to_one_datagram_per_message() {
-    the_page_works_in_chromium("browser-plain", Offer::PlainWebSocket);
+    let page = Page {
+        query: "?transport=prefer-webtransport",
+        transport: "websocket-plain",
+    };
+    the_page_works_in_chromium("browser-plain", Offer::PlainWebSocket, page);
 }
 
 /// A self-signed certificate valid for a year: fine for TLS, but no
@@ -149,7 +177,7 @@ fn untrusted_certificate(scratch: &Scratch) -> (String, String) {
     )
 }
 
-fn the_page_works_in_chromium(name: &str, offer: Offer) {
+fn the_page_works_in_chromium(name: &str, offer: Offer, page: Page) {
     check_prerequisites();
     let scratch = Scratch::new(name);
     let c = keys();
@@ -166,10 +194,9 @@ fn the_page_works_in_chromium(name: &str, offer: Offer) {
     let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
     let (cert, key) = untrusted_certificate(&scratch);
     match offer {
-        Offer::All | Offer::AllStreamDown => {}
+        Offer::All => {}
         Offer::WebTransportDatagrams => args.push("--no-webtransport-stream"),
         Offer::UntrustedCertificate => args.extend(["--cert", &cert, "--key", &key]),
-        Offer::WebSocketOnly => args.push("--no-webtransport"),
         Offer::PlainWebSocket => args.extend(["--no-webtransport", "--no-batch"]),
     }
     let mut relay = Process::start("relay", &scratch, &args);
@@ -183,13 +210,7 @@ fn the_page_works_in_chromium(name: &str, offer: Offer) {
         .arg("node")
         .arg(root.join("test/e2e.mjs"))
         .current_dir(&root)
-        .env(
-            "PAGE_URL",
-            match offer {
-                Offer::AllStreamDown => format!("http://{relay_addr}/?webtransportDownload=stream"),
-                _ => format!("http://{relay_addr}/"),
-            },
-        )
+        .env("PAGE_URL", format!("http://{relay_addr}/{}", page.query))
         .env("CONFIG", &client_config)
         .env("TOKEN", "page-token")
         .env("FETCH_URL", server.url("/bytes/1048583?seed=11"))
@@ -206,16 +227,7 @@ fn the_page_works_in_chromium(name: &str, offer: Offer) {
             "SINK_WANT",
             format!("{BIG} {}", content_checksum(BIG_SEED, BIG)),
         )
-        .env(
-            "TRANSPORT",
-            match offer {
-                Offer::All => "webtransport",
-                Offer::AllStreamDown => "webtransport-stream-down",
-                Offer::WebTransportDatagrams => "webtransport-datagrams",
-                Offer::UntrustedCertificate | Offer::WebSocketOnly => "websocket-batched",
-                Offer::PlainWebSocket => "websocket-plain",
-            },
-        )
+        .env("TRANSPORT", page.transport)
         .output()
         .expect("node");
     let stdout = String::from_utf8_lossy(&out.stdout);

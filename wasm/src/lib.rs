@@ -1,8 +1,9 @@
 //! underpass in the browser: the same WireGuard node and userspace TCP/IP
 //! stack as the native client, compiled to WebAssembly. A page cannot send
 //! UDP, so datagrams travel as WebSocket messages (many per message when the
-//! relay offers batching) to `underpass relay`, which forwards them to the
-//! WireGuard endpoint it was configured with.
+//! relay offers batching), or over WebTransport where the page asks, to
+//! `underpass relay`, which forwards them to the WireGuard endpoint it was
+//! configured with.
 //!
 //! ```js
 //! import init, { Tunnel } from "./pkg/underpass_wasm.js";
@@ -73,37 +74,59 @@ fn set(object: &Object, key: &str, value: impl Into<JsValue>) {
     let _ = Reflect::set(object, &JsValue::from_str(key), &value.into());
 }
 
-/// WebTransport when the browser and the relay have it (unless `wanted`
-/// says `"websocket"`), else the WebSocket; why WebTransport was not used
-/// goes to the console. `download` is the `webtransportDownload` option.
+/// How the page reaches the relay, from `Tunnel.connect`'s `transport`.
+#[derive(Clone, Copy, PartialEq)]
+enum Wanted {
+    /// The WebSocket, batched where the relay offers it: the default,
+    /// since in Chromium it was as fast or faster than every WebTransport
+    /// mode on every path measured (loopback, relay loss, 50 ms with and
+    /// without loss; see BENCHMARKS.md).
+    WebSocket,
+    /// WebTransport or an error.
+    WebTransport,
+    /// WebTransport where the browser and the relay have it, else the
+    /// WebSocket (why goes to the console).
+    PreferWebTransport,
+}
+
+impl Wanted {
+    fn parse(option: Option<&str>) -> Result<Wanted, JsError> {
+        match option {
+            None | Some("websocket") => Ok(Wanted::WebSocket),
+            Some("webtransport") => Ok(Wanted::WebTransport),
+            Some("prefer-webtransport") => Ok(Wanted::PreferWebTransport),
+            Some(other) => Err(error(format!(
+                "option transport must be \"websocket\", \"webtransport\" or \"prefer-webtransport\", not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Opens the transport `wanted` asks for. `download` is the
+/// `webtransportDownload` option.
 async fn open_transport(
     url: &str,
     relay_url: &str,
-    wanted: Option<&str>,
+    wanted: Wanted,
     download: Option<&str>,
 ) -> Result<Box<dyn transport::Transport>, JsError> {
-    match wanted {
-        None | Some("webtransport" | "websocket") => {}
-        Some(other) => {
-            return Err(error(format!(
-                "option transport must be \"webtransport\" or \"websocket\", not {other:?}"
-            )))
-        }
-    }
+    // A stream by default: one read per 64 KiB instead of one per
+    // datagram, faster than datagrams in every cell measured, relay loss
+    // included.
     let download_stream = match download {
-        None | Some("datagrams") => false,
-        Some("stream") => true,
+        None | Some("stream") => true,
+        Some("datagrams") => false,
         Some(other) => {
             return Err(error(format!(
-                "option webtransportDownload must be \"datagrams\" or \"stream\", not {other:?}"
+                "option webtransportDownload must be \"stream\" or \"datagrams\", not {other:?}"
             )))
         }
     };
-    if wanted != Some("websocket") {
+    if wanted != Wanted::WebSocket {
         let query = url.split_once('?').map_or("", |(_, q)| q);
         match transport::WebTransportTransport::open(relay_url, query, download_stream).await {
             Ok(t) => return Ok(Box::new(t)),
-            Err(why) if wanted == Some("webtransport") => return Err(error(why)),
+            Err(why) if wanted == Wanted::WebTransport => return Err(error(why)),
             Err(why) => {
                 web_sys::console::info_1(&format!("underpass: {why}; using the WebSocket").into())
             }
@@ -121,12 +144,13 @@ impl Tunnel {
     /// config's peer. Options: `config` (wg-quick text, one `[Peer]`),
     /// `relayUrl` (`ws://` or `wss://`, path `/relay`), `token` (optional),
     /// `handshakeTimeoutMs` (default 15000), `transport` (optional:
-    /// `"webtransport"` or `"websocket"` insists on one; by default
-    /// WebTransport where the browser and the relay have it, else the
-    /// WebSocket), `webtransportDownload` (optional: `"datagrams"`, the
-    /// default, or `"stream"`: downloads over WebTransport batched on one
-    /// QUIC stream where the relay offers it, which costs Chromium one
-    /// read per 64 KiB instead of one per datagram; for measuring).
+    /// `"websocket"`, the default; `"webtransport"` insists on it;
+    /// `"prefer-webtransport"` takes it where the browser and the relay
+    /// have it, else the WebSocket), `webtransportDownload` (optional:
+    /// `"stream"`, the default: downloads over WebTransport batched on one
+    /// QUIC stream where the relay offers it; `"datagrams"`: one QUIC
+    /// datagram each, no head-of-line blocking, but Chromium's cost per
+    /// datagram read holds it to about half the rate).
     pub async fn connect(options: JsValue) -> Result<Tunnel, JsError> {
         let config = get_string(&options, "config")?
             .ok_or_else(|| error("Tunnel.connect needs { config, relayUrl }: config is missing"))?;
@@ -139,10 +163,9 @@ impl Tunnel {
             .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS);
         let plan = setup::Plan::from_config(&config).map_err(error)?;
         let url = setup::relay_url(&relay_url, &plan.endpoint, token.as_deref()).map_err(error)?;
-        let wanted = get_string(&options, "transport")?;
+        let wanted = Wanted::parse(get_string(&options, "transport")?.as_deref())?;
         let download = get_string(&options, "webtransportDownload")?;
-        let transport =
-            open_transport(&url, &relay_url, wanted.as_deref(), download.as_deref()).await?;
+        let transport = open_transport(&url, &relay_url, wanted, download.as_deref()).await?;
         let peer_name = plan.peer_name.clone();
         let endpoint = plan.endpoint.clone();
         let shared = plan.start(transport).map_err(error)?;
@@ -286,7 +309,7 @@ impl Tunnel {
     /// `"websocket"` or `"webtransport"`, `batched` whether many datagrams
     /// go per message (over WebTransport: whether uploads go batched on its
     /// stream), `downloadStream` whether WebTransport downloads come
-    /// batched on a stream (`webtransportDownload: "stream"`), `engineMs`
+    /// batched on a stream (the default; not with `webtransportDownload: "datagrams"`), `engineMs`
     /// the time the engine's turns took in all.
     pub fn stats(&self) -> JsValue {
         let e = self.shared.borrow();

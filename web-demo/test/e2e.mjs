@@ -11,11 +11,11 @@
 //   CLOSED_URL a URL nothing listens on  OUT_DIR   where the screenshot goes
 //   BIG_URL    64 MiB of known content   SINK_URL  where to POST them back
 //   SINK_WANT  what SINK_URL answers for them ("LEN CHECKSUM")
-//   TRANSPORT  what the page must end up on: "webtransport" (uploads on
-//              a stream), "webtransport-stream-down" (downloads on one
-//              too: PAGE_URL asks with ?webtransportDownload=stream),
-//              "webtransport-datagrams", "websocket-batched" or
-//              "websocket-plain"
+//   TRANSPORT  what the page must end up on: "webtransport-stream" (a
+//              stream both ways), "webtransport-datagrams-down" (uploads
+//              on a stream), "webtransport-datagrams" (both ways),
+//              "websocket-batched" or "websocket-plain"; PAGE_URL's query
+//              says what the page asks for
 //
 // QUIC stays enabled: WebTransport runs on it.
 import { chromium } from "playwright-core";
@@ -70,8 +70,8 @@ try {
   result.stats = await page.evaluate(() => window.underpass.tunnel.stats());
   if (!(result.stats.handshakes >= 1) || result.stats.state !== "up") throw new Error(`stats say ${JSON.stringify(result.stats)}`);
   const expected = {
-    "webtransport": { transport: "webtransport", batched: true, shown: "webtransport · QUIC datagrams down, a stream up" },
-    "webtransport-stream-down": { transport: "webtransport", batched: true, downloadStream: true, shown: "webtransport · a stream both ways" },
+    "webtransport-stream": { transport: "webtransport", batched: true, downloadStream: true, shown: "webtransport · a stream both ways" },
+    "webtransport-datagrams-down": { transport: "webtransport", batched: true, shown: "webtransport · QUIC datagrams down, a stream up" },
     "webtransport-datagrams": { transport: "webtransport", batched: false, shown: "webtransport · QUIC datagrams" },
     "websocket-batched": { transport: "websocket", batched: true, shown: "websocket · batched" },
     "websocket-plain": { transport: "websocket", batched: false, shown: "websocket · one datagram" },

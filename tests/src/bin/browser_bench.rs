@@ -53,7 +53,7 @@ struct Transport {
 }
 
 /// The rows, "before" first. The relay offers WebTransport to them all;
-/// the WebSocket rows tell the page to keep to its WebSocket.
+/// each row says what the page asks for.
 const TRANSPORTS: &[Transport] = &[
     Transport {
         name: "websocket, one datagram per message",
@@ -73,12 +73,12 @@ const TRANSPORTS: &[Transport] = &[
     Transport {
         name: "webtransport, stream up",
         relay_args: &[],
-        connect: r#"{"transport": "webtransport"}"#,
+        connect: r#"{"transport": "webtransport", "webtransportDownload": "datagrams"}"#,
     },
     Transport {
         name: "webtransport, stream both ways",
         relay_args: &[],
-        connect: r#"{"transport": "webtransport", "webtransportDownload": "stream"}"#,
+        connect: r#"{"transport": "webtransport"}"#,
     },
 ];
 

@@ -1,7 +1,7 @@
-//! WebTransport to `underpass relay`: each WireGuard datagram to the page
-//! one QUIC datagram, unreliable and unordered as WireGuard's own path is,
-//! so a loss between page and relay costs the tunnel's TCP one segment
-//! instead of stalling everything behind it as a WebSocket's TCP does.
+//! WebTransport to `underpass relay`, where a page asks for it
+//! (`transport: "webtransport"` or `"prefer-webtransport"`; the batched
+//! WebSocket is the default, as fast or faster in Chromium on every path
+//! measured).
 //!
 //! Uploads go on a QUIC stream in `underpass.batch.v1`'s framing, up to
 //! 64 KiB per write, where the relay says it reads one (`uploadStream` in
@@ -11,18 +11,20 @@
 //! "WebTransport"), and a loss between page and relay is repaired by QUIC
 //! within its round trip, short next to the tunnel's.
 //!
-//! Downloads may come batched too, on one stream the relay opens, in the
-//! same framing: only where the page asks (`webtransportDownload:
-//! "stream"`) and the relay offers it (`downloadStream`), so the two can
-//! be measured against each other. Chromium's renderer spends some 40-53
-//! us on every datagram a page reads, which held datagram downloads to
-//! ~80-150 Mbit/s here while the batched WebSocket, one read per 64 KiB,
-//! reached ~300; a stream read carries many datagrams. The price is
-//! QUIC's retransmission and ordering under the tunnel's own.
+//! Downloads come batched too, on one stream the relay opens, in the same
+//! framing, where the relay offers it (`downloadStream`) unless the page
+//! asks for datagrams (`webtransportDownload: "datagrams"`): each
+//! WireGuard datagram one QUIC datagram, unreliable and unordered as
+//! WireGuard's own path is, so a loss between page and relay costs the
+//! tunnel's TCP one segment instead of stalling everything behind it. But
+//! Chromium's renderer spends some 40-53 us on every datagram a page
+//! reads, which held datagram downloads to ~80-150 Mbit/s here against
+//! ~200-300 on the stream, one read per 64 KiB, and the stream kept 90% of
+//! its rate at the relay's 1% loss.
 //!
 //! The relay publishes its session URL and its certificate's hash at
-//! `/webtransport` next to `/relay`; a page that has WebTransport uses it
-//! with nothing more to pass. Chromium's datagram high-water marks are 1
+//! `/webtransport` next to `/relay`; a page that asks for WebTransport
+//! needs nothing more to pass. Chromium's datagram high-water marks are 1
 //! and it drops what is written past them, so writes wait for
 //! `writer.ready`; a datagram larger than `maxDatagramSize` vanishes, so
 //! the tunnel's MTU is kept under it (see `max_datagram`).
