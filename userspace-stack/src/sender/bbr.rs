@@ -362,7 +362,7 @@ impl Bbr {
             self.mode = Mode::ProbeRtt;
             self.pacing_gain = 1.0;
             self.cwnd_gain = 1.0;
-            self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+            self.save_cwnd();
             self.probe_rtt_until = None;
         }
         if self.mode != Mode::ProbeRtt {
@@ -381,7 +381,6 @@ impl Bbr {
                         self.min_rtt = Some((m, a.now));
                     }
                     self.cwnd = self.cwnd.max(self.prior_cwnd);
-                    self.prior_cwnd = 0;
                     if self.filled_pipe {
                         self.enter_probe_bw(a.now);
                     } else {
@@ -436,7 +435,7 @@ impl Bbr {
     /// A loss: one round of packet conservation, the window kept to what
     /// is in flight (BBR v1 does not cut its rate for a loss).
     pub fn on_congestion(&mut self, in_flight: usize, _now: Instant) {
-        self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+        self.save_cwnd();
         self.cwnd = in_flight.max(self.mss);
         self.conserving = true;
         self.in_recovery = true;
@@ -447,11 +446,21 @@ impl Bbr {
         self.in_recovery = false;
         self.conserving = false;
         self.cwnd = self.cwnd.max(self.prior_cwnd);
-        self.prior_cwnd = 0;
+    }
+
+    /// Keeps the window to restore when a recovery or ProbeRTT ends. Both
+    /// may overlap, and whichever ends first must leave the other the
+    /// window from before either began (as Linux's `bbr_save_cwnd`).
+    fn save_cwnd(&mut self) {
+        self.prior_cwnd = if self.in_recovery || self.mode == Mode::ProbeRtt {
+            self.prior_cwnd.max(self.cwnd)
+        } else {
+            self.cwnd
+        };
     }
 
     pub fn on_timeout(&mut self) {
-        self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+        self.save_cwnd();
         self.cwnd = self.mss;
         self.in_recovery = true;
         self.conserving = false;
@@ -540,5 +549,45 @@ mod tests {
         b.end_recovery();
         assert_eq!(b.cwnd, 1_000_000, "restored");
         assert_eq!(b.pacing_rate(Duration::from_millis(50)), before);
+    }
+
+    /// Seen at 200 ms and 1% loss: a recovery that ended while ProbeRTT
+    /// held the window used up the window saved before both, so ProbeRTT
+    /// ended at four segments, the bandwidth samples of the slow climb
+    /// back replaced the path's, and the connection crawled at a tenth of
+    /// its rate for the rest of the run.
+    #[test]
+    fn a_recovery_that_ends_in_probe_rtt_leaves_the_window_to_restore() {
+        let rtt = Duration::from_millis(50);
+        let mut b = Bbr::new(MSS, Instant::ZERO);
+        b.bw.reset(0, 10_000_000.0);
+        b.min_rtt = Some((rtt, Instant::ZERO));
+        b.filled_pipe = true;
+        b.enter_probe_bw(Instant::ZERO);
+        b.cwnd = 1_000_000;
+        b.on_congestion(900_000, Instant::ZERO);
+        // The minimum RTT expires in the recovery: ProbeRTT.
+        let mut now = Instant::ZERO + MIN_RTT_WINDOW + rtt;
+        let mut delivered = 10_000_000u64;
+        let mut step = |b: &mut Bbr, now: Instant, in_flight: usize| {
+            let prior = delivered;
+            delivered += MSS as u64;
+            b.on_ack(&ack(now, delivered, 10_000_000.0, in_flight, prior));
+        };
+        step(&mut b, now, 900_000);
+        assert_eq!(b.mode, Mode::ProbeRtt);
+        assert_eq!(b.cwnd, MIN_WINDOW * MSS, "ProbeRTT holds the window");
+        b.end_recovery();
+        // Drained to ProbeRTT's window, it lasts 200 ms and a round.
+        for _ in 0..12 {
+            step(&mut b, now, 2 * MSS);
+            now += rtt;
+        }
+        assert_eq!(b.mode, Mode::ProbeBw, "ProbeRTT ended");
+        assert!(
+            b.cwnd >= 1_000_000,
+            "the window before the loss is back: {}",
+            b.cwnd
+        );
     }
 }
