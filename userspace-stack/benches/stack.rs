@@ -190,15 +190,10 @@ fn default_tune(_: &mut StackOptions) {}
 /// One connection over simulated long paths (both ends our stack): what a
 /// user 10-200 ms from the gateway would get, in simulated time, so the
 /// figures do not depend on this machine's speed or load. 12 s per cell
-/// (or 64 MiB), as the WAN benchmark's iperf3 runs.
+/// (or 64 MiB), as the WAN benchmark's iperf3 runs; `--seeds N` runs each
+/// cell N times to show how much a bad start costs.
 fn wan() {
-    let seconds = Duration::from_secs(12);
     let len = 1 << 40;
-    println!("one connection, 12 s, simulated time; Mbit/s of payload (up / down)");
-    println!(
-        "{:>8} {:>10} {:>8} {:>18} {:>16}",
-        "RTT ms", "bottleneck", "loss %", "Mbit/s up / down", "queue drops"
-    );
     let arg = |name: &str| {
         let args: Vec<String> = std::env::args().collect();
         args.iter()
@@ -213,6 +208,18 @@ fn wan() {
     let rates = arg("--rate").unwrap_or(vec![300.0, 1000.0]);
     let rtts = arg("--rtt").unwrap_or(vec![2.0, 10.0, 50.0, 100.0, 200.0]);
     let losses = arg("--loss").unwrap_or(vec![0.0, 0.001, 0.01]);
+    // `--seeds N`: each cell N times with other random losses; each run is
+    // printed, the median goes in the table.
+    let seeds = arg("--seeds").map_or(1, |s| s[0].max(1.0) as u64);
+    let seconds = Duration::from_secs_f64(arg("--seconds").map_or(12.0, |s| s[0]));
+    println!(
+        "one connection, {} s, simulated time; Mbit/s of payload (up / down)",
+        seconds.as_secs_f64()
+    );
+    println!(
+        "{:>8} {:>10} {:>8} {:>18} {:>16}",
+        "RTT ms", "bottleneck", "loss %", "Mbit/s up / down", "queue drops"
+    );
     if let Some(from) = arg("--trace-packets-from") {
         support::TRACE_FROM.store(from[0] as u64, Ordering::Relaxed);
     }
@@ -240,11 +247,25 @@ fn wan() {
                     Congestion::Bbr
                 };
                 for &upload in dirs {
-                    let tune = |o: &mut StackOptions| o.tcp.congestion = congestion;
-                    let mut net = Net::with(rtt ^ rate, link, tune, tune);
-                    let (got, took) = transfer(&mut net, len, upload, seconds);
-                    figures.push(got as f64 * 8.0 / took.as_secs_f64() / 1e6);
-                    drops += net.queue_drops;
+                    let mut runs = Vec::new();
+                    for seed in 0..seeds {
+                        let tune = |o: &mut StackOptions| o.tcp.congestion = congestion;
+                        let mut net = Net::with((rtt ^ rate) + seed * 1_000, link, tune, tune);
+                        let (got, took) = transfer(&mut net, len, upload, seconds);
+                        runs.push(got as f64 * 8.0 / took.as_secs_f64() / 1e6);
+                        drops += net.queue_drops;
+                    }
+                    if seeds > 1 {
+                        let each: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+                        eprintln!(
+                            "  {} {rtt} ms, {:.1}%: {}",
+                            if upload { "up" } else { "down" },
+                            loss * 100.0,
+                            each.join(" ")
+                        );
+                    }
+                    runs.sort_by(f64::total_cmp);
+                    figures.push(runs[runs.len() / 2]);
                 }
                 println!(
                     "{rtt:>8} {:>10} {:>8.1} {:>8.0} / {:<8.0} {drops:>16}",
