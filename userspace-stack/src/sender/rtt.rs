@@ -13,8 +13,14 @@ const INITIAL_RTO: Duration = Duration::from_secs(1);
 const MIN_RTO_MARGIN: Duration = Duration::from_millis(200);
 const MAX_RTO: Duration = Duration::from_secs(60);
 /// How long a minimum RTT stands before a newer sample replaces it (a
-/// path's base delay can change: a new route, a roaming client).
-const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// path's base delay can change: a new route, a roaming client). Five
+/// minutes, as Linux's `tcp_min_rtt_wlen`: delivery-rate samples over an
+/// interval shorter than the minimum are dropped, and in a recovery the
+/// ACKs answer retransmissions, which give no RTT sample. A minimum
+/// re-taken at a slow moment then dropped every sample of the path's real
+/// round trip, and BBR counted no rounds, so its ProbeRTT never ended:
+/// seen at 200 ms / 1% loss, 5 s at four segments in flight.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rtt {
@@ -107,6 +113,12 @@ mod tests {
         r.on_sample(Duration::from_millis(80), Instant::from_millis(1000));
         assert_eq!(r.min(), Duration::from_millis(20));
         r.on_sample(Duration::from_millis(60), Instant::from_millis(11_000));
+        assert_eq!(
+            r.min(),
+            Duration::from_millis(20),
+            "a slower moment does not replace the path's minimum"
+        );
+        r.on_sample(Duration::from_millis(60), Instant::from_millis(301_000));
         assert_eq!(
             r.min(),
             Duration::from_millis(60),
