@@ -61,17 +61,17 @@ const TRANSPORTS: &[Transport] = &[
         connect: r#"{"transport": "websocket"}"#,
     },
     Transport {
-        name: "websocket, batched",
+        name: "websocket, batched (the default)",
         relay_args: &[],
         connect: r#"{"transport": "websocket"}"#,
     },
     Transport {
-        name: "webtransport, datagrams up",
+        name: "webtransport, datagrams both ways",
         relay_args: &["--no-webtransport-stream"],
         connect: r#"{"transport": "webtransport"}"#,
     },
     Transport {
-        name: "webtransport, stream up",
+        name: "webtransport, datagrams down, stream up",
         relay_args: &[],
         connect: r#"{"transport": "webtransport", "webtransportDownload": "datagrams"}"#,
     },
@@ -556,14 +556,14 @@ fn main() {
     );
     println!("CPU seconds are the median run's, per process, for that direction.\n");
     println!(
-        "{:<38} {:>8} {:>11} {:>11} {:>6} {:>6}",
+        "{:<58} {:>8} {:>11} {:>11} {:>6} {:>6}",
         "", "loss", "down Mb/s", "up Mb/s", "down x", "up x"
     );
     let native = native_runs(&setup, args.runs);
     let (nd, native_down) = range(native.iter().map(|r| r.down));
     let (nu, native_up) = range(native.iter().map(|r| r.up));
     println!(
-        "{:<38} {:>8} {:>11} {:>11} {:>6} {:>6}",
+        "{:<58} {:>8} {:>11} {:>11} {:>6} {:>6}",
         "native client (SOCKS5 + curl)", "0%", nd, nu, "1.00", "1.00"
     );
     let mut profiles = Vec::new();
@@ -654,7 +654,7 @@ fn main() {
             let (d, down) = range(runs.iter().map(|r| r.down));
             let (u, up) = range(runs.iter().map(|r| r.up));
             println!(
-                "{:<38} {:>8} {:>11} {:>11} {:>6.2} {:>6.2}   {}",
+                "{:<58} {:>8} {:>11} {:>11} {:>6.2} {:>6.2}   {}",
                 format!("chromium: {}", t.name),
                 loss.label(),
                 d,

@@ -345,8 +345,11 @@ impl Sender {
             });
         }
         self.max_pipe = self.board.pipe() + self.board.lost_bytes;
+        // Once per round trip (at most every 50 ms): enough to follow
+        // startup and recoveries round by round.
         if tracing::enabled!(tracing::Level::TRACE)
-            && now.saturating_duration_since(self.traced) >= Duration::from_secs(1)
+            && now.saturating_duration_since(self.traced)
+                >= self.rtt.srtt().max(Duration::from_millis(50))
         {
             self.traced = now;
             tracing::trace!(info = ?self.info(), cc = ?self.cc, "TCP sender");
