@@ -173,7 +173,7 @@ impl Sender {
     ) -> Sender {
         let cc = match algorithm {
             Algorithm::Cubic => Controller::Cubic(cubic::Cubic::new(mss)),
-            Algorithm::Bbr => Controller::Bbr(bbr::Bbr::new(mss, now)),
+            Algorithm::Bbr => Controller::Bbr(bbr::Bbr::new(mss, now, snd_max)),
         };
         Sender {
             mss,
