@@ -246,10 +246,10 @@ fn wan() {
                 } else {
                     Congestion::Bbr
                 };
+                let tune = |o: &mut StackOptions| o.tcp.congestion = congestion;
                 for &upload in dirs {
                     let mut runs = Vec::new();
                     for seed in 0..seeds {
-                        let tune = |o: &mut StackOptions| o.tcp.congestion = congestion;
                         let mut net = Net::with((rtt ^ rate) + seed * 1_000, link, tune, tune);
                         let (got, took) = transfer(&mut net, len, upload, seconds);
                         runs.push(got as f64 * 8.0 / took.as_secs_f64() / 1e6);

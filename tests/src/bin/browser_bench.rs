@@ -52,6 +52,9 @@ struct Transport {
     connect: &'static str,
 }
 
+/// Width of the table's first column (the longest row's name).
+const NAME_WIDTH: usize = 58;
+
 /// The rows, "before" first. The relay offers WebTransport to them all;
 /// each row says what the page asks for.
 const TRANSPORTS: &[Transport] = &[
@@ -556,14 +559,14 @@ fn main() {
     );
     println!("CPU seconds are the median run's, per process, for that direction.\n");
     println!(
-        "{:<58} {:>8} {:>11} {:>11} {:>6} {:>6}",
+        "{:<NAME_WIDTH$} {:>8} {:>11} {:>11} {:>6} {:>6}",
         "", "loss", "down Mb/s", "up Mb/s", "down x", "up x"
     );
     let native = native_runs(&setup, args.runs);
     let (nd, native_down) = range(native.iter().map(|r| r.down));
     let (nu, native_up) = range(native.iter().map(|r| r.up));
     println!(
-        "{:<58} {:>8} {:>11} {:>11} {:>6} {:>6}",
+        "{:<NAME_WIDTH$} {:>8} {:>11} {:>11} {:>6} {:>6}",
         "native client (SOCKS5 + curl)", "0%", nd, nu, "1.00", "1.00"
     );
     let mut profiles = Vec::new();
@@ -654,7 +657,7 @@ fn main() {
             let (d, down) = range(runs.iter().map(|r| r.down));
             let (u, up) = range(runs.iter().map(|r| r.up));
             println!(
-                "{:<58} {:>8} {:>11} {:>11} {:>6.2} {:>6.2}   {}",
+                "{:<NAME_WIDTH$} {:>8} {:>11} {:>11} {:>6.2} {:>6.2}   {}",
                 format!("chromium: {}", t.name),
                 loss.label(),
                 d,
