@@ -96,6 +96,53 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Gives a UDP socket 16 MiB buffers each way, past `rmem_max` /
+/// `wmem_max` when root: a test that receives a burst must not lose it in
+/// its own socket while its reader is not scheduled (a default 208 KiB
+/// buffer holds only about 90 datagrams of 1 KB, counted with their
+/// kernel overhead).
+pub fn large_buffers(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    const BUFFER: libc::c_int = 16 << 20;
+    let fd = socket.as_raw_fd();
+    let set = |name, value: libc::c_int| {
+        // SAFETY: an int option on an open socket.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&raw const value).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    if !set(libc::SO_RCVBUFFORCE, BUFFER) {
+        set(libc::SO_RCVBUF, BUFFER);
+    }
+    if !set(libc::SO_SNDBUFFORCE, BUFFER) {
+        set(libc::SO_SNDBUF, BUFFER);
+    }
+}
+
+/// Datagrams the kernel dropped for a full UDP receive buffer, on the
+/// whole machine so far (`RcvbufErrors` in /proc/net/snmp; 0 where it
+/// cannot be read): a test that lost datagrams says whether a socket
+/// buffer overflowed meanwhile.
+pub fn udp_receive_buffer_drops() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A scratch directory for one test, removed when dropped (kept, logs and
 /// all, when `UNDERPASS_KEEP_SCRATCH` is set: for looking into a run).
 pub struct Scratch(pub PathBuf);

@@ -244,7 +244,7 @@ pub fn wait_readable(sockets: &[&UdpSocket], timeout: Duration) {
 /// datagram's arrival time (SO_TIMESTAMPNS), so the path's clock starts
 /// when it came, not when the relay got round to reading it.
 pub fn tune(socket: &UdpSocket) {
-    const BUFFER: libc::c_int = 16 << 20;
+    crate::large_buffers(socket);
     let fd = socket.as_raw_fd();
     let set = |name, value: libc::c_int| {
         // SAFETY: an int option on an open socket.
@@ -258,12 +258,6 @@ pub fn tune(socket: &UdpSocket) {
             ) == 0
         }
     };
-    if !set(libc::SO_RCVBUFFORCE, BUFFER) {
-        set(libc::SO_RCVBUF, BUFFER);
-    }
-    if !set(libc::SO_SNDBUFFORCE, BUFFER) {
-        set(libc::SO_SNDBUF, BUFFER);
-    }
     set(libc::SO_RXQ_OVFL, 1);
     set(libc::SO_TIMESTAMPNS, 1);
 }
