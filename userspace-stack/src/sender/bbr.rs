@@ -414,11 +414,20 @@ impl Bbr {
             return;
         }
         let rate = self.pacing_gain * bw * PACING_MARGIN;
-        // Before the pipe is known full, never slow down on a low sample.
-        if self.filled_pipe || self.rate.is_none_or(|r| rate > r) {
+        // Before the pipe is known full, never slow down on a low sample,
+        // nor below the rate the connection started with: a first sample
+        // is often a short request's (an HTTP request, iperf3's 37-byte
+        // cookie) and says how little the application sent, not what the
+        // path carries. Taken as the rate, it paced the transfer that
+        // followed at a segment per half-second for a second and more
+        // (Linux: only `bbr_init_pacing_rate_from_rtt` sets the rate
+        // before the first sample, and Startup only raises it).
+        let current = self.rate.unwrap_or_else(|| self.pacing_rate(a.srtt));
+        if self.filled_pipe || rate > current {
             self.rate = Some(rate);
+        } else if self.rate.is_none() {
+            self.rate = Some(current);
         }
-        let _ = a;
     }
 
     fn set_cwnd(&mut self, a: &Ack, round_start: bool) {
@@ -547,6 +556,28 @@ mod tests {
         assert!(b.cwnd <= 1_000_000 + 3 * MSS, "{}", b.cwnd);
         let rate = b.pacing_rate(Duration::from_millis(50));
         assert!(rate < 10_000_000.0 * 1.3, "{rate}");
+    }
+
+    /// Seen on every upload at 50 ms: iperf3's 37-byte cookie, one
+    /// round trip before the data, was the first sample (6 kbit/s), and
+    /// the data that followed left at that rate: 1.25 s before the
+    /// second segment.
+    #[test]
+    fn a_short_request_first_does_not_slow_startup_below_its_initial_rate() {
+        let rtt = Duration::from_millis(50);
+        let mut b = Bbr::new(MSS, Instant::ZERO, 0);
+        let initial = b.pacing_rate(rtt);
+        assert!(
+            (initial - HIGH_GAIN * 10.0 * MSS as f64 / 0.05).abs() < 1.0,
+            "{initial}"
+        );
+        let mut request = ack(Instant::ZERO + rtt, 37, 37.0 / 0.05, 37, 0);
+        request.acked = 37;
+        b.on_ack(&request);
+        assert_eq!(b.pacing_rate(rtt), initial, "the request's sample");
+        // Samples above it raise it, as before.
+        b.on_ack(&ack(Instant::ZERO + 2 * rtt, 20_037, 400_000.0, 0, 37));
+        assert!(b.pacing_rate(rtt) > initial);
     }
 
     #[test]
