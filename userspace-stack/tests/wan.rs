@@ -9,6 +9,7 @@ use std::hash::{DefaultHasher, Hasher};
 use std::time::Duration;
 
 use support::*;
+use underpass_stack::ConnId;
 
 const MIB: usize = 1 << 20;
 /// TCP payload in a full WireGuard datagram of a 1,420-byte tunnel MTU:
@@ -94,4 +95,60 @@ fn one_percent_loss_at_50_ms_keeps_most_of_the_rate() {
     }
     let stats = net.stack(CLIENT).stats();
     assert!(stats.retransmitted > 0, "the loss was real: {stats:?}");
+}
+
+/// Bytes from the client to the gateway on connection `(c, g)`, from now
+/// until the last arrived intact; returns how long that took.
+fn upload(net: &mut Net, (c, g): (ConnId, ConnId), len: usize, limit: Duration) -> Duration {
+    let start = net.now;
+    let mut data = Pattern::new(3, len);
+    let mut got = DefaultHasher::new();
+    let mut n = 0;
+    net.run_until(limit, "the upload", |net| {
+        data.write_to(net.stack(CLIENT), c);
+        n += drain_into(net.stack(GATEWAY), g, &mut got).0;
+        n == len
+    });
+    assert_eq!(got.finish(), data.checksum(), "upload intact");
+    net.now - start
+}
+
+/// What most connections do first: a short request, answered, then the
+/// bulk (iperf3's cookie, an HTTP request before its upload). The
+/// request's rate sample (a few hundred bytes per round trip) is not the
+/// path's: the bulk after it must go as fast as on a connection that
+/// starts with it. It went at a segment per half-second for 1.25 s at
+/// 50 ms (BBR's pacing rate taken from that sample).
+#[test]
+fn a_short_request_first_does_not_slow_the_transfer_after_it() {
+    let rtt = Duration::from_millis(50);
+    let len = 16 * MIB;
+    let limit = Duration::from_secs(30);
+    let fresh = {
+        let mut net = Net::new(11, Link::wan(rtt, 300, 0.0));
+        net.handshake();
+        let conn = net.connect("198.51.100.7:443".parse().unwrap());
+        upload(&mut net, conn, len, limit)
+    };
+    let mut net = Net::new(11, Link::wan(rtt, 300, 0.0));
+    net.handshake();
+    let (c, g) = net.connect("198.51.100.7:443".parse().unwrap());
+    let request = [7u8; 37];
+    assert_eq!(net.stack(CLIENT).tcp_write(c, &request), Ok(37));
+    let mut got = DefaultHasher::new();
+    net.run_until(limit, "the request", |net| {
+        drain_into(net.stack(GATEWAY), g, &mut got).0 == 37
+    });
+    assert_eq!(net.stack(GATEWAY).tcp_write(g, b"go"), Ok(2));
+    let mut answer = DefaultHasher::new();
+    net.run_until(limit, "the answer", |net| {
+        drain_into(net.stack(CLIENT), c, &mut answer).0 == 2
+    });
+    let after_request = upload(&mut net, (c, g), len, limit);
+    let ratio = after_request.as_secs_f64() / fresh.as_secs_f64();
+    eprintln!("after a request: {after_request:?}; on its own: {fresh:?} ({ratio:.2}x)");
+    assert!(
+        ratio <= 1.15,
+        "16 MiB took {after_request:?} after a request, {fresh:?} on a connection of its own"
+    );
 }
