@@ -247,8 +247,9 @@ impl Reassembly {
 
     /// Up to three SACK blocks: a D-SACK first if a duplicate came (it is
     /// said once), then the blocks added to most recently, newest first,
-    /// then the others from the lowest. Blocks this turn added to that do
-    /// not fit wait in [`Reassembly::take_extra`].
+    /// then the others from the lowest. When this turn added to more
+    /// blocks than fit, the lowest of them, and the rest wait in
+    /// [`Reassembly::take_extra`] for the ACKs that follow this one.
     pub fn sack(&mut self) -> SackBlocks {
         let seq = |p: u64| self.rcv_nxt.wrapping_add(p.wrapping_sub(self.pos) as u32);
         let mut out = [None; 3];
@@ -258,31 +259,40 @@ impl Reassembly {
             n = 1;
         }
         // The recent blocks (each in a block of its own, see `touch`),
-        // newest first; the first `fresh` were added to this turn. What
-        // of those does not fit waits for ACKs of its own, three to one.
+        // newest first; the first `fresh` were added to this turn.
         let mut extra = std::mem::take(&mut self.extra);
         extra.clear();
+        let recent: Vec<(u64, u64)> = self.recent.iter().filter_map(|&p| self.block(p)).collect();
+        let fresh = self.fresh.min(recent.len());
+        let room = out.len() - n;
         let mut named = [None; 3];
-        for (i, (s, e)) in self
-            .recent
-            .iter()
-            .filter_map(|&p| self.block(p))
-            .enumerate()
-        {
-            if n < out.len() {
+        if fresh > room {
+            // More than this ACK holds: the turn's ACKs name them from the
+            // lowest, this one first, as a Linux receiver's ACK for each
+            // segment would have. A Linux sender takes data it hears of
+            // below data already acknowledged as reordering, and once it
+            // has seen reordering it waits a quarter of the RTT before it
+            // takes any hole for a loss.
+            let mut blocks = recent[..fresh].to_vec();
+            blocks.sort_unstable();
+            let (first, rest) = blocks.split_at(room);
+            for &(s, e) in first.iter().rev() {
                 named[n] = Some(s);
                 out[n] = Some((seq(s), seq(e)));
                 n += 1;
-            } else if i < self.fresh {
-                match extra
-                    .last_mut()
-                    .and_then(|b| b.iter_mut().find(|b| b.is_none()))
-                {
-                    Some(slot) => *slot = Some((seq(s), seq(e))),
-                    None => extra.push([Some((seq(s), seq(e))), None, None]),
+            }
+            for chunk in rest.chunks(3) {
+                let mut ack = [None; 3];
+                for (slot, &(s, e)) in ack.iter_mut().zip(chunk.iter().rev()) {
+                    *slot = Some((seq(s), seq(e)));
                 }
-            } else {
-                break;
+                extra.push(ack);
+            }
+        } else {
+            for &(s, e) in recent.iter().take(room) {
+                named[n] = Some(s);
+                out[n] = Some((seq(s), seq(e)));
+                n += 1;
             }
         }
         // Then the others, from the lowest.
@@ -380,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn the_blocks_a_turn_added_to_are_named_newest_first_and_stay_named() {
+    fn the_blocks_a_turn_added_to_are_named_lowest_first_across_its_acks_and_stay_named() {
         let mut r = Reassembly::new(0);
         // Five holes in one window; the turn's single ACK comes after.
         for seq in [100, 300, 500, 700, 900] {
@@ -388,13 +398,13 @@ mod tests {
         }
         assert_eq!(
             r.sack(),
-            [Some((900, 1000)), Some((700, 800)), Some((500, 600))],
-            "the three newest blocks, not the lowest"
+            [Some((500, 600)), Some((300, 400)), Some((100, 200))],
+            "the turn's ACK names its lowest three"
         );
         assert_eq!(
             r.take_extra(),
-            vec![[Some((300, 400)), Some((100, 200)), None]],
-            "the turn's other blocks go in an ACK of their own"
+            vec![[Some((900, 1000)), Some((700, 800)), None]],
+            "the others go in an ACK of their own, after it"
         );
         // The next turn grows the oldest block and a middle one.
         offer(&mut r, 200, 50);
