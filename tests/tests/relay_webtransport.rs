@@ -70,13 +70,13 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A session to `url` trusting only `hash`, as a page passing
 /// `serverCertificateHashes` does: the connection, or why there is none.
 async fn connect(url: &str, hash: &Sha256Digest) -> Result<Connection, String> {
-    // wtransport checks as Chromium does: the hash, ECDSA, valid for at
-    // most 14 days.
     // Room for a burst in the client's own socket: the relay's burst test
     // is about the relay's queue, not a kernel buffer the test is slow to
     // empty on a loaded machine (103 of 120 arrived once, with 208 KiB).
     let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     large_buffers(&socket);
+    // wtransport checks as Chromium does: the hash, ECDSA, valid for at
+    // most 14 days.
     let config = ClientConfig::builder()
         .with_bind_socket(socket)
         .with_server_certificate_hashes([hash.clone()])

@@ -247,9 +247,9 @@ impl Reassembly {
 
     /// Up to three SACK blocks: a D-SACK first if a duplicate came (it is
     /// said once), then the blocks added to most recently, newest first,
-    /// then the others from the lowest. When this turn added to more
-    /// blocks than fit, the lowest of them, and the rest wait in
-    /// [`Reassembly::take_extra`] for the ACKs that follow this one.
+    /// then the others from the lowest. When the turn added to more
+    /// blocks than fit, this ACK names the lowest of them, and the rest
+    /// wait in [`Reassembly::take_extra`] for the ACKs that follow it.
     pub fn sack(&mut self) -> SackBlocks {
         let seq = |p: u64| self.rcv_nxt.wrapping_add(p.wrapping_sub(self.pos) as u32);
         let mut out = [None; 3];
