@@ -102,26 +102,27 @@ pub fn free_port() -> u16 {
 /// buffer holds only about 90 datagrams of 1 KB, counted with their
 /// kernel overhead).
 pub fn large_buffers(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
     const BUFFER: libc::c_int = 16 << 20;
-    let fd = socket.as_raw_fd();
-    let set = |name, value: libc::c_int| {
-        // SAFETY: an int option on an open socket.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                (&raw const value).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-        }
-    };
-    if !set(libc::SO_RCVBUFFORCE, BUFFER) {
-        set(libc::SO_RCVBUF, BUFFER);
+    if !set_socket_option(socket, libc::SO_RCVBUFFORCE, BUFFER) {
+        set_socket_option(socket, libc::SO_RCVBUF, BUFFER);
     }
-    if !set(libc::SO_SNDBUFFORCE, BUFFER) {
-        set(libc::SO_SNDBUF, BUFFER);
+    if !set_socket_option(socket, libc::SO_SNDBUFFORCE, BUFFER) {
+        set_socket_option(socket, libc::SO_SNDBUF, BUFFER);
+    }
+}
+
+/// Sets an int `SOL_SOCKET` option; whether the kernel took it.
+pub(crate) fn set_socket_option(socket: &UdpSocket, name: libc::c_int, value: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an int option on an open socket.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
     }
 }
 

@@ -262,38 +262,44 @@ impl Reassembly {
         // newest first; the first `fresh` were added to this turn.
         let mut extra = std::mem::take(&mut self.extra);
         extra.clear();
-        let recent: Vec<(u64, u64)> = self.recent.iter().filter_map(|&p| self.block(p)).collect();
-        let fresh = self.fresh.min(recent.len());
+        // (On the stack: this runs for every ACK that has blocks.)
+        let mut recent = [(0u64, 0u64); RECENT_BLOCKS];
+        let mut len = 0;
+        for (slot, block) in recent
+            .iter_mut()
+            .zip(self.recent.iter().filter_map(|&p| self.block(p)))
+        {
+            *slot = block;
+            len += 1;
+        }
+        let fresh = self.fresh.min(len);
         let room = out.len() - n;
-        let mut named = [None; 3];
-        if fresh > room {
+        let this_ack = if fresh > room {
             // More than this ACK holds: the turn's ACKs name them from the
             // lowest, this one first, as a Linux receiver's ACK for each
             // segment would have. A Linux sender takes data it hears of
             // below data already acknowledged as reordering, and once it
             // has seen reordering it waits a quarter of the RTT before it
             // takes any hole for a loss.
-            let mut blocks = recent[..fresh].to_vec();
+            let blocks = &mut recent[..fresh];
             blocks.sort_unstable();
-            let (first, rest) = blocks.split_at(room);
-            for &(s, e) in first.iter().rev() {
-                named[n] = Some(s);
-                out[n] = Some((seq(s), seq(e)));
-                n += 1;
-            }
-            for chunk in rest.chunks(3) {
+            for chunk in blocks[room..].chunks(3) {
                 let mut ack = [None; 3];
                 for (slot, &(s, e)) in ack.iter_mut().zip(chunk.iter().rev()) {
                     *slot = Some((seq(s), seq(e)));
                 }
                 extra.push(ack);
             }
+            blocks[..room].reverse();
+            &recent[..room]
         } else {
-            for &(s, e) in recent.iter().take(room) {
-                named[n] = Some(s);
-                out[n] = Some((seq(s), seq(e)));
-                n += 1;
-            }
+            &recent[..room.min(len)]
+        };
+        let mut named = [None; 3];
+        for &(s, e) in this_ack {
+            named[n] = Some(s);
+            out[n] = Some((seq(s), seq(e)));
+            n += 1;
         }
         // Then the others, from the lowest.
         for (&s, &e) in &self.ranges {

@@ -245,21 +245,8 @@ pub fn wait_readable(sockets: &[&UdpSocket], timeout: Duration) {
 /// when it came, not when the relay got round to reading it.
 pub fn tune(socket: &UdpSocket) {
     crate::large_buffers(socket);
-    let fd = socket.as_raw_fd();
-    let set = |name, value: libc::c_int| {
-        // SAFETY: an int option on an open socket.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                (&raw const value).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-        }
-    };
-    set(libc::SO_RXQ_OVFL, 1);
-    set(libc::SO_TIMESTAMPNS, 1);
+    crate::set_socket_option(socket, libc::SO_RXQ_OVFL, 1);
+    crate::set_socket_option(socket, libc::SO_TIMESTAMPNS, 1);
 }
 
 /// Makes the calling thread's timers fire within a microsecond of when

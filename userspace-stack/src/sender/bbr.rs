@@ -423,11 +423,11 @@ impl Bbr {
         // (Linux: only `bbr_init_pacing_rate_from_rtt` sets the rate
         // before the first sample, and Startup only raises it).
         let current = self.rate.unwrap_or_else(|| self.pacing_rate(a.srtt));
-        if self.filled_pipe || rate > current {
-            self.rate = Some(rate);
-        } else if self.rate.is_none() {
-            self.rate = Some(current);
-        }
+        self.rate = Some(if self.filled_pipe || rate > current {
+            rate
+        } else {
+            current
+        });
     }
 
     fn set_cwnd(&mut self, a: &Ack, round_start: bool) {
