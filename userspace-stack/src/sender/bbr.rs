@@ -189,6 +189,12 @@ impl Bbr {
         self.mode == Mode::Startup
     }
 
+    /// Holding the window down to see the path's own delay: what is sent
+    /// meanwhile is not a measure of the path's rate.
+    pub fn in_probe_rtt(&self) -> bool {
+        self.mode == Mode::ProbeRtt
+    }
+
     /// The estimated bandwidth-delay product, in bytes.
     fn bdp(&self, gain: f64) -> Option<usize> {
         let (rtt, _) = self.min_rtt?;

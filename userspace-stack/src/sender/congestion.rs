@@ -63,6 +63,12 @@ impl Controller {
         }
     }
 
+    /// BBR's ProbeRTT: rate samples of what is sent now understate the
+    /// path.
+    pub fn in_probe_rtt(&self) -> bool {
+        matches!(self, Controller::Bbr(b) if b.in_probe_rtt())
+    }
+
     pub fn on_ack(&mut self, a: &Ack) {
         match self {
             Controller::Cubic(c) => c.on_ack(a),

@@ -343,6 +343,14 @@ impl Sender {
                 lost: self.board.lost_bytes,
                 limited,
             });
+            if self.cc.in_probe_rtt() {
+                // As Linux: ProbeRTT's four segments per round trip say
+                // how little was sent, not what the path carries. Taken as
+                // rate samples they outlast the bandwidth filter's ten
+                // rounds where ProbeRTT's 200 ms is more (round trips
+                // under 20 ms), and BBR leaves it pacing at a few Mbit/s.
+                self.rate.app_limited(self.board.pipe());
+            }
         }
         self.max_pipe = self.board.pipe() + self.board.lost_bytes;
         // Once per round trip (at most every 50 ms): enough to follow
