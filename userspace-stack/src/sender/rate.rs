@@ -64,7 +64,10 @@ impl Rate {
             delivered: self.delivered,
             delivered_at: self.delivered_at,
             first_sent_at: self.first_sent_at,
-            app_limited: self.app_limited_until > self.delivered,
+            // Set until delivery passes the mark (as Linux): a segment
+            // sent with nothing in flight, when the mark is what has been
+            // delivered already, is as limited as any.
+            app_limited: self.app_limited_until > 0,
         }
     }
 
@@ -84,10 +87,10 @@ impl Rate {
     /// The sample of the ACK just handled, if it makes one. Samples over an
     /// interval shorter than `min_rtt` are not trusted (ACKs bunched up).
     pub fn sample(&mut self, min_rtt: Duration) -> Option<RateSample> {
-        let (stamp, sent) = self.candidate.take()?;
         if self.app_limited_until > 0 && self.delivered > self.app_limited_until {
             self.app_limited_until = 0;
         }
+        let (stamp, sent) = self.candidate.take()?;
         let send_elapsed = sent.saturating_duration_since(stamp.first_sent_at);
         let ack_elapsed = self
             .delivered_at
@@ -136,5 +139,30 @@ mod tests {
         let last = samples.last().unwrap();
         assert!((last.rate - 1_000_000.0).abs() < 20_000.0, "{last:?}");
         assert!(!last.app_limited);
+    }
+
+    /// BBR's ProbeRTT marks the connection limited at every ACK, often
+    /// with nothing in flight: what it sends next is limited all the same
+    /// (it was not, and its few segments per round trip became the
+    /// bandwidth estimate on a real 10 ms path), until delivery passes
+    /// the mark.
+    #[test]
+    fn a_segment_sent_with_nothing_in_flight_after_the_mark_is_limited() {
+        let ms = Duration::from_millis(1);
+        let mut r = Rate::new(Instant::ZERO);
+        let first = r.stamp(Instant::ZERO, false);
+        r.on_delivered(1000, first, Instant::ZERO, Instant::ZERO + ms * 10);
+        r.sample(ms);
+        r.app_limited(0);
+        let now = Instant::ZERO + ms * 10;
+        let limited = r.stamp(now, false);
+        r.on_delivered(1000, limited, now, now + ms * 10);
+        let s = r.sample(ms).expect("a sample over 10 ms");
+        assert!(s.app_limited, "{s:?}");
+        // Delivery passed the mark: what is sent now is not limited.
+        let later = r.stamp(now + ms * 10, false);
+        r.on_delivered(1000, later, now + ms * 10, now + ms * 20);
+        let s = r.sample(ms).expect("a sample over 10 ms");
+        assert!(!s.app_limited, "{s:?}");
     }
 }
