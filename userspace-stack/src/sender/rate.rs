@@ -35,7 +35,8 @@ pub(crate) struct Rate {
     delivered_at: Instant,
     /// When the segment most recently delivered had left.
     first_sent_at: Instant,
-    /// Samples are application-limited until this much is delivered.
+    /// While set (not 0), what is sent is application-limited; cleared
+    /// once delivery passes it.
     app_limited_until: u64,
     /// The best candidate of the ACK being handled: its stamp, when it was
     /// sent.
