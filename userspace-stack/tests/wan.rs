@@ -162,6 +162,8 @@ fn a_short_request_first_does_not_slow_the_transfer_after_it() {
 /// uploads at 10 ms lost 5% to it). Linux does not count what it sends in
 /// ProbeRTT as a measure of the path; nor do we. What ProbeRTT itself
 /// costs (about 200 ms and a round trip nearly idle) is all it may cost.
+/// (Here something is always in flight when ProbeRTT's ACKs come; on a
+/// real path often nothing is, the case `rate`'s unit test holds.)
 #[test]
 fn probing_the_round_trip_costs_a_short_path_little_of_its_rate() {
     let rtt = Duration::from_millis(10);
