@@ -1,9 +1,9 @@
 //! What a kernel sender says about its connection near the end of a run
 //! (its `tcp_info`, read with `ss -ti`): whether the receiver's window
 //! held it back, how much it sent again and how much of that the receiver
-//! reported as needless (D-SACK). Next to the same figures for the
-//! reference, this says whether a slow download is the path's doing or
-//! the receiving end's.
+//! reported as needless (D-SACK), and whether BBR ever left Startup.
+//! Next to the same figures for the reference, this says whether a slow
+//! download is the path's doing or the receiving end's.
 
 use std::process::Command;
 use std::thread::JoinHandle;
@@ -79,6 +79,14 @@ fn busiest(ss: &str) -> Option<String> {
             shown.push(format!("{key} {v}"));
         }
     }
+    if let Some(gain) = bbr_pacing_gain(line) {
+        // 2.89 this late means Startup never ended: a kernel sender whose
+        // send buffer holds less than Startup's window has only
+        // application-limited rate samples, and BBR v1 leaves Startup on
+        // others only (seen at 50 ms against our receiver).
+        let mode = if gain > 2.0 { " (Startup)" } else { "" };
+        shown.push(format!("bbr pacing_gain {gain}{mode}"));
+    }
     let sent: f64 = value(line, "bytes_sent:")?.parse().ok()?;
     let again: f64 = value(line, "bytes_retrans:").map_or(Some(0.0), |v| v.parse().ok())?;
     shown.push(format!("sent again {:.2}%", 100.0 * again / sent.max(1.0)));
@@ -97,6 +105,18 @@ fn value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     None
 }
 
+/// BBR's pacing gain, from the `bbr:(bw:..,mrtt:..,pacing_gain:..,..)`
+/// word of an `ss -i` line.
+fn bbr_pacing_gain(line: &str) -> Option<f64> {
+    let bbr = line.split_whitespace().find(|w| w.starts_with("bbr:("))?;
+    bbr.trim_start_matches("bbr:(")
+        .trim_end_matches(')')
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("pacing_gain:"))?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +131,15 @@ mod tests {
              bytes_retrans 20000, dsack_dups 7, reord_seen 3, delivery_rate 200Mbps, sent again 1.00%"
         );
         assert_eq!(busiest("nothing here"), None);
+    }
+
+    #[test]
+    fn a_bbr_sender_still_in_startup_says_so() {
+        let ss = "0 0 10.0.0.2:5201 10.0.0.1:40002\n\t bbr rtt:51.2/0.4 cwnd:3896 bytes_sent:2000000 bytes_acked:1900000 \
+                  bbr:(bw:286634240bps,mrtt:50.082,pacing_gain:2.88672,cwnd_gain:2.88672) delivery_rate 200Mbps\n";
+        assert_eq!(
+            busiest(ss).unwrap(),
+            "cwnd 3896, rtt 51.2/0.4, delivery_rate 200Mbps, bbr pacing_gain 2.88672 (Startup), sent again 0.00%"
+        );
     }
 }
