@@ -24,7 +24,11 @@
 //! underpass download, so that it is compared with the reference whose
 //! sender is the same: its ratio then says what the tunnel and underpass's
 //! receiving end cost. Figures underpass sent itself are compared with
-//! every reference.
+//! every reference. Where a kernel sends with BBR, its state is read
+//! through the run: a figure marked `S` is from a run whose sender never
+//! left BBR's Startup (with Debian's 4 MiB send buffer a Linux BBR v1
+//! sender at 50 ms and more may not), so two figures compare like with
+//! like only if both are marked or neither is.
 //!
 //!     cargo build --release -p underpass-tests --bin wan_bench
 //!     target/release/wan_bench                     # the whole matrix (~2 h)

@@ -2,6 +2,7 @@
 //! the end (one line per path, direction and stream count).
 
 use crate::rows::{dir_name, row_name, sender_name, Run, Sender};
+use crate::sender_info::Startup;
 use crate::{Dir, Path, Row};
 
 const NAME: usize = 46;
@@ -53,13 +54,29 @@ fn against<'a>(
         .or_else(|| find(runs, row, column, Sender::Underpass))
 }
 
+/// A run's figure; `S` after it: its kernel sender (BBR) never left
+/// Startup, which costs a run drops that one that left does not pay.
 fn mbit(run: Option<&Run>) -> String {
-    match run {
-        None => "-".into(),
-        Some(r) if r.failed.is_some() => "0!".into(),
+    let figure = match run {
+        None => return "-".into(),
+        Some(r) if r.failed.is_some() => return "0!".into(),
         Some(r) if r.mbit >= 100.0 => format!("{:.0}", r.mbit),
         Some(r) if r.mbit >= 10.0 => format!("{:.1}", r.mbit),
         Some(r) => format!("{:.2}", r.mbit),
+    };
+    match run.map(|r| r.startup) {
+        Some(Startup::Stayed(_)) => format!("{figure} S"),
+        _ => figure,
+    }
+}
+
+/// Says what `S` means, where a run has one.
+fn print_startup_legend<'a>(runs: impl IntoIterator<Item = &'a Run>) {
+    if runs
+        .into_iter()
+        .any(|r| matches!(r.startup, Startup::Stayed(_)))
+    {
+        println!("S = the kernel sender (BBR v1) never left Startup in that run (it paced at 2.89x its estimate throughout)");
     }
 }
 
@@ -126,6 +143,7 @@ pub fn print_path(path: &Path, runs: &[Run], algorithms: &[&'static str]) {
             "0! = no result: iperf3 failed or was killed 25 s late (a wedged tunnel); counted as 0"
         );
     }
+    print_startup_legend(runs);
 }
 
 /// One markdown line per path, direction and stream count: the
@@ -140,6 +158,7 @@ pub fn print_summary(results: &[(Path, Vec<Run>)], algorithms: &[&'static str]) 
         .collect();
     println!();
     println!("summary (Mbit/s; ratio = ours / reference with that kernel algorithm; where underpass's download shows two figures, the peer's kernel sent with {}; 0! = no result)", algorithms.join(" / "));
+    print_startup_legend(all.iter().copied());
     println!();
     let mut header = vec!["RTT ms", "loss", "bottleneck", "dir", "streams"]
         .into_iter()
@@ -195,5 +214,36 @@ fn short(row: Row) -> &'static str {
         Row::Underpass => "underpass",
         Row::Gateway => "gateway",
         Row::Reference => "reference",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn run(mbit: f64, startup: Startup) -> Run {
+        Run {
+            row: Row::Underpass,
+            sender: Sender::Kernel("bbr"),
+            dir: Dir::Down,
+            streams: 1,
+            mbit,
+            failed: None,
+            startup,
+        }
+    }
+
+    #[test]
+    fn a_run_whose_sender_never_left_startup_is_marked() {
+        assert_eq!(mbit(Some(&run(235.4, Startup::Stayed(40)))), "235 S");
+        assert_eq!(
+            mbit(Some(&run(245.0, Startup::Left(Duration::from_secs(4))))),
+            "245"
+        );
+        assert_eq!(mbit(Some(&run(3.27, Startup::Unknown))), "3.27");
+        let mut failed = run(0.0, Startup::Stayed(3));
+        failed.failed = Some("iperf3 failed".into());
+        assert_eq!(mbit(Some(&failed)), "0!");
     }
 }

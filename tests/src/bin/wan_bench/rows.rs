@@ -11,7 +11,7 @@ use underpass_tests::impair::{ImpairRelay, Tally};
 use underpass_tests::interop::{Peer, ReferenceClient};
 use underpass_tests::{free_port, Pair, PairOptions, Process};
 
-use crate::sender_info::Probe;
+use crate::sender_info::{Probe, Startup};
 use crate::{Bench, Dir, Path, Row};
 
 /// The relay's CPU (main.rs says why there).
@@ -37,6 +37,8 @@ pub struct Run {
     pub mbit: f64,
     /// Why there is no figure (the run counts as 0).
     pub failed: Option<String>,
+    /// Whether a kernel BBR sender left Startup.
+    pub startup: Startup,
 }
 
 /// The iperf3 servers: in the namespace behind the peer, and on the host
@@ -279,6 +281,7 @@ pub fn measure_path(b: &mut Bench, row: Row, path: &Path, path_index: u64) -> Ve
                     streams,
                     mbit: 0.0,
                     failed: None,
+                    startup: Startup::Unknown,
                 };
                 match &tunnel {
                     Ok(tunnel) => measure(b, tunnel, &mut run),
@@ -308,18 +311,30 @@ fn measure(b: &mut Bench, tunnel: &Tunnel, run: &mut Run) {
             Sender::Underpass => b.algorithms[0],
         }),
     };
-    // Near the end of the run, what a kernel sender says about it.
-    let probe = match run.sender {
-        Sender::Kernel(_) => {
-            let at = Duration::from_secs_f64((f64::from(b.seconds) - 1.5).max(0.5));
-            Some(match run.dir {
-                Dir::Down => Probe::start(Some(b.peer.netns()), PEER_PORT, true, at),
-                Dir::Up => Probe::start(None, PEER_PORT, false, at),
-            })
-        }
+    // What a kernel sender says about the run, read until near its end.
+    let (sender, dir, netns) = (run.sender, run.dir, b.peer.netns());
+    let until = Duration::from_secs_f64((f64::from(b.seconds) - 1.5).max(0.5));
+    let start_probe = || match sender {
+        Sender::Kernel(_) => Some(match dir {
+            Dir::Down => Probe::start(Some(netns.clone()), PEER_PORT, true, until),
+            Dir::Up => Probe::start(None, PEER_PORT, false, until),
+        }),
         Sender::Underpass => None,
     };
-    match iperf.run(&host, port) {
+    let mut probe = start_probe();
+    let mut result = iperf.run(&host, port);
+    if matches!(&result, Err(why) if why.contains("busy")) {
+        // The server still thought itself in the last run (its client
+        // gone unnoticed): a fresh one and the run again, rather than a
+        // cell without a figure. (The first probe is left to end alone.)
+        println!(
+            "      iperf3's server was still busy with the last run: restarted it, running again"
+        );
+        b.servers.restart();
+        probe = start_probe();
+        result = iperf.run(&host, port);
+    }
+    match result {
         Ok((mbit, _)) => run.mbit = mbit,
         Err(why) => run.failed = Some(why),
     }
@@ -340,7 +355,12 @@ fn measure(b: &mut Bench, tunnel: &Tunnel, run: &mut Run) {
     print_relay("client -> peer", &up, None);
     print_relay("peer -> client", &down, Some(cpu));
     if let Some(probe) = probe {
-        println!("      kernel sender: {}", probe.finish());
+        let reading = probe.finish();
+        println!("      kernel sender: {}", reading.line);
+        if reading.startup != Startup::Unknown {
+            println!("      kernel sender: {}", reading.startup);
+        }
+        run.startup = reading.startup;
     }
     if run.row != Row::Gateway {
         let (sent, dropped) = tun_counts(&b.peer);
